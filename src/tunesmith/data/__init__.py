@@ -1,0 +1,1 @@
+"""Data preparation: raw files -> Examples -> a clean, leak-free dataset snapshot."""
