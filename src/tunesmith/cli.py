@@ -1,0 +1,216 @@
+"""The ``tunesmith`` command: a thin typer shell over the stage functions.
+
+Each command parses its options, calls one plain function, and prints a summary (a rich table,
+or with ``--json`` one JSON object on stdout). User mistakes (TunesmithError) print a clear
+message on stderr and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tunesmith import __version__
+from tunesmith.config import CONFIG_FILENAME, config_schema, load_config
+from tunesmith.errors import TunesmithError
+
+app = typer.Typer(
+    name="tunesmith",
+    help="Turn raw domain records and a base LLM into a specialised model you can trust.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate the config.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to tunesmith.yaml (or its folder).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON summary on stdout.")]
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn TunesmithError into a clean message + exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TunesmithError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _emit_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+class _RichProgress:
+    """Adapter from the pipeline's Progress protocol to rich bars (one per stage)."""
+
+    def __init__(self, console: Console):
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("records"), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task: Any = None
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        if not self.bar.live.is_started:
+            self.bar.start()
+        self.task = self.bar.add_task(stage, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def finish(self) -> None:
+        task = self.bar.tasks[-1]
+        self.bar.update(self.task, total=task.completed)
+
+    def close(self) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+    if version:
+        out.print(f"tunesmith {__version__}")
+        raise typer.Exit()
+
+
+# ---------------------------------------------------------------------------- init
+@app.command()
+@_user_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder to create.")] = Path("."),
+    template: Annotated[str | None, typer.Option(help="Sample project to generate (support-triage).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the generated sample data.")] = 7,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing tunesmith.yaml.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a commented tunesmith.yaml, or a whole sample project with --template."""
+    target = directory / CONFIG_FILENAME
+    if target.exists() and not force:
+        raise TunesmithError(f"{target} already exists; use --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    if template:
+        from tunesmith.sample import TEMPLATES
+
+        if template not in TEMPLATES:
+            raise TunesmithError(f"unknown template '{template}'; must be one of: {', '.join(TEMPLATES)}")
+        summary = TEMPLATES[template](directory, seed=seed)
+    else:
+        from importlib.resources import files
+
+        target.write_text(files("tunesmith").joinpath("templates/tunesmith.yaml").read_text(encoding="utf-8"))
+        summary = {"files": [str(target)]}
+    if as_json:
+        _emit_json({"config": str(target), **summary})
+        return
+    out.print(f"[green]wrote[/] {target}" + (f" and the '{template}' sample project" if template else ""))
+    out.print(f"next: [bold]tunesmith prepare -c {target}[/]")
+
+
+# ---------------------------------------------------------------------------- config
+@config_app.command("schema")
+def schema() -> None:
+    """Print the JSON schema of tunesmith.yaml."""
+    _emit_json(config_schema())
+
+
+@config_app.command("check")
+@_user_errors
+def check(config: ConfigOpt = Path(CONFIG_FILENAME), as_json: JsonOpt = False) -> None:
+    """Validate a config and print it fully resolved (defaults filled in)."""
+    cfg = load_config(config)
+    if as_json:
+        _emit_json({"ok": True, "config_hash": cfg.hash(), "config": cfg.model_dump(mode="json")})
+        return
+    out.print(f"[green]ok[/] {config} (config hash {cfg.hash()})")
+
+
+# ---------------------------------------------------------------------------- prepare
+@app.command()
+@_user_errors
+def prepare(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Preview on the first records; write nothing.")] = False,
+    sample: Annotated[int, typer.Option(help="Records read by --dry-run.")] = 500,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest, clean, deduplicate, scrub PII and split into an immutable dataset snapshot."""
+    from tunesmith.data.pipeline import prepare as run_prepare
+
+    if executor not in ("local", "ray"):
+        raise TunesmithError(f"--executor must be 'local' or 'ray', got '{executor}'")
+    cfg = load_config(config)
+    bars = _RichProgress(err if as_json else out)
+    try:
+        result = run_prepare(cfg, dry_run=dry_run, dry_run_records=sample, executor=executor, progress=bars)  # type: ignore[arg-type]
+    finally:
+        bars.close()
+    counts = result.manifest["counts"]
+    if as_json:
+        _emit_json({
+            "snapshot_id": result.snapshot_id, "path": str(result.path) if result.path else None,
+            "reused": result.reused, "dry_run": dry_run, "counts": counts,
+            "contamination": result.manifest["contamination"]["over_threshold"],
+            **({"samples": result.samples} if dry_run else {}),
+        })
+        return
+    _print_prepare_summary(result, dry_run)
+
+
+def _print_prepare_summary(result: Any, dry_run: bool) -> None:
+    counts = result.manifest["counts"]
+    table = Table(title="prepare" + (" (dry run)" if dry_run else ""), show_header=True)
+    table.add_column("outcome")
+    table.add_column("records", justify="right")
+    table.add_row("read", str(counts["read"]))
+    for split, n in counts["splits"].items():
+        table.add_row(f"kept → {split}", str(n))
+    for reason, n in counts["dropped_by_reason"].items():
+        if n:
+            table.add_row(f"dropped: {reason}", str(n))
+    table.add_row("quarantined", str(counts["quarantined"]))
+    out.print(table)
+    if counts["pii"]:
+        out.print("PII redacted: " + ", ".join(f"{k} {v}" for k, v in counts["pii"].items()))
+    hits = result.manifest["contamination"]["over_threshold"]
+    if hits:
+        out.print(f"[yellow]contamination:[/] {hits} test examples overlap train above the threshold")
+    if dry_run:
+        for key, items in result.samples.items():
+            out.print(f"[dim]{key}:[/] " + "; ".join(json.dumps(i)[:160] for i in items[:3]))
+        out.print("[dim]dry run: nothing written[/]")
+        return
+    verb = "reused existing" if result.reused else "wrote"
+    out.print(f"[green]{verb} snapshot[/] [bold]{result.snapshot_id}[/] → {result.path}")
+    if not result.reused:
+        out.print(f"report: {result.path / 'report.html'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
