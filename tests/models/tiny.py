@@ -28,12 +28,13 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-# Llama-2 style: the answer follows "[/INST]" after a space, so byte-level BPE merges that
-# space into the answer's first word: the boundary case the masks must survive.
+# The generation prompt ends with a space ("[/INST] ") and the answer follows it, so
+# byte-level BPE merges that space into the answer's first word ("ĠHow"): a token crosses
+# the prompt/answer boundary, the case the masks must survive and the checks must flag.
 SPACE_JOINED_TEMPLATE = (
     "{% for m in messages %}"
-    "{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
-    "{% elif m['role'] == 'assistant' %}{{ ' ' + m['content'] + eos_token }}"
+    "{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST] ' }}"
+    "{% elif m['role'] == 'assistant' %}{{ m['content'] + eos_token }}"
     "{% else %}{{ '<<SYS>>' + m['content'] + '<</SYS>>' }}{% endif %}"
     "{% endfor %}"
 )
@@ -90,7 +91,9 @@ def _config(arch: str, vocab_size: int, pad_id: int, eos_id: int):
             num_key_value_heads=2, max_position_embeddings=256, **common,
         )
     if arch == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+        return GPT2Config(
+            n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=eos_id, **common
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}: use llama, qwen2 or gpt2")
 
 

@@ -134,3 +134,299 @@ def _mix64(h: np.ndarray) -> np.ndarray:
     h *= _U64(0xC4CEB9FE1A85EC53)
     h ^= h >> _U64(33)
     return h
+
+
+# --------------------------------------------------------------------------- signatures
+def signatures(texts: Sequence[str], cfg: NearDedupConfig) -> np.ndarray:
+    """MinHash signatures of ``texts``: an ``(len(texts), cfg.num_perm)`` uint32 array.
+
+    Pure and deterministic (the same texts and config give the same array in any process),
+    so workers can compute signatures of their batches in parallel and the driver only
+    indexes them. Works in chunks of about a million characters, so memory stays flat.
+    """
+    texts = _as_str_list(texts)
+    a, b = _perm_params(cfg.seed, cfg.num_perm)
+    out = np.empty((len(texts), cfg.num_perm), dtype=np.uint32)
+    for lo, hi in _chunks(texts):
+        part = texts[lo:hi]
+        words, first = _word_hashes(part)
+        shingles, seg = _shingle_hashes(words, first, part, cfg.ngram)
+        out[lo:hi] = _minhash(shingles, seg, a, b)
+    return out
+
+
+def _as_str_list(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, with a clear error naming the first item that is not a str."""
+    texts = texts if isinstance(texts, list) else list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"signatures: texts[{i}] is {type(t).__name__}, expected str")
+    return texts
+
+
+def _chunks(texts: list[str]) -> list[tuple[int, int]]:
+    """``(lo, hi)`` ranges of texts holding about ``_CHARS_PER_CHUNK`` characters each."""
+    if not texts:
+        return []
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
+    cuts = np.searchsorted(ends, np.arange(_CHARS_PER_CHUNK, int(ends[-1]), _CHARS_PER_CHUNK))
+    bounds = np.unique(np.concatenate(([0], cuts + 1, [len(texts)])))
+    bounds = bounds[bounds <= len(texts)]
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def _word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mixed 64-bit hash of every lowercased ``\\w+`` word of ``texts``, in order.
+
+    Returns ``(hashes, first)``: text ``d``'s words are ``hashes[first[d]:first[d + 1]]``.
+    """
+    # Code point 0 before, between and after the texts: it is not a word character, so no
+    # word spans two texts and every word has a non-word neighbour on both sides.
+    joined = "\x00" + "\x00".join(texts) + "\x00"
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    folded = np.take(_fold_table(), cps)
+    is_word = folded != 0
+    edges = np.flatnonzero(is_word[1:] != is_word[:-1]) + 1
+    starts, ends = edges[0::2], edges[1::2]
+    up, down = _powers_for(len(cps))
+    prefix = np.cumsum(folded * up[: len(cps)], dtype=_U64)
+    # sum_{k=s}^{e-1} cp_k P^k, rescaled by P^-s so equal words hash equally anywhere.
+    hashes = _mix64((prefix[ends - 1] - prefix[starts - 1]) * down[starts])
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    text_starts = np.concatenate(([1], 1 + np.cumsum(lengths + 1)))
+    return hashes, np.searchsorted(starts, text_starts)
+
+
+def _shingle_hashes(
+    words: np.ndarray, first: np.ndarray, texts: list[str], ngram: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of each text's word n-grams, grouped by text.
+
+    Returns ``(hashes, seg)``: text ``d``'s shingles are ``hashes[seg[d]:seg[d + 1]]``;
+    every text has at least one (see the module docstring for short and empty texts).
+    """
+    counts = np.diff(first)
+    n_full = np.maximum(counts - ngram + 1, 0)
+    seg = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.maximum(n_full, 1), out=seg[1:])
+    out = np.empty(int(seg[-1]), dtype=_U64)
+    short = np.flatnonzero((counts > 0) & (counts < ngram))
+    acc = words.copy()  # after step j: acc[i] combines words[i .. i + j]
+    for j in range(1, ngram):
+        acc = acc[:-1] * _U64(_Q) + words[j:]
+        done = short[counts[short] == j + 1]
+        out[seg[done]] = acc[first[done]]
+    short_one = short[counts[short] == 1]
+    out[seg[short_one]] = words[first[short_one]]
+    full = np.flatnonzero(n_full)
+    src = _ragged_arange(first[full], n_full[full])
+    out[src + np.repeat(seg[full] - first[full], n_full[full])] = acc[src]
+    for d in np.flatnonzero(counts == 0).tolist():
+        # No words at all: the whole text is the one shingle (so "" matches "" only).
+        out[seg[d]] = xxhash.xxh3_64_intdigest(texts[d].strip().lower().encode("utf-8", "surrogatepass"))
+    return (_mix64(out) >> _U64(32)).astype(np.uint32), seg
+
+
+def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])`` without a loop."""
+    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return np.arange(offsets.size, dtype=np.int64) + offsets
+
+
+def _minhash(shingles: np.ndarray, seg: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per text and permutation, the minimum of ``(a*x + b) mod 2^32`` over its shingles."""
+    out = np.full((len(seg) - 1, len(a)), np.iinfo(np.uint32).max, dtype=np.uint32)
+    buf = np.empty((len(a), min(_SHINGLES_PER_CHUNK, len(shingles))), dtype=np.uint32)
+    for lo in range(0, len(shingles), _SHINGLES_PER_CHUNK):
+        hi = min(lo + _SHINGLES_PER_CHUNK, len(shingles))
+        # Texts overlapping [lo, hi); the first and last may continue in other chunks,
+        # which is why the result is min-merged into ``out`` rather than assigned.
+        d0 = int(np.searchsorted(seg, lo, side="right")) - 1
+        d1 = int(np.searchsorted(seg, hi, side="left"))
+        local = np.maximum(seg[d0:d1] - lo, 0)
+        # (num_perm × chunk) layout: reduceat then reduces contiguous memory (6x faster
+        # than the transposed layout, measured).
+        v = buf[:, : hi - lo]
+        np.multiply.outer(a, shingles[lo:hi], out=v)
+        v += b[:, None]
+        part = np.minimum.reduceat(v, local, axis=1)
+        np.minimum(out[d0:d1], part.T, out=out[d0:d1])
+    return out
+
+
+# --------------------------------------------------------------------------- index
+class _RowStore:
+    """Append-only rows kept in fixed-size blocks: growing never copies what is stored,
+    so the peak memory is the data itself (a doubling array would briefly need 2-3x)."""
+
+    BLOCK = 1 << 16
+
+    def __init__(self, width: int, dtype: type):
+        self.width, self.dtype = width, dtype
+        self.blocks: list[np.ndarray] = []
+        self.n = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        done = 0
+        while done < len(rows):
+            used = self.n % self.BLOCK
+            if used == 0:
+                self.blocks.append(np.empty((self.BLOCK, self.width), dtype=self.dtype))
+            take = min(self.BLOCK - used, len(rows) - done)
+            self.blocks[-1][used : used + take] = rows[done : done + take]
+            done += take
+            self.n += take
+
+    def column(self, c: int) -> np.ndarray:
+        """Column ``c`` of all rows, as one array."""
+        return np.concatenate([blk[:, c] for blk in self.blocks])[: self.n]
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (global row numbers)."""
+        out = np.empty((len(idx), self.width), dtype=self.dtype)
+        block_of = idx // self.BLOCK
+        for blk in np.unique(block_of).tolist():
+            sel = np.flatnonzero(block_of == blk)
+            out[sel] = self.blocks[blk][idx[sel] - blk * self.BLOCK]
+        return out
+
+
+class NearDuplicateIndex:
+    """Banded MinHash LSH over signatures from :func:`signatures`, with verified clusters.
+
+    Records get indices 0, 1, 2, ... in the order they are added. :meth:`clusters` maps each
+    to its cluster's smallest index, so keeping ``i`` where ``clusters()[i] == i`` keeps the
+    first-seen record of every cluster. Memory per record: one 64-bit key per band plus
+    16 bits per permutation (~384 bytes at 128 permutations and 16 bands).
+    """
+
+    def __init__(self, cfg: NearDedupConfig):
+        self.cfg = cfg
+        self._keys = _RowStore(cfg.bands, np.uint64)
+        self._fps = _RowStore(cfg.num_perm, _FP_DTYPE)
+        self._result: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self._keys.n
+
+    def add(self, sigs: np.ndarray) -> None:
+        """Index a batch of signatures (rows of ``signatures()`` for the same config)."""
+        sigs = np.asarray(sigs)
+        if sigs.ndim != 2 or sigs.shape[1] != self.cfg.num_perm:
+            raise ValueError(
+                f"NearDuplicateIndex.add: expected signatures of shape (n, {self.cfg.num_perm}) "
+                f"(num_perm), got {sigs.shape}"
+            )
+        if sigs.dtype != np.uint32:
+            raise TypeError(f"NearDuplicateIndex.add: expected uint32 signatures, got {sigs.dtype}")
+        self._keys.append(_band_keys(sigs, self.cfg))
+        self._fps.append(sigs.astype(_FP_DTYPE))  # the low 16 bits of every value
+        self._result = None
+
+    def clusters(self) -> np.ndarray:
+        """For each record, the smallest index in its cluster (itself when it has none)."""
+        return self._compute()[0]
+
+    def similar_pairs(self) -> np.ndarray:
+        """The verified pairs: a structured array with fields ``i < j`` and ``jaccard``
+        (the signature estimate, >= threshold), sorted by ``(i, j)``. Clusters are the
+        connected components of these pairs."""
+        return self._compute()[1]
+
+    def _compute(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._result is None:
+            n = len(self)
+            i, j = _candidate_pairs(self._keys, n)
+            est = self._estimate(i, j)
+            ok = est >= self.cfg.threshold
+            pairs = np.empty(int(ok.sum()), dtype=[("i", np.int64), ("j", np.int64), ("jaccard", np.float32)])
+            pairs["i"], pairs["j"], pairs["jaccard"] = i[ok], j[ok], est[ok]
+            self._result = (_components(n, i[ok], j[ok]), pairs)
+        return self._result
+
+    def _estimate(self, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 15) -> np.ndarray:
+        """Jaccard estimate of each pair: the share of equal signature values, corrected
+        for the 2^-16 chance that two different values agree in their kept 16 bits."""
+        est = np.empty(len(i), dtype=np.float32)
+        chance = 1.0 / (1 << (8 * np.dtype(_FP_DTYPE).itemsize))
+        for lo in range(0, len(i), chunk):
+            eq = self._fps.take(i[lo : lo + chunk]) == self._fps.take(j[lo : lo + chunk])
+            share = np.count_nonzero(eq, axis=1) / self.cfg.num_perm
+            est[lo : lo + chunk] = np.clip((share - chance) / (1.0 - chance), 0.0, 1.0)
+        return est
+
+
+def _band_keys(sigs: np.ndarray, cfg: NearDedupConfig) -> np.ndarray:
+    """One 64-bit key per band: ``sum_r value_r * M_r mod 2^64`` (odd random ``M_r``).
+    Two different bands collide with probability ~2^-64; a collision only adds a candidate,
+    which verification then rejects."""
+    mult = _band_multipliers(cfg.seed, cfg.rows)
+    bands = sigs.reshape(len(sigs), cfg.bands, cfg.rows).astype(_U64)
+    return np.sum(bands * mult, axis=2, dtype=_U64)
+
+
+def _candidate_pairs(keys: _RowStore, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(i, j)``, ``i < j``, of records that share a key in at least one band."""
+    found = [_bucket_pairs(keys.column(b)) for b in range(keys.width)]
+    if n == 0 or not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    code = np.unique(np.concatenate([i * n + j for i, j in found]))
+    return code // n, code % n
+
+
+def _bucket_pairs(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``i < j``, of records with equal keys in one band.
+
+    A bucket of up to ``_MAX_BUCKET_ALL_PAIRS`` records yields all its pairs; a larger one
+    pairs each member with the bucket's first record and with the next one, which keeps
+    the work linear and still connects every member that is similar to either.
+    """
+    order = np.argsort(col, kind="stable")  # stable: a bucket lists its records in order
+    keys = col[order]
+    same = keys[1:] == keys[:-1]
+    in_bucket = np.zeros(len(col), dtype=bool)
+    in_bucket[1:] |= same
+    in_bucket[:-1] |= same
+    pos = np.flatnonzero(in_bucket)  # usually a small share of all records
+    ids, keys = order[pos], keys[pos]
+    run_start = np.concatenate(([True], keys[1:] != keys[:-1]))
+    run = np.cumsum(run_start) - 1
+    starts = np.flatnonzero(run_start)
+    sizes = np.diff(np.append(starts, len(pos)))
+    small = sizes[run] <= _MAX_BUCKET_ALL_PAIRS
+    out_i, out_j = [], []
+    for d in range(1, int(sizes[sizes <= _MAX_BUCKET_ALL_PAIRS].max(initial=1))):
+        ok = (run[:-d] == run[d:]) & small[:-d]
+        out_i.append(ids[:-d][ok])
+        out_j.append(ids[d:][ok])
+    big = ~small
+    if big.any():
+        chain = (run[:-1] == run[1:]) & big[:-1]
+        star = big & ~run_start
+        out_i += [ids[:-1][chain], ids[starts[run[star]]]]
+        out_j += [ids[1:][chain], ids[star]]
+    if not out_i:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64)
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the edges ``(i, j)``: each node -> the smallest node of its
+    component. Vectorised union-find: hook every root to the smallest root it shares an
+    edge with, then pointer-jump until each node points at a root; repeat until no edge
+    joins two roots. Pointers only ever go to smaller nodes, so the smallest node of a
+    component is never hooked and ends up its root."""
+    rep = np.arange(n, dtype=np.int64)
+    while len(i):
+        ri, rj = rep[i], rep[j]
+        differ = ri != rj
+        if not differ.any():
+            break
+        i, j, ri, rj = i[differ], j[differ], ri[differ], rj[differ]
+        np.minimum.at(rep, np.maximum(ri, rj), np.minimum(ri, rj))
+        while True:
+            nxt = rep[rep]
+            if np.array_equal(nxt, rep):
+                break
+            rep = nxt
+    return rep

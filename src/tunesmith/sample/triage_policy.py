@@ -32,7 +32,7 @@ STORE_CREDIT_DAYS = 90  # store credit after the refund window, up to this many 
 SUBSCRIPTION_REFUND_DAYS = 14  # subscription charges refundable this many days after the charge
 DELIVERY_DAYS = {"standard": 7, "express": 3, "international": 14}  # days after the order date
 DEFAULT_SHIPPING = "standard"  # what an unstated shipping method means
-PLANS = ("Starter", "Plus", "Enterprise")
+PLANS = ("Starter", "Business", "Enterprise")  # only Enterprise carries the SLA bump
 BUMP_PLAN = "Enterprise"  # the SLA plan: urgency one level up
 
 

@@ -51,7 +51,7 @@ def open_binary(path: Path, gz: bool) -> BinaryIO:
     if gz:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     # A 1 MiB buffer: fewer system calls for line-by-line reads of large files.
-    return open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller closes it
+    return open(path, "rb", buffering=1 << 20)  # the caller closes it
 
 
 def display_path(path: Path, base_dir: Path) -> str:
@@ -80,7 +80,13 @@ def _walk(directory: Path) -> list[Path]:
         if err.filename:
             unlistable.append(Path(err.filename))
 
+    visited: set[str] = set()
     for root, dirs, files in os.walk(directory, onerror=on_error, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # a symlink back up the tree: do not loop forever
+            dirs.clear()
+            continue
+        visited.add(real)
         dirs[:] = [d for d in dirs if not _is_hidden(d)]
         found.extend(Path(root) / f for f in files if not _is_hidden(f))
     return found + unlistable

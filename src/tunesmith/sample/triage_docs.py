@@ -1,0 +1,443 @@
+"""The support-triage sample's documents: the system prompt, the knowledge-base pages (policy
+pages and the labelling guide), the project README and its ``tunesmith.yaml``.
+
+The pages are rendered from the constants in ``triage_policy``, so the numbers a reader (or
+a retriever) finds in ``kb/`` are the numbers the labels were computed with.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tunesmith.sample.triage_policy import (
+    ACTIONS,
+    BUMP_PLAN,
+    CATEGORIES,
+    CATEGORY_PRIORITY,
+    DEFAULT_SHIPPING,
+    DELIVERY_DAYS,
+    FIXED_RULES,
+    HARDWARE_REFUND_DAYS,
+    KNOWN_ISSUES,
+    PLANS,
+    PRODUCTS,
+    STORE_CREDIT_DAYS,
+    SUBSCRIPTION_REFUND_DAYS,
+    URGENCIES,
+)
+
+SYSTEM_PROMPT = (
+    "You triage customer support tickets for Halcyon Home (smart-home devices, the Halcyon "
+    "app and Halcyon Cloud subscriptions). Read the ticket and reply with only a JSON object "
+    'with exactly three keys: "category" (one of ' + ", ".join(CATEGORIES) + '), "urgency" '
+    "(one of " + ", ".join(URGENCIES) + ') and "next_action" (one of ' + ", ".join(ACTIONS)
+    + "). Follow the labelling guide and the support policies."
+)
+
+ISSUE_DESCRIPTIONS = {
+    "account_compromised": "someone else got into the account (unknown login, changed password)",
+    "unrecognised_charge": "a charge the customer says they did not make or authorise",
+    "phishing_report": "a fake Halcyon email, text or invoice",
+    "duplicate_charge": "the same charge taken twice",
+    "wrong_amount": "charged a different amount than the price",
+    "invoice_request": "asks for an invoice or receipt",
+    "plan_change": "upgrade, downgrade or change billing period of a Cloud plan",
+    "damaged_delivery": "the parcel or item arrived damaged",
+    "address_change": "change the delivery address of an order",
+    "login_problem": "cannot log in, password reset",
+    "lost_2fa": "lost access to two-factor codes, asks to reset or remove 2FA",
+    "email_change": "change the login email",
+    "product_question": "how-to, compatibility or pre-sales question",
+    "feature_request": "asks for a new feature",
+    "feedback": "praise or comments, nothing to fix",
+}
+
+
+def _range(first: str, last: str) -> str:
+    # "2.8.99" in the tables means "every 2.8 release"; readers see "2.8.x".
+    shown = last[: -len(".99")] + ".x" if last.endswith(".99") else last
+    return f"{first} to {shown}"
+
+
+def labelling_guide() -> str:
+    rows = "\n".join(
+        f"| {kind} | {desc} | {FIXED_RULES[kind][0]} | {FIXED_RULES[kind][1]} | {FIXED_RULES[kind][2]} |"
+        for kind, desc in ISSUE_DESCRIPTIONS.items()
+    )
+    priority = " > ".join(CATEGORY_PRIORITY)
+    return f"""# Labelling guide: support-ticket triage
+
+Every ticket gets one answer, a JSON object with exactly these keys:
+
+```json
+{{"category":"billing","urgency":"normal","next_action":"issue_refund"}}
+```
+
+- `category`: {", ".join(CATEGORIES)}
+- `urgency`: {", ".join(URGENCIES)}
+- `next_action`: {", ".join(ACTIONS)}
+
+Label from what the ticket says plus these pages. Do not guess facts the ticket does not
+state; where a fact is missing, the defaults below apply.
+
+## Step 1: list the issues
+
+A ticket can raise several issues (often joined by "also", "P.S.", "one more thing").
+The first issue mentioned is not necessarily the most important one; the subject line may
+be about any of them, or about none.
+
+## Step 2: label each issue
+
+Issues whose label needs no further facts:
+
+| issue | meaning | category | base urgency | next_action |
+|---|---|---|---|---|
+{rows}
+
+Issues whose label depends on facts and policies:
+
+- **Hardware return** (customer wants their money back for a device, faulty or not):
+  category `refund`, urgency `normal`; the action follows [refunds](refunds-and-returns.md):
+  up to {HARDWARE_REFUND_DAYS} days after delivery `issue_refund`; {HARDWARE_REFUND_DAYS + 1} to
+  {STORE_CREDIT_DAYS} days `offer_store_credit`; after {STORE_CREDIT_DAYS} days `reship_order`
+  (warranty replacement) when the customer says the device is faulty, else `answer_question`.
+- **Subscription refund** (a Cloud charge or renewal they want back): category `refund`,
+  urgency `normal`; up to {SUBSCRIPTION_REFUND_DAYS} days after the charge `issue_refund`,
+  later `offer_store_credit`.
+- **Late delivery** ("where is my order"): category `shipping`. Within the delivery window
+  of its shipping method ([shipping](shipping.md)) urgency `low`, action `answer_question`
+  (share tracking); past the window urgency `normal`, action `reship_order`. An unstated
+  method means {DEFAULT_SHIPPING}.
+- **Device fault** (a device or the app misbehaves, and the customer is not asking for a refund):
+  - a safety hazard (heat, burning smell, sparks, scorch marks, swollen battery):
+    `technical_issue`, `critical`, `escalate_engineering`, always.
+  - matches a [known issue](known-issues.md) (same product, same symptom, and the
+    conditions on that page such as night vision only, 5 GHz only, Android only) and the
+    version is affected: `known_issue`, `normal`, `send_workaround`. An unstated version
+    counts as affected; "latest"/"all updates installed" means the current version on the
+    [products](products.md) page. A version outside the affected range is not the known issue.
+  - otherwise `technical_issue` with `escalate_engineering`; urgency `high` when the device
+    is completely dead (no power, no display, cannot connect at all), else `normal`.
+
+## Step 3: the primary issue decides category and next_action
+
+Priority: {priority}. Take the category and next_action of the issue whose category comes
+first in that list.
+
+## Step 4: urgency
+
+1. Start from the highest base urgency among all issues of the ticket (not only the
+   primary one).
+2. One level up if the customer's plan is {BUMP_PLAN} (see [SLA](sla-and-urgency.md)).
+3. One level up if the customer says they already contacted us about this (a follow-up,
+   "third time writing", "no reply to my last ticket"). "Re:" in a subject line alone does
+   not count; neither does contacting their bank or being a long-time customer.
+4. Never above `critical`.
+
+Tone never changes urgency: capitals, "URGENT", "!!!" or "no rush" are not facts.
+
+## Facts, counted the same way every time
+
+- Days are calendar days from the ticket's `Submitted` date: "yesterday" is 1 day,
+  "3 weeks ago" is 21 days, "on March 3" counts the days between the two dates.
+- Windows include their last day: a device delivered {HARDWARE_REFUND_DAYS} days ago is still
+  refundable.
+- A charge the customer does not recognise is `security`, not `billing`; a charge they
+  recognise but think is wrong (twice, wrong amount) is `billing`.
+- Asking to remove or reset two-factor authentication is `account_access`, but the action
+  is `escalate_security` (see [account security](account-security.md)).
+
+## Worked examples
+
+1. "I'd like to return my Aria Cam, it arrived 34 days ago, I changed my mind." on the
+   Business plan: `{{"category":"refund","urgency":"normal","next_action":"offer_store_credit"}}`.
+2. "The night vision on my camera has gone pink (fw 2.8.2). Also I was charged twice for
+   Cloud Plus." on the {BUMP_PLAN} plan: billing outranks known_issue, both are `normal`,
+   +1 for {BUMP_PLAN}: `{{"category":"billing","urgency":"high","next_action":"issue_refund"}}`.
+3. "URGENT!!! Where is my order? Ordered 5 days ago." on the Starter plan, no method given
+   (standard, {DELIVERY_DAYS["standard"]} days):
+   `{{"category":"shipping","urgency":"low","next_action":"answer_question"}}`.
+"""
+
+
+def sla_page() -> str:
+    plans = ", ".join(PLANS)
+    return f"""# Support SLA and urgency levels
+
+| urgency | meaning | first response target |
+|---|---|---|
+| critical | account taken over, safety hazard, or an {BUMP_PLAN} ticket that would otherwise be high | 1 hour |
+| high | a customer is fully blocked: device dead, locked out, money at risk | 4 hours |
+| normal | something is broken or owed, with a way to keep going | 1 business day |
+| low | questions, feedback, requests, parcels still on time | 3 business days |
+
+## Plans
+
+Customers are on one of these plans: {plans}. The plan is shown in the ticket header.
+
+- **{BUMP_PLAN}**: contractual SLA. Raise every ticket's urgency one level (low to normal,
+  normal to high, high to critical). Critical stays critical.
+- Every other plan, Business included: no change.
+
+## Follow-ups
+
+A customer who tells us they already contacted us about the same problem has waited once
+already: raise urgency one level (on top of the plan rule, capped at critical).
+
+Urgency words, capitals and exclamation marks do not change urgency.
+"""
+
+
+def refunds_page() -> str:
+    return f"""# Refunds and returns
+
+## Devices (hardware)
+
+Count from the delivery date (the day the customer received it).
+
+| days since delivery | what we do | next_action |
+|---|---|---|
+| 0 to {HARDWARE_REFUND_DAYS} | full refund, prepaid return label | issue_refund |
+| {HARDWARE_REFUND_DAYS + 1} to {STORE_CREDIT_DAYS} | store credit for the full price | offer_store_credit |
+| more than {STORE_CREDIT_DAYS}, device faulty | warranty replacement (2-year warranty) | reship_order |
+| more than {STORE_CREDIT_DAYS}, not faulty | no refund; explain the policy | answer_question |
+
+A customer asking for their money back is a refund request even when the device is
+faulty; the fault only matters after {STORE_CREDIT_DAYS} days.
+
+## Subscriptions (Halcyon Cloud Plus and Pro)
+
+- Within {SUBSCRIPTION_REFUND_DAYS} days of a charge or renewal: refund it in full (issue_refund).
+- Later: no cash refund; credit the unused time to the account (offer_store_credit).
+
+Duplicate charges and wrong amounts are billing errors, not refunds: see [billing](billing.md).
+"""
+
+
+def billing_page() -> str:
+    return """# Billing
+
+- **Charged twice / wrong amount**: a billing error. Refund the extra amount at once,
+  whatever its age (category billing, next_action issue_refund).
+- **Invoices and receipts**: every payment has a receipt under Account > Billing; VAT
+  invoices with a company name are sent on request (answer_question).
+- **Plan changes** (upgrade, downgrade, monthly to yearly): explain how, effective next
+  period (answer_question).
+- **A charge the customer does not recognise or did not authorise** is possible fraud:
+  treat it as a security case (category security, next_action escalate_security), not as
+  billing. See [account security](account-security.md).
+"""
+
+
+def shipping_page() -> str:
+    rows = "\n".join(f"| {method} | {days} days |" for method, days in DELIVERY_DAYS.items())
+    return f"""# Shipping and delivery
+
+Delivery windows, counted in calendar days from the order date:
+
+| method | delivered within |
+|---|---|
+{rows}
+
+If the customer does not say which method they chose, assume {DEFAULT_SHIPPING}.
+
+- **Order still within its window**: it is on its way; share the tracking link
+  (urgency low, next_action answer_question).
+- **Order past its window**: treat it as lost and send a replacement now
+  (urgency normal, next_action reship_order); the carrier claim is our problem.
+- **Arrived damaged**: send a replacement, no need to return the damaged one
+  (next_action reship_order).
+- **Change of delivery address**: confirm the change or explain how (answer_question).
+"""
+
+
+def account_security_page() -> str:
+    return """# Account access and security
+
+- **Forgotten password, locked out after failed attempts**: send a reset link and unlock
+  (category account_access, next_action reset_access, urgency normal).
+- **Change of login email**: verify and change it (account_access, reset_access, urgency low).
+- **Lost two-factor device, asks to remove or reset 2FA**: never reset 2FA from a support
+  ticket. Identity must be verified by the security team (category account_access,
+  next_action escalate_security, urgency high).
+- **Account compromised** (logins the customer does not recognise, password or recovery
+  email changed by someone else): lock the account and escalate (category security,
+  urgency critical, next_action escalate_security).
+- **Charges the customer does not recognise**: possible card fraud (security, high,
+  escalate_security).
+- **Phishing reports** (fake Halcyon emails, texts, invoices): escalate so the security team
+  can take the site down (security, normal, escalate_security).
+"""
+
+
+def known_issues_page() -> str:
+    sections = []
+    for ki in KNOWN_ISSUES.values():
+        sections.append(
+            f"## {ki.id}: {PRODUCTS[ki.product].name}\n\n"
+            f"- Symptom: {ki.summary}.\n"
+            f"- Affected versions: {_range(ki.first, ki.last)}.\n"
+            f"- Fixed in: {ki.fixed_in}.\n"
+            f"- Workaround: {ki.workaround}\n"
+        )
+    return ("# Known issues\n\n"
+            "A ticket matches a known issue only when the product and the symptom match, "
+            "including the conditions in the symptom (time of day, Wi-Fi band, platform), "
+            "and the version is affected. If the customer gives no version, assume it is "
+            "affected. \"Latest version\" means the current version on the "
+            "[products](products.md) page. Matching tickets: category known_issue, "
+            "next_action send_workaround. Anything else is a technical_issue for engineering. "
+            "Safety hazards are never known issues.\n\n" + "\n".join(sections))
+
+
+def products_page() -> str:
+    rows = "\n".join(
+        f"| {p.name} | {p.kind} | {p.current_version or '-'} |" for p in PRODUCTS.values()
+    )
+    return f"""# Products
+
+| product | kind | current version |
+|---|---|---|
+{rows}
+
+Customers often use short names: "the hub" is the Lumen Hub, "the camera" or "cam" the Aria
+Cam, "the thermostat" the Breeze Thermostat, "the doorbell" the Tala Doorbell, "the plug"
+the Pulse Plug, "Cloud Plus"/"Cloud Pro" the Halcyon Cloud subscriptions.
+
+Devices are hardware (returns: [refunds](refunds-and-returns.md)); Cloud plans are
+subscriptions, billed monthly or yearly.
+"""
+
+
+CONFIG_TEMPLATE = """\
+# tunesmith project: support-ticket triage (written by `tunesmith init --template support-triage`).
+# Every key is described by `tunesmith config schema`; unknown keys are rejected.
+project: support-triage
+seed: 13  # splits, sampling and training
+
+data:
+  sources:
+    # 1. The chat export: one OpenAI-style record per line (system, user, assistant).
+    - path: data/tickets_chat.jsonl
+      format: chat
+      group_field: customer_id  # one customer's tickets stay in one split (no leaks)
+    # 2. An older instruction-tuning export: a JSON array of alpaca records.
+    - path: data/tickets_alpaca.json
+      format: alpaca
+      group_field: customer_id
+    # 3. The helpdesk's CSV export: map its columns onto the record.
+    - path: data/tickets_export.csv
+      format: table
+      columns:
+        prompt: ticket_text      # the ticket as the agent sees it (subject, plan, date, message)
+        completion: triage_json  # the triage the agent recorded
+        id: ticket_id
+        meta: [customer_id, created_at, channel, plan]
+      group_field: customer_id
+      # CSV rows carry no system prompt: use the one the chat export has.
+      system: {system}
+
+  # Policy pages the labels depend on; the RAG strategies in eval retrieve from here.
+  knowledge_base: kb
+
+  # Everything else stays at its default; the lines below show the ones this data exercises.
+  normalise:
+    fix_mojibake: true  # some CSV rows went through a Windows-1252 round trip ("JosÃ©")
+  dedup:
+    exact: true  # re-submitted tickets and overlapping export pages
+    near:
+      threshold: 0.8  # the same ticket re-typed or re-sent with small edits
+  pii:
+    action: placeholder  # names, emails, phones, cards, addresses become <PERSON>, <EMAIL>, ...
+  split:
+    train: 0.8
+    validation: 0.1
+    test: 0.1
+"""
+
+
+def config_yaml() -> str:
+    """The project's tunesmith.yaml (commented; validated by the tests)."""
+    return CONFIG_TEMPLATE.format(system=json.dumps(SYSTEM_PROMPT))
+
+
+KB_PAGES = {
+    "labelling-guide.md": labelling_guide,
+    "sla-and-urgency.md": sla_page,
+    "refunds-and-returns.md": refunds_page,
+    "billing.md": billing_page,
+    "shipping.md": shipping_page,
+    "account-security.md": account_security_page,
+    "known-issues.md": known_issues_page,
+    "products.md": products_page,
+}
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def readme(summary: dict) -> str:
+    """The project README, with the counts of what this seed planted."""
+    labels = summary["labels"]
+    return f"""# Support-ticket triage (tunesmith sample project)
+
+Halcyon Home sells smart-home devices (hub, camera, thermostat, doorbell, plug), an app
+and Cloud subscriptions. Its support team triages every incoming ticket into a category,
+an urgency and the next action. This project teaches a small model to do that triage from
+{summary["tickets"]} historical tickets, and checks it against the cheaper alternatives
+(zero-shot, few-shot, retrieval over the policy pages).
+
+Generated by `tunesmith init --template support-triage` with seed {summary["seed"]}: the
+same seed writes the same bytes.
+
+## The task
+
+Input: a ticket (subject, the customer's plan, the submission date, the message).
+Output: one compact JSON object, for example
+
+```json
+{{"category":"known_issue","urgency":"normal","next_action":"send_workaround"}}
+```
+
+- category: {", ".join(CATEGORIES)}
+- urgency: {", ".join(URGENCIES)}
+- next_action: {", ".join(ACTIONS)}
+
+The rules are in [kb/labelling-guide.md](kb/labelling-guide.md). Many labels cannot be
+read off the words of a ticket alone: they depend on the policy pages in `kb/` (refund and
+delivery windows, the Enterprise SLA, which firmware versions a known issue affects).
+Tickets raise up to three issues, in any order, in vague or angry or terse wording, with
+typos and names from many languages; a priority rule picks the issue that decides.
+
+## Files
+
+| file | format | records |
+|---|---|---|
+| `data/tickets_chat.jsonl` | OpenAI chat JSONL (`messages`, plus `ticket_id`, `customer_id`) | {summary["records"]["data/tickets_chat.jsonl"]} |
+| `data/tickets_alpaca.json` | alpaca JSON array (`instruction`, `input`, `output`) | {summary["records"]["data/tickets_alpaca.json"]} |
+| `data/tickets_export.csv` | helpdesk CSV export (UTF-8 with BOM, CRLF), mapped in `tunesmith.yaml` | {summary["records"]["data/tickets_export.csv"]} |
+| `kb/*.md` | policy pages and the labelling guide | {len(KB_PAGES)} pages |
+| `tunesmith.yaml` | the project config | |
+
+`customer_id` groups each customer's tickets, so none of them crosses from train to test.
+
+## What is wrong with this data (on purpose)
+
+Real exports are dirty; these are planted and counted, so you can check what the data
+preparation found:
+
+- exact duplicates (re-submitted tickets, overlapping export pages): {summary["exact_duplicates"]}
+- near duplicates (re-typed with typos, small edits, one template letter from several customers): {summary["near_duplicates"]} ({_counts(summary["near_duplicates_by_kind"])})
+- junk rows: {summary["junk_rows"]} ({_counts(summary["junk_by_kind"])})
+- tickets with mojibake (a Windows-1252 round trip): {summary["mojibake"]}
+- malformed records: {summary["malformed_lines"]} ({_counts(summary["malformed_by_kind"])})
+- personal data in the tickets: {_counts(summary["pii"])}
+- labels that break the written rules (labelling mistakes): {summary["noisy_labels"]}
+
+## Label distribution (all labelled records)
+
+- category: {_counts(labels["category"])}
+- urgency: {_counts(labels["urgency"])}
+- next_action: {_counts(labels["next_action"])}
+"""

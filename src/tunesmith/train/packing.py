@@ -1,0 +1,278 @@
+"""Packing several examples into one row without letting them see each other, and
+length-grouped batching for the unpacked mode.
+
+Why the 4D mask: with ``sdpa`` or ``eager`` attention, reset ``position_ids`` alone do not
+reliably stop a token from attending to the previous example in the row. transformers 5.23
+infers example boundaries from them only when no attention mask AND no KV cache is passed
+(``masking_utils._preprocess_mask_arguments``); a model called with its default
+``use_cache=True``, or with a 2D padding mask, attends across examples (measured on a tiny
+Llama: logits off by 0.25). A block-diagonal causal mask ``[B, 1, L, L]`` always works:
+transformers passes a 4D mask through unchanged. Its format depends on
+the attention kernel: ``sdpa`` takes a bool mask (True = may attend), while ``eager`` *adds*
+the mask to the scores, so it needs an additive float mask (0 / dtype-min). Flash-attention
+kernels take no mask: they find the example boundaries from the reset ``position_ids``.
+
+Labels: transformers shifts labels inside the model, so the logit at an example's last token
+would be trained to predict the next example's first token if that token had a label. The
+first token of every packed example is therefore never a label.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch.utils.data import Sampler
+
+from tunesmith.errors import TunesmithError
+from tunesmith.train.masks import IGNORE_INDEX, TokenizedExample
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+MaskFormat = Literal["bool", "float", "none"]
+
+
+@dataclass(slots=True)
+class PackedRow:
+    """One training row: several whole examples back to back.
+
+    ``seq_ids[i]`` is the index (within the row) of the example token ``i`` belongs to;
+    ``position_ids`` restart at 0 for every example.
+    """
+
+    input_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    position_ids: list[int] = field(default_factory=list)
+    seq_ids: list[int] = field(default_factory=list)
+    example_ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def add(self, ex: TokenizedExample, max_length: int) -> None:
+        n = min(len(ex), max_length)
+        self.input_ids.extend(ex.input_ids[:n])
+        # No label on the first token: it would be predicted from the previous example.
+        self.labels.extend([IGNORE_INDEX, *ex.labels[1:n]])
+        self.position_ids.extend(range(n))
+        self.seq_ids.extend([len(self.example_ids)] * n)
+        self.example_ids.append(ex.id)
+
+
+@dataclass(slots=True)
+class PackResult:
+    rows: list[PackedRow]
+    max_length: int
+    truncated: list[str] = field(default_factory=list)  # ids cut to max_length
+    dropped: list[str] = field(default_factory=list)  # ids left out (overlong="drop")
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    @property
+    def efficiency(self) -> float:
+        """Real tokens / (rows x max_length): 1.0 means no padding at all."""
+        return self.tokens / (len(self.rows) * self.max_length) if self.rows else 0.0
+
+
+def pack_examples(
+    examples: Sequence[TokenizedExample],
+    *,
+    max_length: int,
+    overlong: Literal["truncate", "drop"] = "truncate",
+) -> PackResult:
+    """Best-fit-decreasing packing of whole examples into rows of at most ``max_length``.
+
+    Examples are placed longest first, each into the row whose free space fits it most
+    tightly (a sorted list of free capacities keeps this O(n log n)). An example is never
+    split across rows; one longer than ``max_length`` is truncated or dropped.
+    """
+    if max_length < 2:
+        raise TunesmithError(f"max_length must be at least 2, got {max_length}")
+    result = PackResult(rows=[], max_length=max_length)
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]), i))
+    free: list[tuple[int, int]] = []  # (free capacity, row index), sorted
+    for i in order:
+        ex = examples[i]
+        if len(ex) > max_length:
+            (result.truncated if overlong == "truncate" else result.dropped).append(ex.id)
+            if overlong == "drop":
+                continue
+        n = min(len(ex), max_length)
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            cap, row = free.pop(k)
+        else:
+            cap, row = max_length, len(result.rows)
+            result.rows.append(PackedRow())
+        result.rows[row].add(ex, max_length)
+        if cap - n > 1:  # a gap of one token cannot hold an example with a trained token
+            bisect.insort(free, (cap - n, row))
+    return result
+
+
+# --------------------------------------------------------------------------- masks
+def block_causal_mask(seq_ids: torch.Tensor, *, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """``[B, L]`` sequence ids -> ``[B, 1, L, L]`` block-diagonal causal mask.
+
+    Token i may attend to token j iff j <= i and both belong to the same example. Padding
+    (id -1) attends only to itself, so no row is fully masked (that gives NaN in sdpa).
+    bool: True = attend. Float: 0 = attend, dtype-min = blocked (added to the scores).
+    """
+    length = seq_ids.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=seq_ids.device).tril()
+    same = seq_ids[:, :, None] == seq_ids[:, None, :]
+    keep = (same & causal & (seq_ids[:, None, :] >= 0)) | torch.eye(
+        length, dtype=torch.bool, device=seq_ids.device
+    )
+    keep = keep[:, None]
+    if dtype == torch.bool:
+        return keep
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=seq_ids.device)
+    return torch.where(keep, torch.zeros((), dtype=dtype, device=seq_ids.device), blocked)
+
+
+def mask_format_for(model: PreTrainedModel) -> tuple[MaskFormat, torch.dtype]:
+    """The mask the model's attention kernel needs, and the float dtype for ``float``."""
+    impl = model.config._attn_implementation or "eager"
+    if impl.startswith(("flash_attention", "kernels-community/flash")):
+        return "none", model.dtype
+    if impl == "sdpa":
+        return "bool", model.dtype
+    if impl == "eager":
+        return "float", model.dtype
+    raise TunesmithError(
+        f"packing does not support attn_implementation={impl!r}; use sdpa, eager or "
+        "flash_attention_2, or turn packing off"
+    )
+
+
+def _pad(seqs: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), length), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def _padded_length(longest: int, multiple: int | None) -> int:
+    return longest if not multiple else math.ceil(longest / multiple) * multiple
+
+
+def collate_packed(
+    rows: Sequence[PackedRow],
+    *,
+    pad_id: int,
+    mask_format: MaskFormat = "bool",
+    mask_dtype: torch.dtype = torch.float32,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Tensors for a batch of packed rows: input_ids, labels, position_ids, attention_mask.
+
+    Pick ``mask_format``/``mask_dtype`` with :func:`mask_format_for`. With ``none`` no
+    attention_mask is returned (flash-attention reads boundaries from position_ids).
+    """
+    length = _padded_length(max(len(r) for r in rows), pad_to_multiple_of)
+    batch = {
+        "input_ids": _pad([r.input_ids for r in rows], length, pad_id),
+        "labels": _pad([r.labels for r in rows], length, IGNORE_INDEX),
+        # Padding continues counting: a reset there would look like another example start.
+        "position_ids": torch.stack(
+            [torch.as_tensor(r.position_ids + _tail(r, length)) for r in rows]
+        ),
+    }
+    if mask_format != "none":
+        seq_ids = _pad([r.seq_ids for r in rows], length, -1)
+        dtype = torch.bool if mask_format == "bool" else mask_dtype
+        batch["attention_mask"] = block_causal_mask(seq_ids, dtype=dtype)
+    return batch
+
+
+def _tail(row: PackedRow, length: int) -> list[int]:
+    last = row.position_ids[-1] if row.position_ids else -1
+    return list(range(last + 1, last + 1 + length - len(row)))
+
+
+def collate_padded(
+    examples: Sequence[TokenizedExample],
+    *,
+    pad_id: int,
+    max_length: int,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Unpacked mode: right-pad truncated examples; 2D attention mask, pad labels ignored."""
+    ids = [ex.input_ids[:max_length] for ex in examples]
+    length = _padded_length(max(len(s) for s in ids), pad_to_multiple_of)
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for i, s in enumerate(ids):
+        mask[i, : len(s)] = 1
+    return {
+        "input_ids": _pad(ids, length, pad_id),
+        "labels": _pad([ex.labels[:max_length] for ex in examples], length, IGNORE_INDEX),
+        "attention_mask": mask,
+    }
+
+
+# --------------------------------------------------------------------------- batching
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length for the unpacked mode, shuffled but deterministic.
+
+    Each epoch: a seeded permutation is cut into mega-batches of ``batch_size x
+    mega_batch_factor``; each is sorted by length and cut into batches (little padding);
+    batch order is shuffled so lengths do not trend through the epoch; the batch holding the
+    longest example goes first, so an out-of-memory shows at step 1, not hours in. The order
+    depends only on ``seed`` and the epoch (``set_epoch``), which exact resume relies on.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int,
+        mega_batch_factor: int = 50,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = batch_size * mega_batch_factor
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=gen).tolist()
+        batches = []
+        for lo in range(0, len(perm), self.mega):
+            group = sorted(perm[lo : lo + self.mega], key=lambda i: -self.lengths[i])
+            batches += [group[j : j + self.batch_size] for j in range(0, len(group), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        batches = [batches[i] for i in order]
+        if batches:
+            first = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+            batches[0], batches[first] = batches[first], batches[0]
+        yield from batches
+
+
+def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Real tokens / padded tokens over the given batches (1.0 = no padding)."""
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return real / padded if padded else 0.0
