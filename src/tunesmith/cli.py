@@ -115,7 +115,7 @@ def init(
 
         if template not in TEMPLATES:
             raise TunesmithError(f"unknown template '{template}'; must be one of: {', '.join(TEMPLATES)}")
-        summary = TEMPLATES[template](directory, seed=seed)
+        summary = TEMPLATES[template](directory, seed=seed, overwrite=force)
     else:
         from importlib.resources import files
 

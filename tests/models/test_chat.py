@@ -44,14 +44,19 @@ def test_training_prompt_equals_generation_prompt_for_every_turn():
         gen = encode_prompt(tok, CHAT[:upto], system="Be brief.")
         assert rendered.input_ids[: turn.token_start] == gen
         assert turn.consistent
-    assert rendered.input_ids == encode(tok, render(tok, CHAT, add_generation_prompt=False, system="Be brief."))
+    assert rendered.input_ids == encode(
+        tok, render(tok, CHAT, add_generation_prompt=False, system="Be brief.")
+    )
     check_prompt_consistency(tok, CHAT, system="Be brief.")
 
 
 def test_trained_span_is_answer_plus_end_of_turn_token():
     tok = build_tokenizer()
     rendered = render_for_training(tok, CHAT)
-    assert _trained_texts(tok, rendered) == ["Please reset my password.<|im_end|>", "Goodbye!<|im_end|>"]
+    assert _trained_texts(tok, rendered) == [
+        "Please reset my password.<|im_end|>",
+        "Goodbye!<|im_end|>",
+    ]
     assert end_of_turn_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>")]
 
 
@@ -71,7 +76,7 @@ def test_token_across_the_prompt_boundary_is_detected():
 
 def test_base_tokenizer_without_template_needs_a_fallback():
     base = build_tokenizer(chat_template=None)
-    with pytest.raises(ChatTemplateError, match="fallback_template.*chatml, alpaca, plain"):
+    with pytest.raises(ChatTemplateError, match=r"fallback_template.*chatml, alpaca, plain"):
         render(base, CHAT, add_generation_prompt=True)
     with pytest.raises(ChatTemplateError, match="unknown template 'vicuna'"):
         render(base, CHAT, add_generation_prompt=True, fallback_template="vicuna")
@@ -82,7 +87,8 @@ def test_fallback_templates_train_answer_and_stop_token(name: str):
     base = build_tokenizer(chat_template=None)
     rendered = render_for_training(base, CHAT, system="Be brief.", fallback_template=name)
     assert _trained_texts(base, rendered) == [
-        "Please reset my password.<|im_end|>", "Goodbye!<|im_end|>",
+        "Please reset my password.<|im_end|>",
+        "Goodbye!<|im_end|>",
     ]
     assert "Be brief." in rendered.text
     check_prompt_consistency(base, CHAT, system="Be brief.", fallback_template=name)

@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import re
 import time
 from pathlib import Path
 
@@ -114,14 +115,14 @@ def test_missing_weights_and_config_are_clear_errors(tmp_path: Path):
         load_model(str(tmp_path))
     (tmp_path / "config.json").unlink()
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match="no config.json.*PEFT adapter"):
+    with pytest.raises(ModelLoadError, match=r"no config.json.*PEFT adapter"):
         load_model(str(tmp_path))
 
 
 def test_gguf_in_a_directory_points_to_the_file(tmp_path: Path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "m.Q4.gguf").write_bytes(b"GGUF")
-    with pytest.raises(ModelLoadError, match="m.Q4.gguf"):
+    with pytest.raises(ModelLoadError, match=re.escape("m.Q4.gguf")):
         check_weights(tmp_path, allow_pickle=False)
 
 
@@ -135,7 +136,7 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelLoadError, match="(?s)could not fetch.*local directory"):
+    with pytest.raises(ModelLoadError, match=r"(?s)could not fetch.*local directory"):
         load_tokenizer("tunesmith-tests/no-such-model")
 
 

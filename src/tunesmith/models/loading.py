@@ -49,8 +49,12 @@ _MARKER = "tunesmith-source.json"  # written last inside the temp dir: its prese
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _DTYPES = {
-    "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
 }
 
 
@@ -236,7 +240,8 @@ def check_weights(folder: Path, *, allow_pickle: bool) -> None:
     if not (folder / "config.json").is_file():
         hint = (
             " It holds a PEFT adapter (adapter_config.json): set model: to its base model."
-            if (folder / "adapter_config.json").is_file() else ""
+            if (folder / "adapter_config.json").is_file()
+            else ""
         )
         raise ModelLoadError(f"model: no config.json in {folder}: not a transformers model.{hint}")
     names = sorted(p.name for p in folder.iterdir() if p.is_file())
@@ -308,7 +313,9 @@ def _hub_error(ref: ModelRef, exc: Exception) -> ModelLoadError:
     )
 
 
-def load_tokenizer(ref: str | ModelRef, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    ref: str | ModelRef, *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     """Load the tokenizer alone (cheap), so template problems surface before the model loads.
 
     A tokenizer without a pad token gets its EOS token as pad: labels and attention masks are
@@ -381,7 +388,11 @@ def load_model_and_tokenizer(
     source, converted = local_source(mref)
     tokenizer = load_tokenizer(mref, trust_remote_code=trust_remote_code)
     model = load_model(
-        mref, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle, attn_implementation=attn_implementation,
+        mref,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        attn_implementation=attn_implementation,
     )
     return LoadedModel(model, tokenizer, mref, source, time.perf_counter() - start, converted)

@@ -51,7 +51,7 @@ from tunesmith.sample.triage_people import (
 )
 from tunesmith.sample.triage_phrases import Ctx
 from tunesmith.sample.triage_policy import PLANS, TicketFacts, Triage, label_ticket
-from tunesmith.sample.triage_render import FACT_WORDS, render_ticket, ticket_text
+from tunesmith.sample.triage_render import protected_words, render_ticket, ticket_text
 
 TEMPLATE_NAME = "support-triage"
 CHAT_FILE = "data/tickets_chat.jsonl"
@@ -117,7 +117,7 @@ def _customers(rng: random.Random, count: int) -> list[Customer]:
 
 
 def _timestamp(rng: random.Random) -> datetime:
-    return _START + timedelta(days=rng.randrange(366), minutes=rng.randrange(15 * 60))
+    return _START + timedelta(days=rng.randrange(366), seconds=rng.randrange(15 * 3600))
 
 
 def _ticket(rng: random.Random, customer: Customer, created: datetime) -> TicketRecord:
@@ -157,8 +157,8 @@ def _plant_mojibake(rng: random.Random, tickets: list[TicketRecord], count: int)
 # --------------------------------------------------------------------------- duplicates
 def _later(rng: random.Random, when: datetime) -> datetime:
     """A moment later on the same day (the header's date must not change)."""
-    end_of_day = when.replace(hour=23, minute=59)
-    return min(when + timedelta(minutes=rng.randint(3, 300)), end_of_day)
+    end_of_day = when.replace(hour=23, minute=59, second=59)
+    return min(when + timedelta(seconds=rng.randint(180, 18000)), end_of_day)
 
 
 def _exact_duplicates(rng: random.Random, tickets: list[TicketRecord], count: int) -> list[TicketRecord]:
@@ -193,6 +193,7 @@ def _templated(rng: random.Random, src: TicketRecord, customers: list[Customer])
     swaps = [(v, _swap_for(rng, k, v, src.customer, new)) for k, v in src.planted]
     if src.customer.company and new.company:
         swaps.append((src.customer.company, new.company))
+    # zip stops before the company swap, which is not counted as personal data.
     planted = [(k, new_v) for (k, _), (_, new_v) in zip(src.planted, swaps, strict=False)]
     body = swap_values(src.body, swaps)
     return replace(src, customer=new, created=_later(rng, src.created),
@@ -204,19 +205,36 @@ def _near_duplicate(rng: random.Random, src: TicketRecord, kind: str,
     if kind == "templated":
         dup = _templated(rng, src, customers)
     else:
-        protected = {w.lower() for _, v in src.planted for w in v.split()} | FACT_WORDS
-        body = retype_body(rng, src.body, protected) if kind == "typo" else edit_body(rng, src.body)
+        body = (retype_body(rng, src.body, protected_words(src.planted)) if kind == "typo"
+                else edit_body(rng, src.body))
         dup = replace(src, text=f"{src.head}\n\n{body}", created=_later(rng, src.created),
                       pii=dict(src.pii), planted=list(src.planted))
     dup.noise, dup.source = f"near_duplicate:{kind}", src
+    dup.mojibake = src.mojibake and not dup.text.isascii()  # an edit may drop the damaged line
+    _recount_pii(dup)
     return dup
+
+
+def _recount_pii(record: TicketRecord) -> None:
+    """Keep the planted values an edit left in the text (dropping a signature drops a name)."""
+    text = record.text.lower().replace("’", "'")
+    left = Counter({v.lower(): text.count(v.lower()) for _, v in record.planted})
+    kept = []
+    for kind, value in record.planted:
+        if left[value.lower()] > 0:
+            left[value.lower()] -= 1
+            kept.append((kind, value))
+    record.planted = kept
+    record.pii = dict(Counter(kind for kind, _ in kept))
 
 
 def _near_duplicates(rng: random.Random, tickets: list[TicketRecord], count: int,
                      customers: list[Customer]) -> list[TicketRecord]:
     kinds = rng.choices(list(NEAR_DUP_KINDS), weights=list(NEAR_DUP_KINDS.values()), k=count)
-    return [_near_duplicate(rng, src, kind, customers)
-            for src, kind in zip(rng.sample(tickets, count), kinds, strict=True)]
+    # A form letter differs only in its personal data: it needs some to differ at all.
+    with_pii = [t for t in tickets if t.planted and not t.mojibake]
+    return [_near_duplicate(rng, rng.choice(with_pii if kind == "templated" else tickets),
+                            kind, customers) for kind in kinds]
 
 
 # --------------------------------------------------------------------------- junk
@@ -242,6 +260,8 @@ def _assign_files(rng: random.Random, records: list[TicketRecord]) -> None:
     for record in records:  # sources come before their duplicates in `records`
         if record.noise == "exact_duplicate:same_id" and record.source is not None:
             record.file = record.source.file  # an overlapping page of the same export
+        elif record.mojibake and not record.noise:
+            record.file = CSV_FILE  # the CSV went through a spreadsheet's Windows-1252 round trip
         else:
             record.file = rng.choices(names, weights=weights)[0]
 

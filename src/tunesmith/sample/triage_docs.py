@@ -59,13 +59,7 @@ def _range(first: str, last: str) -> str:
     return f"{first} to {shown}"
 
 
-def labelling_guide() -> str:
-    rows = "\n".join(
-        f"| {kind} | {desc} | {FIXED_RULES[kind][0]} | {FIXED_RULES[kind][1]} | {FIXED_RULES[kind][2]} |"
-        for kind, desc in ISSUE_DESCRIPTIONS.items()
-    )
-    priority = " > ".join(CATEGORY_PRIORITY)
-    return f"""# Labelling guide: support-ticket triage
+LABELLING_GUIDE = """# Labelling guide: support-ticket triage
 
 Every ticket gets one answer, a JSON object with exactly these keys:
 
@@ -73,9 +67,9 @@ Every ticket gets one answer, a JSON object with exactly these keys:
 {{"category":"billing","urgency":"normal","next_action":"issue_refund"}}
 ```
 
-- `category`: {", ".join(CATEGORIES)}
-- `urgency`: {", ".join(URGENCIES)}
-- `next_action`: {", ".join(ACTIONS)}
+- `category`: {categories}
+- `urgency`: {urgencies}
+- `next_action`: {actions}
 
 Label from what the ticket says plus these pages. Do not guess facts the ticket does not
 state; where a fact is missing, the defaults below apply.
@@ -98,16 +92,16 @@ Issues whose label depends on facts and policies:
 
 - **Hardware return** (customer wants their money back for a device, faulty or not):
   category `refund`, urgency `normal`; the action follows [refunds](refunds-and-returns.md):
-  up to {HARDWARE_REFUND_DAYS} days after delivery `issue_refund`; {HARDWARE_REFUND_DAYS + 1} to
-  {STORE_CREDIT_DAYS} days `offer_store_credit`; after {STORE_CREDIT_DAYS} days `reship_order`
-  (warranty replacement) when the customer says the device is faulty, else `answer_question`.
+  up to {refund_days} days after delivery `issue_refund`; {credit_from} to {credit_days} days
+  `offer_store_credit`; after {credit_days} days `reship_order` (warranty replacement) when
+  the customer says the device is faulty, else `answer_question`.
 - **Subscription refund** (a Cloud charge or renewal they want back): category `refund`,
-  urgency `normal`; up to {SUBSCRIPTION_REFUND_DAYS} days after the charge `issue_refund`,
-  later `offer_store_credit`.
+  urgency `normal`; up to {subscription_days} days after the charge `issue_refund`, later
+  `offer_store_credit`.
 - **Late delivery** ("where is my order"): category `shipping`. Within the delivery window
   of its shipping method ([shipping](shipping.md)) urgency `low`, action `answer_question`
   (share tracking); past the window urgency `normal`, action `reship_order`. An unstated
-  method means {DEFAULT_SHIPPING}.
+  method means {default_shipping}.
 - **Device fault** (a device or the app misbehaves, and the customer is not asking for a refund):
   - a safety hazard (heat, burning smell, sparks, scorch marks, swollen battery):
     `technical_issue`, `critical`, `escalate_engineering`, always.
@@ -121,14 +115,16 @@ Issues whose label depends on facts and policies:
 
 ## Step 3: the primary issue decides category and next_action
 
-Priority: {priority}. Take the category and next_action of the issue whose category comes
-first in that list.
+Safety first: if any issue is a safety hazard, it is the primary issue. Otherwise take the
+category and next_action of the issue whose category comes first in this priority order:
+
+{priority}
 
 ## Step 4: urgency
 
 1. Start from the highest base urgency among all issues of the ticket (not only the
    primary one).
-2. One level up if the customer's plan is {BUMP_PLAN} (see [SLA](sla-and-urgency.md)).
+2. One level up if the customer's plan is {bump_plan} (see [SLA](sla-and-urgency.md)).
 3. One level up if the customer says they already contacted us about this (a follow-up,
    "third time writing", "no reply to my last ticket"). "Re:" in a subject line alone does
    not count; neither does contacting their bank or being a long-time customer.
@@ -140,8 +136,7 @@ Tone never changes urgency: capitals, "URGENT", "!!!" or "no rush" are not facts
 
 - Days are calendar days from the ticket's `Submitted` date: "yesterday" is 1 day,
   "3 weeks ago" is 21 days, "on March 3" counts the days between the two dates.
-- Windows include their last day: a device delivered {HARDWARE_REFUND_DAYS} days ago is still
-  refundable.
+- Windows include their last day: a device delivered {refund_days} days ago is still refundable.
 - A charge the customer does not recognise is `security`, not `billing`; a charge they
   recognise but think is wrong (twice, wrong amount) is `billing`.
 - Asking to remove or reset two-factor authentication is `account_access`, but the action
@@ -152,12 +147,29 @@ Tone never changes urgency: capitals, "URGENT", "!!!" or "no rush" are not facts
 1. "I'd like to return my Aria Cam, it arrived 34 days ago, I changed my mind." on the
    Business plan: `{{"category":"refund","urgency":"normal","next_action":"offer_store_credit"}}`.
 2. "The night vision on my camera has gone pink (fw 2.8.2). Also I was charged twice for
-   Cloud Plus." on the {BUMP_PLAN} plan: billing outranks known_issue, both are `normal`,
-   +1 for {BUMP_PLAN}: `{{"category":"billing","urgency":"high","next_action":"issue_refund"}}`.
+   Cloud Plus." on the {bump_plan} plan: billing outranks known_issue, both are `normal`,
+   +1 for {bump_plan}: `{{"category":"billing","urgency":"high","next_action":"issue_refund"}}`.
 3. "URGENT!!! Where is my order? Ordered 5 days ago." on the Starter plan, no method given
-   (standard, {DELIVERY_DAYS["standard"]} days):
-   `{{"category":"shipping","urgency":"low","next_action":"answer_question"}}`.
+   (standard, {standard_days} days): `{{"category":"shipping","urgency":"low","next_action":"answer_question"}}`.
+4. "I can't log in. P.S. my smart plug has scorch marks and smells burnt." on the Starter
+   plan: the hazard is primary, and its urgency is the highest:
+   `{{"category":"technical_issue","urgency":"critical","next_action":"escalate_engineering"}}`.
 """
+
+
+def labelling_guide() -> str:
+    rows = "\n".join(
+        f"| {kind} | {desc} | {FIXED_RULES[kind][0]} | {FIXED_RULES[kind][1]} | {FIXED_RULES[kind][2]} |"
+        for kind, desc in ISSUE_DESCRIPTIONS.items()
+    )
+    return LABELLING_GUIDE.format(
+        rows=rows, priority=" > ".join(CATEGORY_PRIORITY), categories=", ".join(CATEGORIES),
+        urgencies=", ".join(URGENCIES), actions=", ".join(ACTIONS),
+        refund_days=HARDWARE_REFUND_DAYS, credit_from=HARDWARE_REFUND_DAYS + 1,
+        credit_days=STORE_CREDIT_DAYS, subscription_days=SUBSCRIPTION_REFUND_DAYS,
+        default_shipping=DEFAULT_SHIPPING, bump_plan=BUMP_PLAN,
+        standard_days=DELIVERY_DAYS["standard"],
+    )
 
 
 def sla_page() -> str:
@@ -239,7 +251,8 @@ Delivery windows, counted in calendar days from the order date:
 |---|---|
 {rows}
 
-If the customer does not say which method they chose, assume {DEFAULT_SHIPPING}.
+Customers call standard shipping "normal" or "free" shipping too. If the customer does not
+say which method they chose, assume {DEFAULT_SHIPPING}.
 
 - **Order still within its window**: it is on its way; share the tracking link
   (urgency low, next_action answer_question).
@@ -377,18 +390,15 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
-def readme(summary: dict) -> str:
-    """The project README, with the counts of what this seed planted."""
-    labels = summary["labels"]
-    return f"""# Support-ticket triage (tunesmith sample project)
+README = """# Support-ticket triage (tunesmith sample project)
 
 Halcyon Home sells smart-home devices (hub, camera, thermostat, doorbell, plug), an app
 and Cloud subscriptions. Its support team triages every incoming ticket into a category,
 an urgency and the next action. This project teaches a small model to do that triage from
-{summary["tickets"]} historical tickets, and checks it against the cheaper alternatives
+{tickets} historical tickets, and checks it against the cheaper alternatives
 (zero-shot, few-shot, retrieval over the policy pages).
 
-Generated by `tunesmith init --template support-triage` with seed {summary["seed"]}: the
+Generated by `tunesmith init --template support-triage` with seed {seed}: the
 same seed writes the same bytes.
 
 ## The task
@@ -400,9 +410,9 @@ Output: one compact JSON object, for example
 {{"category":"known_issue","urgency":"normal","next_action":"send_workaround"}}
 ```
 
-- category: {", ".join(CATEGORIES)}
-- urgency: {", ".join(URGENCIES)}
-- next_action: {", ".join(ACTIONS)}
+- category: {categories}
+- urgency: {urgencies}
+- next_action: {actions}
 
 The rules are in [kb/labelling-guide.md](kb/labelling-guide.md). Many labels cannot be
 read off the words of a ticket alone: they depend on the policy pages in `kb/` (refund and
@@ -414,10 +424,10 @@ typos and names from many languages; a priority rule picks the issue that decide
 
 | file | format | records |
 |---|---|---|
-| `data/tickets_chat.jsonl` | OpenAI chat JSONL (`messages`, plus `ticket_id`, `customer_id`) | {summary["records"]["data/tickets_chat.jsonl"]} |
-| `data/tickets_alpaca.json` | alpaca JSON array (`instruction`, `input`, `output`) | {summary["records"]["data/tickets_alpaca.json"]} |
-| `data/tickets_export.csv` | helpdesk CSV export (UTF-8 with BOM, CRLF), mapped in `tunesmith.yaml` | {summary["records"]["data/tickets_export.csv"]} |
-| `kb/*.md` | policy pages and the labelling guide | {len(KB_PAGES)} pages |
+| `data/tickets_chat.jsonl` | OpenAI chat JSONL (`messages`, plus `ticket_id`, `customer_id`) | {chat_records} |
+| `data/tickets_alpaca.json` | alpaca JSON array (`instruction`, `input`, `output`) | {alpaca_records} |
+| `data/tickets_export.csv` | helpdesk CSV export (UTF-8 with BOM, CRLF), mapped in `tunesmith.yaml` | {csv_records} |
+| `kb/*.md` | policy pages and the labelling guide | {kb_pages} pages |
 | `tunesmith.yaml` | the project config | |
 
 `customer_id` groups each customer's tickets, so none of them crosses from train to test.
@@ -427,17 +437,35 @@ typos and names from many languages; a priority rule picks the issue that decide
 Real exports are dirty; these are planted and counted, so you can check what the data
 preparation found:
 
-- exact duplicates (re-submitted tickets, overlapping export pages): {summary["exact_duplicates"]}
-- near duplicates (re-typed with typos, small edits, one template letter from several customers): {summary["near_duplicates"]} ({_counts(summary["near_duplicates_by_kind"])})
-- junk rows: {summary["junk_rows"]} ({_counts(summary["junk_by_kind"])})
-- tickets with mojibake (a Windows-1252 round trip): {summary["mojibake"]}
-- malformed records: {summary["malformed_lines"]} ({_counts(summary["malformed_by_kind"])})
-- personal data in the tickets: {_counts(summary["pii"])}
-- labels that break the written rules (labelling mistakes): {summary["noisy_labels"]}
+- exact duplicates (re-submitted tickets, overlapping export pages): {exact_duplicates}
+- near duplicates (re-typed with typos, small edits, one template letter from several customers): {near_duplicates} ({near_duplicates_by_kind})
+- junk rows: {junk_rows} ({junk_by_kind})
+- tickets with mojibake (a Windows-1252 round trip): {mojibake}
+- malformed records: {malformed_lines} ({malformed_by_kind})
+- personal data in the tickets: {pii}
+- labels that break the written rules (labelling mistakes): {noisy_labels}
 
 ## Label distribution (all labelled records)
 
-- category: {_counts(labels["category"])}
-- urgency: {_counts(labels["urgency"])}
-- next_action: {_counts(labels["next_action"])}
+- category: {label_category}
+- urgency: {label_urgency}
+- next_action: {label_next_action}
 """
+
+
+def readme(summary: dict) -> str:
+    """The project README, with the counts of what this seed planted."""
+    counted = {key: _counts(summary[key]) for key in
+               ("junk_by_kind", "malformed_by_kind", "near_duplicates_by_kind", "pii")}
+    plain = {key: summary[key] for key in
+             ("exact_duplicates", "junk_rows", "malformed_lines", "mojibake", "near_duplicates",
+              "noisy_labels", "seed", "tickets")}
+    records = summary["records"]
+    return README.format(
+        **counted, **plain, categories=", ".join(CATEGORIES), urgencies=", ".join(URGENCIES),
+        actions=", ".join(ACTIONS), kb_pages=len(KB_PAGES),
+        **{f"label_{k}": _counts(v) for k, v in summary["labels"].items()},
+        chat_records=records["data/tickets_chat.jsonl"],
+        alpaca_records=records["data/tickets_alpaca.json"],
+        csv_records=records["data/tickets_export.csv"],
+    )

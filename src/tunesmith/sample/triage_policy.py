@@ -22,8 +22,8 @@ ACTIONS = (
     "escalate_security", "issue_refund", "offer_store_credit", "reship_order",
     "reset_access", "escalate_engineering", "send_workaround", "answer_question",
 )
-# When one ticket raises several issues, the issue whose category comes first here decides
-# `category` and `next_action` (money and safety before convenience).
+# When one ticket raises several issues, a safety hazard decides `category` and
+# `next_action`; without one, the issue whose category comes first here decides.
 CATEGORY_PRIORITY = CATEGORIES
 
 # --------------------------------------------------------------------------- policy numbers
@@ -195,6 +195,10 @@ def version_affected(issue_id: str, stated: str | None) -> bool:
     return parse_version(ki.first) <= parse_version(version) <= parse_version(ki.last)
 
 
+def is_hazard(issue: Issue) -> bool:
+    return issue.kind == "device_fault" and SYMPTOMS[issue.symptom or ""].severity == "hazard"
+
+
 def _device_fault(issue: Issue) -> tuple[str, str, str]:
     symptom = SYMPTOMS[issue.symptom or ""]
     if symptom.severity == "hazard":
@@ -243,12 +247,15 @@ def label_issue(issue: Issue) -> tuple[str, str, str]:
 def label_ticket(facts: TicketFacts) -> Triage:
     """The ticket's label per the labelling guide.
 
-    Category and action come from the highest-priority issue; urgency is the highest base
-    urgency among all issues, raised one level for the Enterprise plan and one for a repeat
-    contact, capped at critical. Tone ("URGENT!!!") never changes urgency.
+    Category and action come from the primary issue: a safety hazard if there is one, else
+    the issue whose category has the highest priority. Urgency is the highest base urgency
+    among all issues, raised one level for the Enterprise plan and one for a repeat contact,
+    capped at critical. Tone ("URGENT!!!") never changes urgency.
     """
     labelled = [label_issue(i) for i in facts.issues]
-    category, _, action = min(labelled, key=lambda lab: CATEGORY_PRIORITY.index(lab[0]))
+    hazards = [lab for i, lab in zip(facts.issues, labelled, strict=True) if is_hazard(i)]
+    category, _, action = hazards[0] if hazards else min(
+        labelled, key=lambda lab: CATEGORY_PRIORITY.index(lab[0]))
     level = max(URGENCIES.index(lab[1]) for lab in labelled)
     level += (facts.plan == BUMP_PLAN) + facts.repeat_contact
     return Triage(category, URGENCIES[min(level, len(URGENCIES) - 1)], action)

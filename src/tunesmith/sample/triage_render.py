@@ -232,11 +232,10 @@ FACT_WORDS = frozenset(
 )
 
 
-def _protected(ctx: Ctx) -> set[str]:
+def protected_words(planted: list[tuple[str, str]]) -> set[str]:
     """Words inside planted personal data (typos must not change the values we counted)
     and the words that carry a label's facts."""
-    planted = {w.lower() for _, value in ctx.planted for w in re.findall(r"\w+", value)}
-    return planted | FACT_WORDS
+    return {w.lower() for _, value in planted for w in re.findall(r"\w+", value)} | FACT_WORDS
 
 
 def _terse(text: str) -> str:
@@ -247,7 +246,8 @@ def _terse(text: str) -> str:
         else:
             low = word.lower()
             words.append(_ABBREVIATIONS.get(low, low))
-    return "".join(words).replace(".\n", "\n")
+    # Drop full stops at line ends, but not after an initial ("omar h.").
+    return re.sub(r"(?<=[a-z]{2})\.\n", "\n", "".join(words))
 
 
 def add_typos(rng: random.Random, text: str, count: int, protected: set[str]) -> str:
@@ -275,7 +275,7 @@ def apply_style(ctx: Ctx, body: str, style: str) -> str:
     if style == "terse":
         body = _terse(body)
     if rng.random() < 0.35:
-        body = add_typos(rng, body, rng.randint(1, 3), _protected(ctx))
+        body = add_typos(rng, body, rng.randint(1, 3), protected_words(ctx.planted))
     if rng.random() < 0.2:
         body = body.replace("'", "’")  # phones and Macs type curly apostrophes
     return body

@@ -110,16 +110,17 @@ def tokenize_example(
     Raw-text examples are trained on every token whatever ``mode`` says. ``stop_ids``
     defaults to :func:`end_of_turn_ids`; pass it when tokenising many examples.
     """
-    if stop_ids is None:
-        stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
     if example.is_chat:
         rendered = render_for_training(
             tokenizer, example.messages, system=system, fallback_template=fallback_template
         )
         spans = select_spans(rendered, mode)
-    else:
+        if stop_ids is None:
+            stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
+    else:  # raw text needs no chat template; it ends with EOS
         rendered = render_text_for_training(tokenizer, example.text or "")
         spans = select_spans(rendered, "all")
+        stop_ids = [tokenizer.eos_token_id]
     ids = rendered.input_ids
     stops = set(stop_ids)
     return TokenizedExample(
@@ -143,14 +144,22 @@ def tokenize_examples(
     fallback_template: str | None = None,
 ) -> list[TokenizedExample]:
     """:func:`tokenize_example` over many examples, resolving the stop ids once."""
-    stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
-    return [
-        tokenize_example(
-            tokenizer, ex, mode=mode, system=system, fallback_template=fallback_template,
-            stop_ids=stop_ids,
+    stop_ids: list[int] | None = None
+    out = []
+    for ex in examples:
+        if ex.is_chat and stop_ids is None:  # raw-text-only data needs no chat template
+            stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
+        out.append(
+            tokenize_example(
+                tokenizer,
+                ex,
+                mode=mode,
+                system=system,
+                fallback_template=fallback_template,
+                stop_ids=stop_ids,
+            )
         )
-        for ex in examples
-    ]
+    return out
 
 
 # --------------------------------------------------------------------------- pre-flight
@@ -201,9 +210,13 @@ class PreflightReport:
     def to_dict(self) -> dict[str, Any]:
         counts = {k: len(v) for k, v in self.problems.items()}
         return {
-            "max_length": self.max_length, "examples": self.examples, "tokens": self.tokens,
-            "trainable_tokens": self.trainable_tokens, "longest": self.longest,
-            "too_long": len(self.too_long), "problems": counts,
+            "max_length": self.max_length,
+            "examples": self.examples,
+            "tokens": self.tokens,
+            "trainable_tokens": self.trainable_tokens,
+            "longest": self.longest,
+            "too_long": len(self.too_long),
+            "problems": counts,
         }
 
 

@@ -260,7 +260,9 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = []
         for lo in range(0, len(perm), self.mega):
             group = sorted(perm[lo : lo + self.mega], key=lambda i: -self.lengths[i])
-            batches += [group[j : j + self.batch_size] for j in range(0, len(group), self.batch_size)]
+            batches += [
+                group[j : j + self.batch_size] for j in range(0, len(group), self.batch_size)
+            ]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         order = torch.randperm(len(batches), generator=gen).tolist()
