@@ -164,7 +164,7 @@ def main() -> None:
     print(f"tunesmith:  {ours_s:7.2f}s  {ours_rate:10,.0f} docs/s  "
           f"({int((reps != np.arange(len(reps))).sum())} near-duplicates in "
           f"{len(np.unique(reps[reps != np.arange(len(reps))]))} clusters)")
-    print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"process peak RSS (corpus building included): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     methods = {"tunesmith": ours_pairs}
     if not args.skip_baseline:
         ds_runs = [run_datasketch(texts, cfg) for _ in range(args.repeat)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -242,6 +242,15 @@ class DataConfig(_Section):
     max_line_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Longest accepted input line; longer lines are quarantined."
     )
+
+    # How the work is executed, not what it produces: left out of the snapshot's identity.
+    EXECUTION_KEYS: ClassVar[frozenset[str]] = frozenset({"workers", "batch_size"})
+
+    def identity_hash(self) -> str:
+        """Hash of the settings that decide the snapshot's content."""
+        data = self.model_dump(mode="json", exclude=set(self.EXECUTION_KEYS))
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class Config(_Section):

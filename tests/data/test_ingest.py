@@ -536,9 +536,12 @@ def test_csv_group_column_and_id_column(tmp_path: Path) -> None:
     good, bad = read(
         tmp_path, "i.csv", content, format="table", columns=cols, group_field="customer"
     )
-    assert [(g.id, g.meta["group"]) for g in good] == [("i.csv:k1", "C1"), ("i.csv:k2", "C2")]
+    # a repeated id is kept under a suffixed id (dedup decides), with where it was first seen
+    assert [(g.id, g.meta["group"]) for g in good] == [
+        ("i.csv:k1", "C1"), ("i.csv:k2", "C2"), ("i.csv:k1~2", "C1"),
+    ]
+    assert good[2].meta["id_first_seen_at"] == "row 1 (line 2)"
     assert [(q.location, q.error) for q in bad] == [
-        ("row 3 (line 4)", "duplicate id 'i.csv:k1' (first seen at row 1 (line 2))"),
         ("row 4 (line 5)", "column 'key' (columns.id) is a string, expected a non-empty id"),
     ]
 

@@ -407,7 +407,7 @@ def _manifest(cfg: Config, acc: Accounting, sources: list[dict], written: _Writt
     return {
         "kind": "tunesmith.snapshot",
         "project": cfg.project,
-        "config_hash": cfg.hash("data"),
+        "config_hash": cfg.data.identity_hash(),
         "seed": cfg.seed,
         "sources": sources,
         "counts": {

@@ -31,7 +31,8 @@ def _plots(out: Path, manifest: dict, lengths: dict[str, list[int]], cluster_siz
             ax.hist(values, bins=40, alpha=0.6, label=f"{split} ({len(values)})")
     ax.set_xlabel("characters of user text")
     ax.set_ylabel("records")
-    ax.legend()
+    if any(lengths.values()):
+        ax.legend()
     save(fig, "lengths", "Lengths per split")
 
     for name, title, data in (

@@ -103,15 +103,16 @@ def _convert(
         example = to_example(item, src, ctx.source)
     except RecordError as exc:
         return ctx.quarantine(item.location, str(exc), item.preview())
-    # Positional ids are unique by construction; ids from a column must be checked.
+    # Positional ids are unique by construction; ids from a column may repeat (a ticket
+    # exported twice). The record is kept under a suffixed id so dedup, not ingest, decides:
+    # an identical re-export is then dropped as an exact duplicate with a reason.
     if src.columns is not None and src.columns.id is not None:
         first = seen_ids.setdefault(example.id, item.location)
         if first != item.location:
-            return ctx.quarantine(
-                item.location,
-                f"duplicate id '{example.id}' (first seen at {first})",
-                item.preview(),
-            )
+            repeats = sum(1 for k in seen_ids if k.startswith(example.id + "~")) + 2
+            example.meta["id_first_seen_at"] = first
+            example.id = f"{example.id}~{repeats}"
+            seen_ids[example.id] = item.location
     return example
 
 

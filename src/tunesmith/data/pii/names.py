@@ -47,29 +47,38 @@ _RUN = re.compile(f"{_TOKEN}(?:[ \\t]+(?:(?:{_PART})[ \\t]+)*{_TOKEN}){{0,5}}(?!
 _WORD = re.compile(f"[{LETTERS}'’.\\-]+")
 _BAD_BEFORE = frozenset("@#/\\_.$€£%&=+-'’" + LETTERS + "0123456789")
 
-# Strong cues: whatever capitalised run follows is a name.
-_STRONG = re.compile(
-    r"(?i:(?:\b(?:my\s+name\s+is|my\s+name's|name\s*[:=]|full\s+name\s*[:=]?|signed|"
-    r"(?:best|kind|warm|warmest)\s+regards|regards|cheers|thanks|thank\s+you|many\s+thanks|"
-    r"best\s+wishes|best|sincerely|yours\s+(?:truly|sincerely)|respectfully|hi|hello|hey|"
-    r"dear|greetings|attn|attention|hallo|hola|bonjour|ciao|olá|ola|cześć|merhaba|"
-    r"liebe|lieber|sehr\s+geehrte[rs]?|cher|chère|querid[oa]|estimad[oa]|gentile|caro|cara|"
-    r"beste|geachte|hej|gr[üu]ße|gruß|groeten|saludos|cordialement|distinti\s+saluti|"
-    r"atenciosamente|pozdrawiam)"
-    r"[ \t]*[,:\-]?[ \t]*\n?[ \t]*"
-    r"|\b(?:from|to|cc|contact|customer|client|agent|name|account\s+holder|holder)[ \t]*:[ \t]*"
-    r"|\b(?:mr|mrs|ms|miss|mx|dr|prof|herr|frau|mme|mlle|monsieur|madame|sra|srta|señor|"
-    r"señora|signor|signora|dhr|mevr|pan|pani|sir|madam|dame|lord|lady)\.?[ \t]+"
-    r"|\b(?:m|hr|fr|sr|sig|sig\.ra|dott)\.[ \t]*"  # short titles only with their full stop
-    r"|\n--[ \t]*\n))$"
+# Cue words right before a capitalised run. Strong: whatever run follows is a name (titles,
+# greetings, sign-offs, "my name is"). Weak: the run must hold a known name part.
+_TITLES = frozenset(
+    "mr mrs ms miss mx dr prof herr frau mme mlle monsieur madame sra srta señor señora signor "
+    "signora dhr mevr pan pani sir madam dame lord lady".split()
 )
-# Weak cues: the run must contain a known name part.
-_WEAK = re.compile(
-    r"(?i:\b(?:i\s+am|i'm|im|this\s+is|it's|spoke\s+(?:with|to)|talked\s+to|ask\s+for|with|"
-    r"by|named|called|husband|wife|son|daughter|mother|father|mom|dad|brother|sister|friend|"
-    r"partner|colleague|manager|boss|landlord|tenant|neighbou?r|ich\s+bin|je\s+suis|soy|"
-    r"to|from|cc|contact|customer|client|agent|rep|representative|for|and|or|"
-    r"sono|mi\s+chiamo|me\s+llamo|je\s+m'appelle|heiße|heisse)[ \t]*[,:]?[ \t]*)$"
+_DOTTED_TITLES = frozenset("m hr fr sr sig sig.ra dott".split())  # only with a full stop
+_STRONG_WORDS = frozenset(
+    "hi hello hey dear greetings attn attention thanks thx cheers regards best sincerely "
+    "respectfully signed hallo hola bonjour ciao olá ola cześć merhaba liebe lieber cher chère "
+    "querido querida estimado estimada gentile caro cara beste geachte hej grüße gruß groeten "
+    "saludos cordialement atenciosamente pozdrawiam".split()
+)
+_STRONG_PHRASES = frozenset(
+    tuple(p.split())
+    for p in (
+        "my name is", "name is", "my name's", "thank you", "kind regards", "best regards",
+        "warm regards", "best wishes", "yours sincerely", "yours truly", "many thanks",
+        "je m'appelle", "me llamo", "mi chiamo", "ich heiße", "ich heisse", "sehr geehrte",
+        "sehr geehrter", "full name", "distinti saluti", "name of",
+    )
+)
+_FIELD_WORDS = frozenset("from to cc name contact customer client agent holder signed".split())
+_WEAK_WORDS = frozenset(
+    "with by named called husband wife son daughter mother father mom dad brother sister friend "
+    "partner colleague manager boss landlord tenant neighbour neighbor to from cc contact "
+    "customer client agent rep representative for and or i'm im soy sono".split()
+)
+_WEAK_PHRASES = frozenset(
+    tuple(p.split())
+    for p in ("i am", "this is", "it's", "spoke with", "spoke to", "talked to", "ask for",
+              "ich bin", "je suis", "sono io")
 )
 _LOWER_NAME = re.compile(r"(?i:\bmy\s+name\s+is|\bmy\s+name's)\s+([a-z][a-z'\-]+(?:\s+[a-z][a-z'\-]+)?)")
 
@@ -199,10 +208,27 @@ class NameFinder:
 
     @staticmethod
     def _cue(text: str, start: int) -> str:
-        lo = max(0, start - 40)
-        if _STRONG.search(text, lo, start):
+        """"strong", "weak" or "": read the one to three words before ``start`` in Python
+        (a ``$``-anchored regex would be tried at every position of the window)."""
+        before = text[max(0, start - 40) : start].rstrip(" \t")
+        newline = before.endswith("\n")
+        before = before.rstrip(" \t\n")
+        punct = before[-1:] if before[-1:] in ",:-." else ""
+        if newline and before.endswith("--"):
+            return "strong"  # signature separator
+        words = before[: len(before) - len(punct)].lower().split()[-3:]
+        if not words:
+            return ""
+        last = words[-1]
+        if punct == ".":
+            return "strong" if last in _TITLES or last in _DOTTED_TITLES else ""
+        if punct == ":" and last in _FIELD_WORDS or last in _TITLES and not punct:
             return "strong"
-        if _WEAK.search(text, lo, start):
+        if last in _STRONG_WORDS or tuple(words[-2:]) in _STRONG_PHRASES or tuple(words) in _STRONG_PHRASES:
+            return "strong"
+        if newline:
+            return "strong" if punct == "," else ""  # "Thanks again,\nAnna": a sign-off line
+        if last in _WEAK_WORDS or tuple(words[-2:]) in _WEAK_PHRASES:
             return "weak"
         return ""
 

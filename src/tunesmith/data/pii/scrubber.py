@@ -25,7 +25,7 @@ PRIORITY = {
     BLOCK: 0, "URL_CREDENTIALS": 1, "EMAIL": 2, "IBAN": 3, "CREDIT_CARD": 4, "US_SSN": 5,
     "IP_ADDRESS": 6, "DATE_OF_BIRTH": 7, "PHONE": 8, "STREET_ADDRESS": 9, "PERSON": 10,
 }
-_DIGIT = re.compile(r"\d")
+_DIGIT = re.compile(r"[0-9]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +56,13 @@ def structured_hits(text: str) -> list[Hit]:
         if "://" in text:
             hits += patterns.find_url_credentials(text)
     if _DIGIT.search(text):
+        lower = patterns.lower_same_length(text)
         hits += patterns.find_ibans(text)
         hits += patterns.find_cards(text)
-        hits += patterns.find_ssns(text)
+        hits += patterns.find_ssns(text, lower)
         hits += patterns.find_ips(text)
-        hits += patterns.find_dobs(text)
-        hits += patterns.find_phones(text)
+        hits += patterns.find_dobs(text, lower)
+        hits += patterns.find_phones(text, lower)
         hits += patterns.find_addresses(text)
     return hits
 
