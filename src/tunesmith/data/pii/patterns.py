@@ -218,25 +218,27 @@ def find_dobs(text: str, lower: str | None = None) -> list[Hit]:
 
 # --------------------------------------------------------------------------- phone numbers
 _BAD_BEFORE_PHONE = frozenset("+-/#.")
+_EXT = r"(?:[ ]?(?:x|ext\.?|extension)[ ]?[0-9]{1,5})?"  # 555-0132x204, ... ext. 12
 # +44 20 7946 0958, +1 (415) 555-0132, +44 (0)20 7946 0958, 0049 30 901820
 _PHONE_INTL = re.compile(
-    rf"(?:\+|00)[1-9][0-9]{{0,2}}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?[0-9]{{1,5}}\)?){{1,6}}{_TAIL}"
+    rf"(?:\+|00)[1-9][0-9]{{0,2}}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?[0-9]{{1,5}}\)?){{1,6}}{_EXT}{_TAIL}"
 )
 # North American: (415) 555-0132, 415-555-0132, 415.555.0132 (a leading "1-" is added after)
 _PHONE_NANP = re.compile(
     r"[(2-9](?:(?<=\()[2-9][0-9]{2}\)[ .\-]?|(?<=[2-9])[0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}"
+    + _EXT
     + _TAIL
 )
 # National numbers with a trunk 0: 020 7946 0958, 0612345678, 06 12 34 56 78, 030 901820
 _PHONE_TRUNK = re.compile(
-    rf"(?:\(0[0-9]{{1,4}}\)[ .\-]?|0[0-9]{{1,4}}[ .\-/]?)[0-9]{{1,4}}(?:[ .\-]?[0-9]{{1,4}}){{0,4}}{_TAIL}"
+    rf"(?:\(0[0-9]{{1,4}}\)[ .\-]?|0[0-9]{{1,4}}[ .\-/]?)[0-9]{{1,4}}(?:[ .\-]?[0-9]{{1,4}}){{0,4}}{_EXT}{_TAIL}"
 )
 # Any digit run after a phone cue ("call me on 4155550132", "Tel.: 612 345 678").
 _PHONE_LOOSE = re.compile(rf"[+(0-9][0-9 .()\-]{{5,18}}[0-9]{_TAIL}")
 _PHONE_CUE = re.compile(
     r"(?:\b(?:phone|tel|telephone|mobile|cell|cellphone|call|text|sms|whats\s?app|fax|"
     r"number|reach\s+me|ring|telefon|handy|t[ée]l[ée]phone|portable|tel[ée]fono|m[óo]vil|"
-    r"celular|cellulare|telefoon|mobiel|telem[óo]vel|telefone))\b[^0-9\n+]{0,20}$"
+    r"celular|cellulare|telefoon|mobiel|telem[óo]vel|telefone))\b[^0-9\n+]{0,35}$"
 )
 _NOT_PHONE_CUE = re.compile(
     r"(?:\b(?:order|invoice|ticket|ref|reference|tracking|account|acct|case|sku|po|item|id|"
@@ -244,6 +246,7 @@ _NOT_PHONE_CUE = re.compile(
     r"model|iban|card|bestell\w*|rechnung|commande|facture|pedido|factura|ordine|fattura))"
     r"\b[\s:#.\-]*(?:no\.?|nr\.?|number|num|#)?[\s:#.\-]*$"
 )
+_EXT_TAIL = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?[0-9]{1,5}$")
 _DATE_LIKE = re.compile(r"[0-9]{1,4}[./\-][0-9]{1,2}[./\-][0-9]{1,4}|[0-9]{1,2}[:h][0-9]{2}")
 
 
@@ -251,7 +254,7 @@ def _phone_ok(text: str, lower: str, s: int, cand: str, lo: int, hi: int) -> boo
     """Isolated, digit count in range, not a date, not right after "order #"/"invoice no."."""
     if s and (_word_char(text[s - 1]) or text[s - 1] in _BAD_BEFORE_PHONE):
         return False
-    n = sum(c.isdigit() for c in cand) - 2 * cand.count("(0)")
+    n = sum(c.isdigit() for c in _EXT_TAIL.sub("", cand)) - cand.count("(0)")
     if not lo <= n <= hi or _DATE_LIKE.match(cand):
         return False
     return not _NOT_PHONE_CUE.search(lower, max(0, s - 30), s)
@@ -269,7 +272,7 @@ def find_phones(text: str, lower: str | None = None) -> list[Hit]:
                 hits.append((s, m.end(), "PHONE"))
     for m in _PHONE_LOOSE.finditer(text):
         s = m.start()
-        if _PHONE_CUE.search(lower, max(0, s - 40), s) and _phone_ok(text, lower, s, m[0], 7, 15):
+        if _PHONE_CUE.search(lower, max(0, s - 50), s) and _phone_ok(text, lower, s, m[0], 7, 15):
             hits.append((s, m.end(), "PHONE"))
     return hits
 
@@ -300,14 +303,17 @@ _EN_SUFFIX = (
     "Inlet|Isle|Key|Keys|Lake|Lakes|Light|Lights|Lock|Locks|Lodge|Mall|Motorway|Neck|Oval|"
     "Overpass|Pine|Plain|Plains|Prairie|Radial|Ramp|Rest|Route|Shoal|Shoals|Spur|Stream|"
     "Stravenue|Underpass|Union|Unions|Via|Viaduct|Well|Wynd|Broadway|Rise|Chase|Drove|End|"
-    "Fold|Grange|Lawn|Lea|Leys|Mead|Reach|Side|Wood|Yard|Ronde|Line|Lower|Break|Firetrail"
+    "Fold|Grange|Lawn|Lea|Leys|Mead|Reach|Side|Wood|Yard|Ronde|Line|Lower|Break|Firetrail|"
+    "Mountain|Mission|Crest|Bluff|Bend|Canyon|Glade|Heath|Knolls|Loaf|Mall|Orchard|Pointe|"
+    "Ridge|Row|Square|Terrace|Throughway|Trafficway|Walk|Ways|Alley|Annex|Arcade|Bottom|"
+    "Camp|Dale|Drive|Fall|Greens|Grove|Harbor|Hills|Lane|Manors|Park|Parks|Plaza|Route|Track"
 )
 _UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|#)\s*[\w\-]{1,6})?"
 _DIRECTION = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?"
 _HOUSE = r"[0-9](?<![\w/.\-,][0-9])[0-9]{0,4}"  # a house number that starts a token
 _ADDR_EN = re.compile(
     rf"{_HOUSE}[A-Za-z]?(?:[\-/][0-9]{{1,5}}[A-Za-z]?)?,?\s+(?:{_DIRECTION}\s+)?"
-    rf"(?:{_NAMEWORD}\s+){{1,4}}(?:{_EN_SUFFIX})\b\.?(?:\s+{_DIRECTION}(?!\w))?{_UNIT}"
+    rf"(?:{_NAMEWORD}\s+){{1,4}}(?:{_EN_SUFFIX})s?\b\.?(?:\s+{_DIRECTION}(?!\w))?{_UNIT}"
 )
 _PARTICLE = r"(?:de|del|de\s+la|dos|das|da|do|di|della|delle|dei|des|du|la|le|l'|d'|i|y|e)"
 # French, number first: 12 rue de la Paix, 682, avenue de Toussaint, 7 bis boulevard Haussmann
@@ -327,15 +333,20 @@ _COMPOUND = (
     "laan", "gracht", "plein", "kade", "singel", "dijk", "dreef", "baan", "hof", "steeg", "wal",
     "vej", "gade", "allé", "stræde", "torv", "gatan", "vägen", "väg", "gata", "gränd", "torget",
     "stigen", "backe", "veien", "gate", "vegen", "tie", "katu", "kuja", "utca", "út", "tér",
-    "ulice", "náměstí", "cesta",
+    "ulice", "náměstí", "cesta", "pad", "erf", "burg", "park", "lei", "veld", "hoven",
 )
 _TYPE_WORD = frozenset(
+    # French, Spanish, Catalan, Italian, Portuguese, Polish, Romanian, Indonesian, Greek, Turkish
     "Rue Avenue Boulevard Bd Chemin Allée Impasse Quai Place Route Calle C/ Camino Paseo Plaza "
     "Avenida Avda Avda. Av. Carrer Avinguda Ronda Travesía Callejón Cañada Glorieta Alameda Acceso "
     "Vial Pasaje Rambla Carretera Urbanización Vía Via Viale Piazza Piazzale Corso Largo Vicolo "
-    "Strada Contrada Borgo Rotonda Stretto Incrocio Canale Lungomare Salita Galleria Rua R. "
-    "Travessa Praça Estrada Rodovia Beco ul. ulica al. aleja pl. plac os. osiedle Bulevardul "
-    "Calea Aleea Jalan Jl. Odos Leoforos Sokak Sokağı Caddesi Cd.".split()
+    "Cuesta Pasadizo Costanilla Explanada Plazuela Polígono Prolongación Subida Vereda Bajada "
+    "Barrio Bulevar Calzada Carrera Sector Senda Partida Camí Passeig Travessera "
+    "Strada Contrada Borgo Rotonda Stretto Incrocio Canale Lungomare Salita Galleria Quartiere "
+    "Rione Traversa Vico Viottolo Piazzetta Rua R. Travessa Praça Estrada Rodovia Beco Calçada "
+    "Caminho Quinta Rotunda Vila Viela Bairro Parque Setor Vereda Ladeira Loteamento Conjunto "
+    "ul. ulica al. aleja pl. plac os. osiedle Bulevardul Calea Aleea Jalan Jl. Gang Odos "
+    "Leoforos Sokak Sokağı Caddesi Cd. Sk. Mahallesi".split()
 )
 _PARTICLES = frozenset("de del la dos das da do di della delle dei des du le l' d' i y e".split())
 _WORDS_BEFORE = re.compile(r"\S+")

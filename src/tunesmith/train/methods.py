@@ -1,0 +1,112 @@
+"""Fine-tuning methods: which parameters train. PEFT for LoRA / DoRA / prompt tuning / QLoRA;
+plain parameter freezing for full fine-tuning."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tunesmith.config import TrainConfig
+from tunesmith.errors import MissingDependencyError, TunesmithError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+PEFT_METHODS = ("lora", "dora", "qlora", "prompt_tuning")
+
+
+def check_method_supported(cfg: TrainConfig) -> None:
+    """Fail before loading anything when the method needs hardware we do not have."""
+    if cfg.method == "qlora":
+        if not torch.cuda.is_available():
+            raise TunesmithError(
+                "train.method: qlora needs a CUDA GPU (4-bit bitsandbytes kernels); "
+                "use `lora` on this machine"
+            )
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("bitsandbytes", "gpu", "QLoRA") from None
+    if cfg.method == "prompt_tuning" and cfg.packing:
+        # PEFT prepends virtual tokens to a 2D attention mask; a packed 4D mask cannot carry them.
+        raise TunesmithError(
+            "train.packing must be false with train.method: prompt_tuning "
+            "(soft prompts are prepended per sequence, so examples cannot share a row)"
+        )
+
+
+def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Return the model ready to train with ``cfg.method`` (a PeftModel for PEFT methods)."""
+    if cfg.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    import peft
+
+    if cfg.method == "prompt_tuning":
+        pt = cfg.prompt_tuning
+        init = peft.PromptTuningInit.TEXT if pt.init_text else peft.PromptTuningInit.RANDOM
+        pcfg = peft.PromptTuningConfig(
+            task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=pt.num_virtual_tokens,
+            prompt_tuning_init=init, prompt_tuning_init_text=pt.init_text,
+            tokenizer_name_or_path=getattr(tokenizer, "name_or_path", None) if pt.init_text else None,
+        )
+        if pt.init_text:
+            return _prompt_tuning_from_text(model, pcfg, tokenizer, pt.init_text)
+        return peft.get_peft_model(model, pcfg)
+    if cfg.method == "qlora":
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    lc = cfg.lora
+    pcfg = peft.LoraConfig(
+        task_type=peft.TaskType.CAUSAL_LM, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+        target_modules=lc.target_modules, use_rslora=lc.rslora, use_dora=cfg.method == "dora",
+    )
+    return peft.get_peft_model(model, pcfg)
+
+
+def _prompt_tuning_from_text(model: Any, pcfg: Any, tokenizer: Any, text: str) -> Any:
+    """PEFT's TEXT init reloads the tokenizer by name (a hub call); use the one we have."""
+    import peft
+
+    pcfg.prompt_tuning_init = peft.PromptTuningInit.RANDOM
+    wrapped = peft.get_peft_model(model, pcfg)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n = pcfg.num_virtual_tokens
+    ids = (ids * (n // max(1, len(ids)) + 1))[:n]
+    with torch.no_grad():
+        emb = model.get_input_embeddings()(torch.tensor(ids, device=model.device))
+        wrapped.prompt_encoder["default"].embedding.weight.copy_(emb.to(torch.float32))
+    return wrapped
+
+
+def trainable_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def trainable_state(model: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint must hold: the adapter for PEFT methods, everything for full."""
+    if cfg.method in PEFT_METHODS:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Tensor]) -> None:
+    if cfg.method in PEFT_METHODS:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, state)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise TunesmithError(f"checkpoint does not match the model: unexpected keys {unexpected[:3]}")
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise TunesmithError(
+            f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
