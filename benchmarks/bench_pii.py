@@ -103,8 +103,23 @@ SENTENCES = [
     "See {PLAINURL} for the error page.",
     "I ordered {QTY} of {SKU} for {AMOUNT}.",
     "Can you check why the {PRODUCT} is listed at {AMOUNT} in {CITY}?",
-    "Mark said it would be fixed, but nothing changed.",
+    "Mark it as resolved once the refund is through, please.",
+    "Will do, thanks. Can you also check the {PRODUCT}?",
     "I have been a customer since {YEAR} and never had this issue.",
+    # harder positives: no cue, lower case, name inside running text
+    "I think {PERSON} handled my case last time.",
+    "my name is {LOWERNAME} and i cant log in",
+    "Could {FIRST} from the returns desk call me on {PHONE}?",
+    "{PHONE} is the best number to reach me.",
+    # harder negatives: companies, Faker city names (often built from given names), title case
+    "I also contacted {COMPANY} about it, no answer.",
+    "{COMPANY} charged me twice for the same order.",
+    "The item was shipped from {FCITY} and is stuck in {FCITY}.",
+    "{PRODUCT} keeps disconnecting since the last update.",
+    "Re: Refund Request For Order {ORDER} - Damaged Item Received",
+    "Grant access to my colleague, please. Bill me later if needed.",
+    "Frank question: is the Rose Gold version back in stock?",
+    "I am travelling to {FCITY} next week, can it arrive before?",
 ]
 PRODUCTS = ["Apple Watch Series 9", "Galaxy S23", "Kindle Paperwhite", "AirPods Pro", "Pixel 8",
             "ThinkPad X1 Carbon", "Nintendo Switch", "Dyson V15", "Sonos Era 100", "Model 3 charger"]
@@ -123,7 +138,8 @@ class Generator:
     """Seeded values for every placeholder; entity placeholders return (value, entity)."""
 
     ENTITY_OF = {
-        "PERSON": "PERSON", "FIRST": "PERSON", "AGENT": "PERSON", "EMAIL": "EMAIL",
+        "PERSON": "PERSON", "FIRST": "PERSON", "AGENT": "PERSON", "LOWERNAME": "PERSON",
+        "EMAIL": "EMAIL",
         "PHONE": "PHONE", "CARD": "CREDIT_CARD", "IBAN": "IBAN", "SSN": "US_SSN",
         "IP": "IP_ADDRESS", "URLCRED": "URL_CREDENTIALS", "DOB": "DATE_OF_BIRTH",
         "ADDRESS": "STREET_ADDRESS",
@@ -158,6 +174,10 @@ class Generator:
         if shape < 0.2:
             return f"{f.first_name()} {f.first_name()} {f.last_name()}"
         return f"{f.first_name()} {f.last_name()}"
+
+    def lowername(self) -> str:
+        f = self._f(["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT"])
+        return f"{f.first_name()} {f.last_name()}".lower()
 
     def first(self) -> str:
         return self.fake[self.rng.choice(NAME_LOCALES)].first_name()
@@ -278,6 +298,12 @@ class Generator:
 
     def weekday(self) -> str:
         return self.rng.choice(WEEKDAYS)
+
+    def company(self) -> str:
+        return self._f(["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL"]).company()
+
+    def fcity(self) -> str:
+        return self._f(ADDRESS_LOCALES).city()
 
     def plainurl(self) -> str:
         return f"https://status.{self.fake['en_US'].domain_name()}/incidents/{self._d(5)}"
@@ -413,7 +439,7 @@ def print_table(results: dict[str, dict[str, Counter]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="messages to generate")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--presidio-n", type=int, default=None, help="messages Presidio runs on (default: all)")
     args = ap.parse_args()
 

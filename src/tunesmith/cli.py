@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from tunesmith import __version__
@@ -206,6 +214,87 @@ def _print_prepare_summary(result: Any, dry_run: bool) -> None:
     out.print(f"[green]{verb} snapshot[/] [bold]{result.snapshot_id}[/] → {result.path}")
     if not result.reused:
         out.print(f"report: {result.path / 'report.html'}")
+
+
+# ---------------------------------------------------------------------------- train
+class _TrainProgress:
+    """Renders the trainer's events: one bar with loss, tokens/s and ETA; eval lines."""
+
+    def __init__(self, console: Console, quiet: bool):
+        self.console, self.quiet = console, quiet
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=console,
+        )
+        self.task: Any = None
+        self.tokens, self.seconds = 0, 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "step":
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task("train", total=event["total_steps"], info="",
+                                              completed=event["step"] - 1)
+            self.tokens += event["tokens"]
+            self.seconds += event["seconds"]
+            info = f"loss {event['loss']:.4f}  {self.tokens / max(self.seconds, 1e-9):,.0f} tok/s"
+            self.bar.update(self.task, completed=event["step"], info=info)
+        elif kind == "eval":
+            self.console.print(
+                f"step {event['step']}: val loss {event['val_loss']:.4f}, token accuracy "
+                f"{event['val_token_accuracy']:.3f}" + ("  [yellow](early stop)[/]" if event["stopped_early"] else "")
+            )
+        elif kind == "preflight" and not self.quiet:
+            self.console.print(
+                f"pre-flight {event['split']}: {event['examples']} examples, {event['tokens']:,} tokens, "
+                f"{event['trainable_tokens']:,} trained, longest {event['longest']}"
+            )
+        elif kind == "model_ready":
+            self.console.print(
+                f"model ready in {event['seconds']} s: {event['trainable_params']:,} of "
+                f"{event['total_params']:,} parameters train (precision {event['precision']})"
+            )
+        elif kind == "resumed":
+            self.console.print(f"resumed from step {event['step']} ({event['checkpoint']})")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+
+@app.command()
+@_user_errors
+def train(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    snapshot: Annotated[str | None, typer.Option(help="Snapshot id (or prefix); default the latest.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue this config's run from its last checkpoint.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune the base model on a dataset snapshot; registers a model version."""
+    cfg = load_config(config)
+    from tunesmith.train.recipe import train as run_train
+
+    progress = _TrainProgress(err if as_json else out, quiet=as_json)
+    try:
+        result = run_train(cfg, snapshot=snapshot, resume=resume, log=progress)
+    finally:
+        progress.close()
+    if as_json:
+        _emit_json({"model_id": result.model_id, "path": result.path, "run_dir": result.run_dir,
+                    "interrupted": result.interrupted, "metrics": result.metrics})
+        if result.interrupted:
+            raise typer.Exit(130)
+        return
+    if result.interrupted:
+        out.print(f"[yellow]interrupted[/]: checkpoint saved in {result.run_dir}; "
+                  f"continue with `tunesmith train -c {config} --resume`")
+        raise typer.Exit(130)
+    m = result.metrics
+    out.print(f"[green]model version[/] [bold]{result.model_id}[/] → {result.path}")
+    out.print(f"steps {m['steps']}, best val loss {m['best_val_loss']} (step {m['best_step']}), "
+              f"{m['tokens_per_second']:,} tokens/s, loss curve: {result.path / 'loss.png'}")
 
 
 def main() -> None:

@@ -272,7 +272,7 @@ def enforce_preflight(
     if on_problem == "fail":
         raise PreflightError(
             f"pre-flight check failed:\n{report.summary()}\nFix the data or template, raise "
-            "max_length, or drop these examples (on_problem: drop)."
+            "train.max_length, or drop these examples (train.on_bad_examples: drop)."
         )
     kept = [ex for ex in examples if ex.id not in bad]
     if not kept:

@@ -54,17 +54,31 @@ _TITLES = frozenset(
     "signora dhr mevr pan pani sir madam dame lord lady".split()
 )
 _DOTTED_TITLES = frozenset("m hr fr sr sig sig.ra dott".split())  # only with a full stop
-_STRONG_WORDS = frozenset(
-    "hi hello hey dear greetings attn attention thanks thx cheers regards best sincerely "
-    "respectfully signed hallo hola bonjour ciao olá ola cześć merhaba liebe lieber cher chère "
-    "querido querida estimado estimada gentile caro cara beste geachte hej grüße gruß groeten "
-    "saludos cordialement atenciosamente pozdrawiam".split()
+# Greetings take the name right after them ("Hi Anna"); "Hi, Can you…" is no name.
+_GREETINGS = frozenset(
+    "hi hello hey dear greetings hallo hola bonjour ciao olá ola cześć merhaba liebe lieber "
+    "cher chère querido querida estimado estimada gentile caro cara beste geachte hej".split()
 )
 # Words that end a sign-off line ("Thanks again,\nAnna"); a greeting line ("Hi,\nCan you")
 # is followed by the message, not by a name.
 _SIGNOFF_WORDS = frozenset(
     "regards thanks thank cheers best sincerely wishes truly respectfully again love care "
-    "yours grüße gruß groeten saludos cordialement atenciosamente pozdrawiam saluti".split()
+    "yours grüße gruß groeten saludos cordialement atenciosamente pozdrawiam saluti thx "
+    "signed attn attention".split()
+)
+# "Sefer said …": a communication verb right after a capitalised run marks a person.
+_SAID = re.compile(
+    r"[ \t]+(?:said|says|told|tells|called|wrote|mentioned|promised|asked|confirmed|explained|"
+    r"emailed|replied|agreed|insisted|suggested|answered|advised|informed|assured|claimed|"
+    r"stated|messaged|texted|phoned)\b"
+    r"|[ \t]+from[ \t]+(?:the|your|our)[ \t]+\w+[ \t]+(?:team|desk|department)\b"
+    r"|[ \t]+from[ \t]+(?:billing|support|sales|returns|accounts|customer[ \t]+service|hr|it)\b"
+)
+# "Täsche Schmidt AG", "Wright Ltd": a company, however personal its name sounds.
+_ORG_AFTER = re.compile(
+    r",?[ \t]+(?:AG|GmbH|Inc|LLC|Ltd|Limited|plc|PLC|SA|S\.A\.|SAS|SARL|S\.p\.A\.|Srl|S\.r\.l\.|"
+    r"BV|B\.V\.|NV|N\.V\.|Group|Holding|Holdings|KG|OHG|GbR|e\.V\.|AB|A/S|ApS|Oy|SL|S\.L\.|"
+    r"Corp|Corporation|Company|Co\.|&|and[ \t]+Sons)(?![\w])"
 )
 _STRONG_PHRASES = frozenset(
     tuple(p.split())
@@ -77,10 +91,12 @@ _STRONG_PHRASES = frozenset(
 )
 _FIELD_WORDS = frozenset("from to cc name contact customer client agent holder signed".split())
 _WEAK_WORDS = frozenset(
-    "with by named called to from cc contact customer client agent rep representative for and "
-    "or i'm im soy sono add added ask asked tell told thank email emailed call called text "
-    "texted".split()
+    "with by named called cc contact customer client agent rep representative i'm im soy sono "
+    "add added ask asked tell told thank email emailed call called text texted".split()
 )
+# Prepositions: places and companies follow them as often as people, so only a run holding
+# a known name part counts ("to Anna Kowalski" yes, "to Voltago Agordino" no).
+_PREPOSITIONS = frozenset("to from for and or of at in on".split())
 # "my husband Fuzuli": a relation word before a capitalised word is as good as a title.
 _RELATIONS = frozenset(
     "husband wife son daughter mother father mom mum dad brother sister friend partner "
@@ -196,6 +212,13 @@ class NameFinder:
                 continue
             kind = self.kind(tok)
             if kind != _COMMON:
+                if tok.endswith(".") and kind != _INITIAL:
+                    # "… Baker Street. Edmond said": a full stop ends the segment
+                    seg.append((s, e - 1, kind))
+                    if not place:
+                        hits.extend(self._judge_segment(text, seg, cut=False))
+                    seg, place = [], False
+                    continue
                 seg.append((s, e, kind))
                 continue
             if not place:
@@ -208,11 +231,15 @@ class NameFinder:
     def _judge_segment(self, text: str, seg: list[tuple[int, int, int]], *, cut: bool) -> list[Hit]:
         """``cut``: the run went on with a never-name word ("Dear Valued Customer")."""
         parts = [p for p in seg if p[2] != -1]
-        if not parts:
-            return []
+        if not parts or text[parts[0][0] : parts[0][1]].rstrip(".").lower() in _PLACE_HEADS:
+            return []  # "Lake Samanthaview", "Santa Maria da Feira"
         cue = self._cue(text, parts[0][0])
         first = _accept([k for *_, k in parts], cue, cut)
+        if first is None and not cut and len(parts) <= 3 and _SAID.match(text, parts[-1][1]):
+            first = 0
         if first is None:
+            return []
+        if _ORG_AFTER.match(text, parts[-1][1]):
             return []
         start, end = parts[first][0], parts[-1][1]
         if text[end - 1] == "." and parts[-1][2] != _INITIAL:
@@ -229,32 +256,40 @@ class NameFinder:
         punct = before[-1:] if before[-1:] in ",:-." else ""
         if newline and before.endswith("--"):
             return "strong"  # signature separator
-        words = before[: len(before) - len(punct)].lower().split()[-3:]
+        words = before[: len(before) - len(punct)].lower().split()[-5:]
+        while words and words[-1] in PARTICLES and not punct:
+            words.pop()  # "Ms. da Cunha": the cue is before the particle
+        words = words[-3:]
         if not words:
             return ""
-        last = words[-1]
+        last = words[-1].rstrip(".")
         if punct == ".":
             return "strong" if last in _TITLES or last in _DOTTED_TITLES else ""
         if punct == ":" and last in _FIELD_WORDS or last in _TITLES and not punct:
             return "strong"
         if newline:  # a name alone on the line after a sign-off
             return "strong" if last in _SIGNOFF_WORDS or tuple(words[-2:]) in _STRONG_PHRASES else ""
-        if last in _STRONG_WORDS or last in _RELATIONS and not punct:
+        if last in _GREETINGS and not punct or last in _SIGNOFF_WORDS and punct in ",:":
+            return "strong"
+        if last in _SIGNOFF_WORDS and not punct or last in _RELATIONS and not punct:
             return "strong"
         if tuple(words[-2:]) in _STRONG_PHRASES or tuple(words) in _STRONG_PHRASES:
             return "strong"
         if last in _WEAK_WORDS or tuple(words[-2:]) in _WEAK_PHRASES:
             return "weak"
+        if last in _PREPOSITIONS:
+            return "prep"
         return ""
 
     def _lowercase_names(self, text: str) -> list[Hit]:
-        """"my name is anna kowalski": chat users skip capitals; accept known name parts."""
+        """"my name is anna kowalski": chat users skip capitals; the cue is strong enough to
+        take up to two following words that are not common words ("… is dan and i …")."""
         hits = []
         for m in _LOWER_NAME.finditer(text):
             words = m[1].split()
             keep = 0
             for w in words:
-                if self.kind(w.capitalize()) not in (_FIRST, _LAST, _AMBIG):
+                if self.kind(w.capitalize()) == _COMMON:
                     break
                 keep += 1
             if keep:
@@ -269,6 +304,8 @@ def _accept(kinds: list[int], cue: str, cut: bool) -> int | None:
         # "Hi Zorbulon," is a name; "Dear Valued Customer" is not (the run went on).
         return None if cut and all(k == _UNKNOWN for k in kinds) else 0
     known = [i for i, k in enumerate(kinds) if k in (_FIRST, _LAST)]
+    if cue == "prep" and known:
+        return 0
     if cue == "weak" and (known or len(kinds) >= 2 and not cut):
         return 0  # "signed for by Sefer Sezgin": a capitalised pair after a verb/preposition
     if _FIRST in kinds:

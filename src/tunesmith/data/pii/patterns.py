@@ -240,11 +240,15 @@ _PHONE_CUE = re.compile(
     r"number|reach\s+me|ring|telefon|handy|t[ée]l[ée]phone|portable|tel[ée]fono|m[óo]vil|"
     r"celular|cellulare|telefoon|mobiel|telem[óo]vel|telefone))\b[^0-9\n+]{0,35}$"
 )
+# "… 612 345 678 is the best number to reach me", "… 0612345678 (mobile)"
+_PHONE_CUE_AFTER = re.compile(
+    r"[^0-9\n]{0,25}?\b(?:number|phone|mobile|cell|whats\s?app|tel|landline)\b"
+)
 _NOT_PHONE_CUE = re.compile(
     r"(?:\b(?:order|invoice|ticket|ref|reference|tracking|account|acct|case|sku|po|item|id|"
     r"serial|confirmation|booking|receipt|transaction|policy|member|customer|article|part|"
     r"model|iban|card|bestell\w*|rechnung|commande|facture|pedido|factura|ordine|fattura))"
-    r"\b[\s:#.\-]*(?:no\.?|nr\.?|number|num|#)?[\s:#.\-]*$"
+    r"\b[\s:#\-]*(?:no\.?|nr\.?|number|num|#)?[\s:#\-]*$"  # "account. +49…" is a new sentence
 )
 _EXT_TAIL = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?[0-9]{1,5}$")
 _DATE_LIKE = re.compile(r"[0-9]{1,4}[./\-][0-9]{1,2}[./\-][0-9]{1,4}|[0-9]{1,2}[:h][0-9]{2}")
@@ -272,7 +276,8 @@ def find_phones(text: str, lower: str | None = None) -> list[Hit]:
                 hits.append((s, m.end(), "PHONE"))
     for m in _PHONE_LOOSE.finditer(text):
         s = m.start()
-        if _PHONE_CUE.search(lower, max(0, s - 50), s) and _phone_ok(text, lower, s, m[0], 7, 15):
+        cue = _PHONE_CUE.search(lower, max(0, s - 50), s) or _PHONE_CUE_AFTER.match(lower, m.end())
+        if cue and _phone_ok(text, lower, s, m[0], 7, 15):
             hits.append((s, m.end(), "PHONE"))
     return hits
 
@@ -306,7 +311,7 @@ _EN_SUFFIX = (
     "Fold|Grange|Lawn|Lea|Leys|Mead|Reach|Side|Wood|Yard|Ronde|Line|Lower|Break|Firetrail|"
     "Mountain|Mission|Crest|Bluff|Bend|Canyon|Glade|Heath|Knolls|Loaf|Mall|Orchard|Pointe|"
     "Ridge|Row|Square|Terrace|Throughway|Trafficway|Walk|Ways|Alley|Annex|Arcade|Bottom|"
-    "Camp|Dale|Drive|Fall|Greens|Grove|Harbor|Hills|Lane|Manors|Park|Parks|Plaza|Route|Track"
+    "Camp|Dale|Drive|Fall|Greens|River|Rivers|Bridge|Quarter|Row|Grove|Harbor|Hills|Lane|Manors|Park|Parks|Plaza|Route|Track"
 )
 _UNIT = r"(?:,?\s+(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|#)\s*[\w\-]{1,6})?"
 _DIRECTION = r"(?:N|S|E|W|NE|NW|SE|SW|North|South|East|West)\.?"
@@ -333,11 +338,11 @@ _COMPOUND = (
     "laan", "gracht", "plein", "kade", "singel", "dijk", "dreef", "baan", "hof", "steeg", "wal",
     "vej", "gade", "allé", "stræde", "torv", "gatan", "vägen", "väg", "gata", "gränd", "torget",
     "stigen", "backe", "veien", "gate", "vegen", "tie", "katu", "kuja", "utca", "út", "tér",
-    "ulice", "náměstí", "cesta", "pad", "erf", "burg", "park", "lei", "veld", "hoven",
+    "ulice", "náměstí", "cesta", "boulevard", "pad", "erf", "burg", "park", "lei", "veld", "hoven",
 )
 _TYPE_WORD = frozenset(
     # French, Spanish, Catalan, Italian, Portuguese, Polish, Romanian, Indonesian, Greek, Turkish
-    "Rue Avenue Boulevard Bd Chemin Allée Impasse Quai Place Route Calle C/ Camino Paseo Plaza "
+    "C. Av Rue Avenue Boulevard Bd Chemin Allée Impasse Quai Place Route Calle C/ Camino Paseo Plaza "
     "Avenida Avda Avda. Av. Carrer Avinguda Ronda Travesía Callejón Cañada Glorieta Alameda Acceso "
     "Vial Pasaje Rambla Carretera Urbanización Vía Via Viale Piazza Piazzale Corso Largo Vicolo "
     "Cuesta Pasadizo Costanilla Explanada Plazuela Polígono Prolongación Subida Vereda Bajada "
@@ -373,10 +378,16 @@ def _number_last_start(text: str, s: int) -> int | None:
     return None
 
 
+_NO_NUMBER = re.compile(r"[Ss]/[Nn](?![\w/])")  # "Calle Mayor, s/n": sin número / sem número
+
+
 def find_addresses(text: str) -> list[Hit]:
     hits = [(m.start(), m.end(), "STREET_ADDRESS") for m in _ADDR_EN.finditer(text)]
     hits += [(m.start(), m.end(), "STREET_ADDRESS") for m in _ADDR_FR.finditer(text)]
-    for m in _HOUSE_AFTER.finditer(text):
+    numbers = list(_HOUSE_AFTER.finditer(text))
+    if "/n" in text or "/N" in text:
+        numbers += [m for m in _NO_NUMBER.finditer(text) if m.start() and text[m.start() - 1] == " "]
+    for m in numbers:
         start = _number_last_start(text, m.start())
         if start is not None:
             hits.append((start, m.end(), "STREET_ADDRESS"))

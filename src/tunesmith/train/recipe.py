@@ -1,0 +1,256 @@
+"""``train``: dataset snapshot in, model version out. Reads top to bottom like the algorithm:
+
+    1. check the config against the hardware (before anything loads)
+    2. load the snapshot's splits, the tokenizer; render + mask + pre-flight every example
+    3. load the base model, apply the method (LoRA / DoRA / full / prompt tuning / QLoRA)
+    4. fit (validation, early stopping, checkpoints, exact resume) with tracking
+    5. export the best weights as a model version (PEFT adapter or full safetensors) + lineage
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith import __version__
+from tunesmith.config import Config, SourceConfig
+from tunesmith.data.example import Example
+from tunesmith.data.pipeline import load_split
+from tunesmith.errors import TunesmithError
+from tunesmith.train.masks import enforce_preflight, preflight, tokenize_examples
+from tunesmith.train.methods import (
+    PEFT_METHODS,
+    apply_method,
+    check_method_supported,
+    trainable_parameters,
+)
+from tunesmith.train.trainer import LogFn, Trainer, precision_for
+from tunesmith.workspace import Workspace
+
+
+@dataclass
+class TrainResult:
+    model_id: str | None
+    path: Path | None
+    run_dir: Path
+    metrics: dict[str, Any]
+    interrupted: bool = False
+    preflight: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_snapshot(ws: Workspace, snapshot: str | None) -> tuple[str, Path]:
+    if snapshot:
+        art = ws.get("snapshot", snapshot)
+        return art.id, art.path
+    latest = ws.latest("snapshot")
+    if latest is None:
+        raise TunesmithError(f"no dataset snapshot in {ws.root}; run `tunesmith prepare` first")
+    return latest.id, latest.path
+
+
+def run_key(cfg: Config, snapshot_id: str) -> str:
+    """Same snapshot + model + train config + seed -> same run folder (what --resume finds)."""
+    blob = json.dumps({"snapshot": snapshot_id, "model": cfg.model.model_dump(mode="json"),
+                       "train": cfg.train.model_dump(mode="json", exclude={"tracking"}), "seed": cfg.seed},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _device_and_dtype(cfg: Config) -> tuple[str, str]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.model.dtype != "auto":
+        return device, cfg.model.dtype
+    if cfg.train.method == "full" or device == "cpu":
+        return device, "float32"  # master weights in fp32; autocast does the bf16 math
+    return device, "bfloat16"
+
+
+def _load_rehearsal(cfg: Config, ws: Workspace) -> tuple[list[Example], str | None]:
+    path = cfg.train.rehearsal.path
+    if not path or cfg.train.rehearsal.ratio == 0:
+        return [], None
+    from tunesmith.data.ingest import Quarantined, expand_source, read_source
+
+    if not any(c in path for c in "/.*") and ws.list("snapshot"):
+        try:
+            art = ws.get("snapshot", path)
+            return load_split(art.path, "train"), f"snapshot:{art.id}"
+        except TunesmithError:
+            pass
+    src = SourceConfig(path=path)
+    examples = [
+        rec for p in expand_source(src, cfg.base_dir)
+        for rec in read_source(src, p, base_dir=cfg.base_dir, max_line_bytes=cfg.data.max_line_bytes)
+        if not isinstance(rec, Quarantined)
+    ]
+    if not examples:
+        raise TunesmithError(f"train.rehearsal.path: no readable examples in {path}")
+    return examples, f"file:{path}"
+
+
+def _tokenize(cfg: Config, tokenizer: Any, examples: list[Example], what: str, log: LogFn) -> tuple[list, dict]:
+    t = cfg.train
+    tok = tokenize_examples(tokenizer, examples, mode=t.loss_on, system=cfg.model.system_prompt,
+                            fallback_template=cfg.model.chat_template)
+    report = preflight(tok, t.max_length)
+    log({"event": "preflight", "split": what, **report.to_dict()})
+    kept = enforce_preflight(tok, report, on_problem=t.on_bad_examples)
+    return kept, report.to_dict()
+
+
+def train(
+    cfg: Config, *, snapshot: str | None = None, resume: bool = False, log: LogFn | None = None,
+    accelerator: Any = None,
+) -> TrainResult:
+    """Fine-tune ``cfg.model.base`` on a snapshot; returns the registered model version.
+
+    Raises:
+        TunesmithError: no snapshot, empty train split, unsupported method here, template or
+            pre-flight problems, or a max_length beyond the model's context.
+    """
+    from tunesmith.models.loading import (
+        check_context_length,
+        load_model,
+        load_tokenizer,
+        model_fingerprint,
+        resolve_model,
+    )
+
+    log = log or (lambda e: None)
+    _quiet_libraries()
+    # 1. fail before any loading
+    check_method_supported(cfg.train)
+    ws = Workspace(cfg.workspace_dir)
+    snapshot_id, snap_dir = resolve_snapshot(ws, snapshot)
+    train_ex, val_ex = load_split(snap_dir, "train"), load_split(snap_dir, "validation")
+    if not train_ex:
+        raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
+    ref = resolve_model(cfg.model.base)
+    # 2. tokenizer first: template problems surface in seconds, not after the model loads
+    tokenizer = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
+    train_tok, report = _tokenize(cfg, tokenizer, train_ex, "train", log)
+    val_tok, _ = _tokenize(cfg, tokenizer, val_ex, "validation", log) if val_ex else ([], {})
+    rehearsal_ex, rehearsal_ref = _load_rehearsal(cfg, ws)
+    rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
+    # 3. model + method
+    device, dtype = _device_and_dtype(cfg)
+    log({"event": "loading_model", "model": ref.ref, "device": device, "dtype": dtype})
+    t0 = time.perf_counter()
+    base = load_model(ref, dtype=dtype, device=device, trust_remote_code=cfg.model.trust_remote_code,
+                      allow_pickle=cfg.model.allow_pickle)
+    check_context_length(base, cfg.train.max_length)
+    if cfg.train.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+        base.enable_input_require_grads()
+    model = apply_method(base, cfg.train, tokenizer)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    n_train, n_total = trainable_parameters(model)
+    log({"event": "model_ready", "seconds": round(time.perf_counter() - t0, 1),
+         "trainable_params": n_train, "total_params": n_total, "precision": precision_for(cfg.train)})
+    # 4. fit
+    run_dir = cfg.workspace_dir / "runs" / f"train-{run_key(cfg, snapshot_id)}"
+    if not resume and (run_dir / "checkpoints").exists():
+        raise TunesmithError(
+            f"{run_dir} already has checkpoints from this exact config; pass --resume to continue it "
+            f"or delete the folder to start over"
+        )
+    trainer = Trainer(model, cfg.train, train=train_tok, validation=val_tok, rehearsal=rehearsal_tok,
+                      pad_id=tokenizer.pad_token_id, seed=cfg.seed, run_dir=run_dir,
+                      accelerator=accelerator, log=log)
+    tracker = _tracker(cfg, run_dir, snapshot_id, trainer)
+    trainer.log = _tee(log, tracker.log)
+    try:
+        fit = trainer.fit(resume=resume)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    metrics = _summary_metrics(trainer, fit, report)
+    if fit.interrupted:
+        tracker.close("KILLED")
+        return TrainResult(None, None, run_dir, metrics, interrupted=True, preflight=report)
+    # 5. export the best weights as a model version
+    trainer.load_best()
+    lineage = {"base_model": ref.ref, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
+               "rehearsal": rehearsal_ref, "config_hash": cfg.hash(), "method": cfg.train.method,
+               "tunesmith": __version__, "seed": cfg.seed}
+    art = None
+    if trainer.acc.is_main_process:
+        art = _export(ws, cfg, trainer, tokenizer, lineage, metrics, run_dir)
+        tracker.log_artifacts(art.path, "model")
+    tracker.close()
+    return TrainResult(art.id if art else None, art.path if art else None, run_dir, metrics, preflight=report)
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar is the one the user reads; silence per-shard bars and deprecation noise."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def _tee(*fns: LogFn) -> LogFn:
+    def log(event: dict[str, Any]) -> None:
+        for fn in fns:
+            fn(event)
+
+    return log
+
+
+def _tracker(cfg: Config, run_dir: Path, snapshot_id: str, trainer: Trainer) -> Any:
+    from tunesmith.train.tracking import Tracker
+
+    params = {"snapshot": snapshot_id, "seed": cfg.seed, "model": cfg.model.model_dump(mode="json"),
+              "train": cfg.train.model_dump(mode="json"), "total_steps": trainer.total_steps}
+    return Tracker(cfg.train.tracking, run_dir=run_dir, workspace=cfg.workspace_dir, experiment=cfg.project,
+                   run_name=run_dir.name, params=params, enabled=trainer.acc.is_main_process)
+
+
+def _summary_metrics(trainer: Trainer, fit: Any, report: dict) -> dict[str, Any]:
+    st = fit.state
+    evals = [h for h in st.history if h.get("event") == "eval"]
+    steps = [h for h in st.history if h.get("event") == "step"]
+    return {
+        "steps": st.step, "epochs_started": st.epoch + 1, "best_step": st.best_step,
+        "best_val_loss": st.best_val_loss if evals else None,
+        "final_val_loss": evals[-1]["val_loss"] if evals else None,
+        "final_val_token_accuracy": evals[-1]["val_token_accuracy"] if evals else None,
+        "final_train_loss": steps[-1]["loss"] if steps else None,
+        "stopped_early": st.stopped_early, "tokens_seen": st.tokens_seen,
+        "tokens_per_second": round(fit.tokens_per_second, 1), "seconds": round(fit.seconds, 1),
+        "train_examples": report.get("examples"),
+    }
+
+
+def _export(ws: Workspace, cfg: Config, trainer: Trainer, tokenizer: Any, lineage: dict, metrics: dict,
+            run_dir: Path) -> Any:
+    from tunesmith.train.tracking import plot_loss_curve, read_metrics
+
+    model = trainer.acc.unwrap_model(trainer.model)
+    with ws.staging() as staging:
+        weights_dir = staging / ("adapter" if cfg.train.method in PEFT_METHODS else "model")
+        model.save_pretrained(str(weights_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        digest = hashlib.sha256(json.dumps(lineage, sort_keys=True).encode())
+        for f in sorted(weights_dir.glob("*.safetensors")):
+            digest.update(f.read_bytes())
+        model_id = digest.hexdigest()[:20]
+        record = {"kind": "tunesmith.model_version", "id": model_id, **lineage, "metrics": metrics,
+                  "config": {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")},
+                  "weights": weights_dir.name, "run_dir": str(run_dir)}
+        (staging / "model_version.json").write_text(json.dumps(record, indent=1, default=str))
+        plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), staging / "loss.png")
+        plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png")
+        parents = [("snapshot", lineage["snapshot"], "trained_on")]
+        return ws.publish(staging, "model", model_id, meta={k: record[k] for k in (
+            "base_model", "base_fingerprint", "snapshot", "config_hash", "method", "tunesmith", "metrics")},
+            parents=parents)
