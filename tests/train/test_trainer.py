@@ -1,0 +1,197 @@
+"""The train stage on a tiny random Llama: end to end, accumulation maths, exact resume,
+methods, early stopping, pre-flight failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models.tiny import save_model_dir
+from tunesmith.config import load_config
+from tunesmith.data.pipeline import prepare
+from tunesmith.errors import TunesmithError
+from tunesmith.train.recipe import train
+
+CATS = ["billing", "shipping", "account"]
+
+
+def make_project(root: Path, train_cfg: str = "", n: int = 60) -> Path:
+    save_model_dir(root / "tiny", "llama")
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        cat = CATS[i % 3]
+        user = f"ticket {i} about my {cat} problem, reference {i * 37 % 101}, please help soon"
+        lines.append(json.dumps({"messages": [{"role": "user", "content": user},
+                                              {"role": "assistant", "content": cat}]}))
+    (root / "data" / "t.jsonl").write_text("\n".join(lines) + "\n")
+    base = {"max_length": 64, "batch_size": 2, "max_steps": 6, "eval_every": 2, "save_every": 2,
+            "lr": 0.01, "precision": "fp32", "tracking": {"mlflow": False, "tensorboard": False},
+            "lora": {"dropout": 0.0}}
+    (root / "tunesmith.yaml").write_text(
+        "data:\n  sources: [{path: data/t.jsonl}]\n  pii: {enabled: false}\n  workers: 1\n"
+        "model:\n  base: tiny\n"
+        f"train: {json.dumps(base)}\n"
+    )
+    if train_cfg:
+        import yaml
+
+        data = yaml.safe_load((root / "tunesmith.yaml").read_text())
+        data["train"].update(yaml.safe_load(train_cfg))
+        (root / "tunesmith.yaml").write_text(yaml.safe_dump(data))
+    cfg = load_config(root)
+    prepare(cfg)
+    return root / "tunesmith.yaml"
+
+
+def adapter_weights(result) -> dict[str, torch.Tensor]:
+    return load_file(str(result.path / "adapter" / "adapter_model.safetensors"))
+
+
+def test_lora_end_to_end_registers_a_loadable_model_version(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = load_config(make_project(tmp_path, "{max_steps: 12, tracking: {tensorboard: true}}"))
+    events = []
+    res = train(cfg, log=events.append)
+    assert res.model_id and (res.path / "adapter" / "adapter_config.json").exists()
+    record = json.loads((res.path / "model_version.json").read_text())
+    assert record["snapshot"] and record["base_model"] == "tiny" and record["method"] == "lora"
+    losses = [e["loss"] for e in events if e.get("event") == "step"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])  # it learns
+    evals = [e for e in events if e.get("event") == "eval"]
+    assert [e["step"] for e in evals] == [2, 4, 6, 8, 10, 12]
+    assert (res.path / "loss.png").exists() and list((res.run_dir / "tensorboard").iterdir())
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny")
+    loaded = PeftModel.from_pretrained(base, res.path / "adapter")  # PEFT format
+    assert loaded.peft_config["default"].r == 16
+
+
+def test_grad_accumulation_equals_the_full_batch(tmp_path):
+    """One step over micro-batches [a, b] with accumulation == one step over the batch a+b."""
+    from tunesmith.train.packing import collate_packed, pack_examples
+
+    cfg = load_config(make_project(tmp_path, "{max_steps: 1}"))
+    weights = []
+    for accum in (1, 2):
+        trainer = _trainer(cfg, tmp_path / f"run{accum}")
+        rows = pack_examples(trainer.train_set[:12], max_length=64).rows
+        # make the halves very unequal in token count: per-micro-batch means would differ
+        halves = [rows[:1], rows[1:]]
+        collate = lambda r: collate_packed(r, pad_id=trainer.pad_id) | {"_tokens": torch.tensor(1)}  # noqa: E731
+        batches = [collate(rows)] if accum == 1 else [collate(h) for h in halves]
+        trainer._train_step(batches)
+        weights.append({k: v.clone() for k, v in trainer.model.named_parameters() if v.requires_grad})
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6)
+
+
+def _trainer(cfg, run_dir):
+    from tunesmith.models.loading import load_model, load_tokenizer
+    from tunesmith.train.masks import tokenize_examples
+    from tunesmith.train.methods import apply_method
+    from tunesmith.train.recipe import resolve_snapshot
+    from tunesmith.train.trainer import Trainer
+    from tunesmith.workspace import Workspace
+    from tunesmith.data.pipeline import load_split
+
+    tok = load_tokenizer(str(cfg.resolve("tiny")))
+    _, snap = resolve_snapshot(Workspace(cfg.workspace_dir), None)
+    examples = tokenize_examples(tok, load_split(snap, "train"))
+    torch.manual_seed(0)
+    model = apply_method(load_model(str(cfg.resolve("tiny"))), cfg.train, tok)
+    return Trainer(model, cfg.train, train=examples, validation=[], pad_id=tok.pad_token_id, seed=1, run_dir=run_dir)
+
+
+def test_same_seed_same_weights(tmp_path):
+    a = train(load_config(make_project(tmp_path / "a")))
+    b = train(load_config(make_project(tmp_path / "b")))
+    for k, v in adapter_weights(a).items():
+        assert torch.equal(v, adapter_weights(b)[k]), k
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
+    """Kill -9 mid-run (after the step-4 checkpoint, at step 5); --resume finishes identically."""
+    extra = "{max_steps: 8, save_every: 2, lora: {dropout: 0.1}}"  # dropout: RNG must resume too
+    straight = train(load_config(make_project(tmp_path / "straight", extra)))
+    cfg_path = make_project(tmp_path / "killed", extra)
+    cli = [sys.executable, "-m", "tunesmith.cli", "train", "-c", str(cfg_path), "--json"]
+    env = {**os.environ, "TUNESMITH_TEST_KILL_AT_STEP": "5"}
+    killed = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = subprocess.run([*cli, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    out = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert out["metrics"]["steps"] == 8
+    b = load_file(str(Path(out["path"]) / "adapter" / "adapter_model.safetensors"))
+    for k, v in adapter_weights(straight).items():
+        assert torch.equal(v, b[k]), k
+
+
+def test_keyboard_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
+    from tunesmith.train import trainer as trainer_mod
+
+    cfg = load_config(make_project(tmp_path, "{max_steps: 6, save_every: 100}"))
+    real = trainer_mod.Trainer._train_step
+
+    def interrupt_at_4(self, batches):
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+        real(self, batches)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupt_at_4)
+    res = train(cfg)
+    assert res.interrupted and res.model_id is None
+    assert [p.name for p in (res.run_dir / "checkpoints").iterdir()] == ["step-000003"]
+    with pytest.raises(TunesmithError, match="--resume"):
+        train(cfg)
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", real)
+    done = train(cfg, resume=True)
+    assert done.metrics["steps"] == 6 and done.model_id
+
+
+@pytest.mark.parametrize("method", ["dora", "full", "prompt_tuning"])
+def test_other_methods_train_and_export(tmp_path, method):
+    extra = f"{{method: {method}, max_steps: 2, packing: {str(method != 'prompt_tuning').lower()}}}"
+    res = train(load_config(make_project(tmp_path, extra)))
+    folder = "model" if method == "full" else "adapter"
+    assert list((res.path / folder).glob("*.safetensors"))
+    assert res.metrics["steps"] == 2
+
+
+def test_qlora_on_cpu_is_a_clear_error_before_loading(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    cfg = load_config(make_project(tmp_path, "{method: qlora}"))
+    with pytest.raises(TunesmithError, match="qlora needs a CUDA GPU"):
+        train(cfg)
+
+
+def test_early_stopping(tmp_path):
+    cfg = load_config(make_project(tmp_path, "{lr: 1.0e-9, max_steps: 40, eval_every: 1, early_stopping_patience: 2}"))
+    res = train(cfg)
+    assert res.metrics["stopped_early"] and res.metrics["steps"] < 40
+
+
+def test_preflight_failure_names_the_problem_and_the_fix(tmp_path):
+    cfg = load_config(make_project(tmp_path, "{max_length: 20}"))
+    with pytest.raises(TunesmithError, match=r"truncated_answer.*\n?.*|no_trainable") as info:
+        train(cfg)
+    assert "train.on_bad_examples: drop" in str(info.value)
+
+
+def test_max_length_beyond_context_and_empty_snapshot_errors(tmp_path):
+    cfg = load_config(make_project(tmp_path, "{max_length: 4096}"))
+    with pytest.raises(TunesmithError, match="max_position_embeddings 256"):
+        train(cfg)
+    with pytest.raises(TunesmithError, match="no snapshot 'nope'"):
+        train(cfg, snapshot="nope")
