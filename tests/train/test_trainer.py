@@ -32,7 +32,7 @@ def make_project(root: Path, train_cfg: str = "", n: int = 60) -> Path:
         lines.append(json.dumps({"messages": [{"role": "user", "content": user},
                                               {"role": "assistant", "content": cat}]}))
     (root / "data" / "t.jsonl").write_text("\n".join(lines) + "\n")
-    base = {"max_length": 64, "batch_size": 2, "max_steps": 6, "eval_every": 2, "save_every": 2,
+    base = {"max_length": 96, "batch_size": 2, "max_steps": 6, "eval_every": 2, "save_every": 2,
             "lr": 0.01, "precision": "fp32", "tracking": {"mlflow": False, "tensorboard": False},
             "lora": {"dropout": 0.0}}
     (root / "tunesmith.yaml").write_text(
@@ -83,7 +83,7 @@ def test_grad_accumulation_equals_the_full_batch(tmp_path):
     weights = []
     for accum in (1, 2):
         trainer = _trainer(cfg, tmp_path / f"run{accum}")
-        rows = pack_examples(trainer.train_set[:12], max_length=64).rows
+        rows = pack_examples(trainer.train_set[:12], max_length=96).rows
         # make the halves very unequal in token count: per-micro-batch means would differ
         halves = [rows[:1], rows[1:]]
         collate = lambda r: collate_packed(r, pad_id=trainer.pad_id) | {"_tokens": torch.tensor(1)}  # noqa: E731

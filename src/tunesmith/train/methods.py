@@ -101,7 +101,9 @@ def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Te
         from peft import set_peft_model_state_dict
 
         result = set_peft_model_state_dict(model, state)
-        unexpected = getattr(result, "unexpected_keys", [])
+        # PEFT loads prompt embeddings into the prompt encoder itself, then reports them
+        # as unexpected for the base model: not a mismatch.
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) if k != "prompt_embeddings"]
         if unexpected:
             raise TunesmithError(f"checkpoint does not match the model: unexpected keys {unexpected[:3]}")
         return

@@ -62,6 +62,12 @@ def run_key(cfg: Config, snapshot_id: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def model_reference(cfg: Config) -> str:
+    """``model.base`` with a relative path resolved against the config's folder."""
+    local = cfg.resolve(cfg.model.base)
+    return str(local) if cfg.model.base != "starter" and local.exists() else cfg.model.base
+
+
 def _device_and_dtype(cfg: Config) -> tuple[str, str]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if cfg.model.dtype != "auto":
@@ -131,7 +137,7 @@ def train(
     train_ex, val_ex = load_split(snap_dir, "train"), load_split(snap_dir, "validation")
     if not train_ex:
         raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
-    ref = resolve_model(cfg.model.base)
+    ref = resolve_model(model_reference(cfg))
     # 2. tokenizer first: template problems surface in seconds, not after the model loads
     tokenizer = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
     train_tok, report = _tokenize(cfg, tokenizer, train_ex, "train", log)
@@ -140,6 +146,9 @@ def train(
     rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
     # 3. model + method
     device, dtype = _device_and_dtype(cfg)
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # adapter init and dropout: same seed, same run
     log({"event": "loading_model", "model": ref.ref, "device": device, "dtype": dtype})
     t0 = time.perf_counter()
     base = load_model(ref, dtype=dtype, device=device, trust_remote_code=cfg.model.trust_remote_code,
@@ -177,7 +186,7 @@ def train(
         return TrainResult(None, None, run_dir, metrics, interrupted=True, preflight=report)
     # 5. export the best weights as a model version
     trainer.load_best()
-    lineage = {"base_model": ref.ref, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
+    lineage = {"base_model": cfg.model.base, "base_location": ref.location, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
                "rehearsal": rehearsal_ref, "config_hash": cfg.hash(), "method": cfg.train.method,
                "tunesmith": __version__, "seed": cfg.seed}
     art = None

@@ -1,4 +1,4 @@
-"""Upper/lower-case letter classes for regexes, built once from Unicode.
+"""Letter classes for regexes, built once from Unicode, and word-list helpers.
 
 The stdlib ``re`` has no ``\\p{Lu}``; names like "Łukasz", "Çelik" or "Ólafur" need more than
 ``[A-Z]``. Listing the Latin, Greek and Cyrillic letters that ``str.isupper``/``islower``
@@ -18,3 +18,12 @@ def _chars(pred: str) -> str:
 UPPER = _chars("isupper")
 LOWER = _chars("islower") + "ʼ"  # Hawaiian/Ukrainian apostrophe letter keeps names whole
 LETTERS = UPPER + LOWER
+
+
+def word_set(text: str) -> frozenset[str]:
+    """``word_set("a b c")``: keeps long word lists readable in the source."""
+    return frozenset(text.split())
+
+
+def word_list(text: str) -> list[str]:
+    return text.split()

@@ -23,18 +23,18 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-from tunesmith.data.pii.charsets import LETTERS, LOWER, UPPER
+from tunesmith.data.pii.charsets import LETTERS, LOWER, UPPER, word_set
 
 Hit = tuple[int, int, str]
 
-PARTICLES = frozenset(
+PARTICLES = word_set(
     "van von de der den del della degli di da das dos do du des la le ter ten op zu bin binti "
-    "ibn al el ben bat".split()
+    "ibn al el ben bat"
 )
 # A run after these is a place ("St. Louis", "San Diego", "Lake Victoria"), not a person.
-_PLACE_HEADS = frozenset(
-    "st saint san santa sankt sao mount mt lake fort ft port cape bay isle glen new north south "
-    "east west upper lower greater".split()
+_PLACE_HEADS = word_set(
+    "st saint san santa sankt sao mount mt lake fort ft port cape bay isle glen new north "
+    "south east west upper lower greater"
 )
 
 _TOKEN = (
@@ -49,22 +49,22 @@ _BAD_BEFORE = frozenset("@#/\\_.$€£%&=+-'’" + LETTERS + "0123456789")
 
 # Cue words right before a capitalised run. Strong: whatever run follows is a name (titles,
 # greetings, sign-offs, "my name is"). Weak: the run must hold a known name part.
-_TITLES = frozenset(
-    "mr mrs ms miss mx dr prof herr frau mme mlle monsieur madame sra srta señor señora signor "
-    "signora dhr mevr pan pani sir madam dame lord lady".split()
+_TITLES = word_set(
+    "mr mrs ms miss mx dr prof herr frau mme mlle monsieur madame sra srta señor señora "
+    "signor signora dhr mevr pan pani sir madam dame lord lady"
 )
-_DOTTED_TITLES = frozenset("m hr fr sr sig sig.ra dott".split())  # only with a full stop
+_DOTTED_TITLES = word_set("m hr fr sr sig sig.ra dott")  # only with a full stop
 # Greetings take the name right after them ("Hi Anna"); "Hi, Can you…" is no name.
-_GREETINGS = frozenset(
+_GREETINGS = word_set(
     "hi hello hey dear greetings hallo hola bonjour ciao olá ola cześć merhaba liebe lieber "
-    "cher chère querido querida estimado estimada gentile caro cara beste geachte hej".split()
+    "cher chère querido querida estimado estimada gentile caro cara beste geachte hej"
 )
 # Words that end a sign-off line ("Thanks again,\nAnna"); a greeting line ("Hi,\nCan you")
 # is followed by the message, not by a name.
-_SIGNOFF_WORDS = frozenset(
+_SIGNOFF_WORDS = word_set(
     "regards thanks thank cheers best sincerely wishes truly respectfully again love care "
     "yours grüße gruß groeten saludos cordialement atenciosamente pozdrawiam saluti thx "
-    "signed attn attention".split()
+    "signed attn attention"
 )
 # "Sefer said …": a communication verb right after a capitalised run marks a person.
 _SAID = re.compile(
@@ -89,27 +89,28 @@ _STRONG_PHRASES = frozenset(
         "sehr geehrter", "full name", "distinti saluti", "name of",
     )
 )
-_FIELD_WORDS = frozenset("from to cc name contact customer client agent holder signed".split())
-_WEAK_WORDS = frozenset(
+_FIELD_WORDS = word_set("from to cc name contact customer client agent holder signed")
+_WEAK_WORDS = word_set(
     "with by named called cc contact customer client agent rep representative i'm im soy sono "
-    "add added ask asked tell told thank email emailed call called text texted".split()
+    "add added ask asked tell told thank email emailed call called text texted"
 )
 # Prepositions: places and companies follow them as often as people, so only a run holding
 # a known name part counts ("to Anna Kowalski" yes, "to Voltago Agordino" no).
-_PREPOSITIONS = frozenset("to from for and or of at in on".split())
+_PREPOSITIONS = word_set("to from for and or of at in on")
 # "my husband Fuzuli": a relation word before a capitalised word is as good as a title.
-_RELATIONS = frozenset(
+_RELATIONS = word_set(
     "husband wife son daughter mother father mom mum dad brother sister friend partner "
     "colleague manager boss landlord landlady tenant neighbour neighbor girlfriend boyfriend "
     "fiancé fiancée fiance fiancee grandson granddaughter grandmother grandfather aunt uncle "
-    "nephew niece cousin assistant supervisor".split()
+    "nephew niece cousin assistant supervisor"
 )
 _WEAK_PHRASES = frozenset(
     tuple(p.split())
     for p in ("i am", "this is", "it's", "spoke with", "spoke to", "talked to", "ask for",
               "ich bin", "je suis", "sono io")
 )
-_LOWER_NAME = re.compile(r"(?i:\bmy\s+name\s+is|\bmy\s+name's)\s+([a-z][a-z'\-]+(?:\s+[a-z][a-z'\-]+)?)")
+_LOW_WORD = r"[^\W\d_][^\W\d_'\-]*"
+_LOWER_NAME = re.compile(rf"(?i:\bmy\s+name\s+is|\bmy\s+name's)\s+({_LOW_WORD}(?:\s+{_LOW_WORD})?)")
 
 
 def _fold(word: str) -> str:
@@ -119,7 +120,7 @@ def _fold(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).replace("’", "'")
 
 
-def _read_words(name: str) -> frozenset[str]:
+def _readword_set(name: str) -> frozenset[str]:
     text = resources.files("tunesmith.data.pii").joinpath(name).read_text(encoding="utf-8")
     words = set()
     for line in text.splitlines():
@@ -142,10 +143,10 @@ class Gazetteer:
     @cache
     def load() -> Gazetteer:
         return Gazetteer(
-            _read_words("first_names.txt"),
-            _read_words("surnames.txt"),
-            _read_words("ambiguous_names.txt"),
-            _read_words("common_words.txt"),
+            _readword_set("first_names.txt"),
+            _readword_set("surnames.txt"),
+            _readword_set("ambiguous_names.txt"),
+            _readword_set("common_words.txt"),
         )
 
     def first_names(self) -> list[str]:
@@ -168,12 +169,13 @@ class NameFinder:
         self.kind = lru_cache(maxsize=200_000)(self._kind)
 
     def _kind(self, token: str) -> int:
+        """Gazetteer class of one token; common words win over names (see the lists)."""
         word = token.rstrip(".")
         if len(word) == 1:
             return _INITIAL if token.endswith(".") else _COMMON
         key = _fold(word)
         g = self._g
-        if key in g.common or word.isupper() and len(word) > 1:
+        if key in g.common or (word.isupper() and len(word) > 1):
             return _COMMON
         if key in g.ambiguous:
             return _AMBIG
@@ -189,15 +191,32 @@ class NameFinder:
         return _UNKNOWN
 
     def find(self, text: str) -> list[Hit]:
+        """PERSON hits in ``text`` (may overlap other detectors; the scrubber resolves)."""
         hits: list[Hit] = []
+        kind = self.kind
         for m in _RUN.finditer(text):
             s = m.start()
             if s and text[s - 1] in _BAD_BEFORE:
                 continue
+            run = m[0]
+            if " " not in run and kind(run) == _COMMON:
+                continue  # "I", "The", "Thanks": most runs, settled by one cached lookup
             hits.extend(self._judge_run(text, m))
         if "name" in text:
             hits.extend(self._lowercase_names(text))
         return hits
+
+    def unexplained(self, text: str, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Capitalised runs with a non-common word outside ``covered``: where an NER model
+        could still find a person that the rules did not (``names: spacy`` runs it there)."""
+        spots = []
+        for m in _RUN.finditer(text):
+            s, e = m.span()
+            if any(s < ce and cs < e for cs, ce in covered):
+                continue
+            if any(self.kind(w[0]) != _COMMON for w in _WORD.finditer(m[0])):
+                spots.append((s, e))
+        return spots
 
     def _judge_run(self, text: str, m: re.Match[str]) -> list[Hit]:
         """Split a run at never-name words; judge each segment with the cue before it."""
@@ -221,10 +240,10 @@ class NameFinder:
                     continue
                 seg.append((s, e, kind))
                 continue
-            if not place:
-                hits.extend(self._judge_segment(text, seg, cut=bool(seg)))
+            if seg and not place:
+                hits.extend(self._judge_segment(text, seg, cut=True))
             seg, place = [], tok.rstrip(".").lower() in _PLACE_HEADS
-        if not place:
+        if seg and not place:
             hits.extend(self._judge_segment(text, seg, cut=False))
         return hits
 
@@ -265,13 +284,13 @@ class NameFinder:
         last = words[-1].rstrip(".")
         if punct == ".":
             return "strong" if last in _TITLES or last in _DOTTED_TITLES else ""
-        if punct == ":" and last in _FIELD_WORDS or last in _TITLES and not punct:
+        if (punct == ":" and last in _FIELD_WORDS) or (last in _TITLES and not punct):
             return "strong"
         if newline:  # a name alone on the line after a sign-off
             return "strong" if last in _SIGNOFF_WORDS or tuple(words[-2:]) in _STRONG_PHRASES else ""
-        if last in _GREETINGS and not punct or last in _SIGNOFF_WORDS and punct in ",:":
+        if (last in _GREETINGS and not punct) or (last in _SIGNOFF_WORDS and punct in ",:"):
             return "strong"
-        if last in _SIGNOFF_WORDS and not punct or last in _RELATIONS and not punct:
+        if (last in _SIGNOFF_WORDS and not punct) or (last in _RELATIONS and not punct):
             return "strong"
         if tuple(words[-2:]) in _STRONG_PHRASES or tuple(words) in _STRONG_PHRASES:
             return "strong"
@@ -306,7 +325,7 @@ def _accept(kinds: list[int], cue: str, cut: bool) -> int | None:
     known = [i for i, k in enumerate(kinds) if k in (_FIRST, _LAST)]
     if cue == "prep" and known:
         return 0
-    if cue == "weak" and (known or len(kinds) >= 2 and not cut):
+    if cue == "weak" and (known or (len(kinds) >= 2 and not cut)):
         return 0  # "signed for by Sefer Sezgin": a capitalised pair after a verb/preposition
     if _FIRST in kinds:
         i = kinds.index(_FIRST)

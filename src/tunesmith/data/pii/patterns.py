@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from tunesmith.data.pii.charsets import LETTERS, UPPER
+from tunesmith.data.pii.charsets import LETTERS, UPPER, word_list, word_set
 from tunesmith.data.pii.checksums import IBAN_LENGTHS, iban_ok, luhn_ok, ssn_ok
 
 Hit = tuple[int, int, str]
@@ -142,16 +142,17 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:](?:[0-9A-Fa-f]{0,4}:){1,7}(?:[0-9A-Fa-f]{1,4}|[
 
 
 def _ipv4_ok(cand: str) -> bool:
-    return all(len(o) == 1 or o[0] != "0" and int(o) < 256 for o in cand.split("."))
+    return all(len(o) == 1 or (o[0] != "0" and int(o) < 256) for o in cand.split("."))
 
 
 def find_ips(text: str) -> list[Hit]:
+    """IPv4 with octets <= 255; IPv6 (full or compressed) checked by ``ipaddress``."""
     hits = [(m.start(), m.end(), "IP_ADDRESS") for m in _IPV4.finditer(text) if _ipv4_ok(m[0])]
     if "::" not in text and text.count(":") < 5:  # compressed or full form; not "10:30:00"
         return hits
     for m in _IPV6.finditer(text):
         s, cand = m.start(), m[0]
-        if s and (_word_char(text[s - 1]) or text[s - 1] in ":.") or sum(c != ":" for c in cand) < 3:
+        if (s and (_word_char(text[s - 1]) or text[s - 1] in ":.")) or sum(c != ":" for c in cand) < 3:
             continue
         try:
             ipaddress.IPv6Address(cand)  # rejects times ("10:30:00") and other colon runs
@@ -189,15 +190,15 @@ _DOB_KEYS = (
     "nacid", "nascita", "nato", "nata", "nascid", "geboorte", "född", "født", "fodt", "urodz",
     "doğum",
 )
-# A birth cue; the date must follow within ~30 characters on the same line, no digits between
-# (so "born in 1990, order of 2024-03-15" leaves the order date alone).
+# A birth cue; the date must follow within ~30 characters on the same line with no digits
+# between (so "born in 1990, ordered 2024-03-15" leaves the order date alone).
 _DOB_CUE = re.compile(
-    r"(?:\bd\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*-?date|\bbirthday|\bborn\b|\bgeb\.|"
+    r"\bd\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*-?date|\bbirthday|\bborn\b|\bgeb\.|"
     r"\bgeboren|geburtsdatum|geburtstag|\bn[ée]e?\s+le|date\s+de\s+naissance|fecha\s+de\s+nacimiento|"
     r"\bnacid[oa]|data\s+di\s+nascita|\bnat[oa]\s+il|data\s+de\s+nascimento|\bnascid[oa]|"
-    r"geboortedatum|f[öø]dd|f[øo]dt|urodzon[ya]|data\s+urodzenia|doğum\s+tarihi)"
-    r"[^\n;!?0-9]{0,30}"
+    r"geboortedatum|f[öø]dd|f[øo]dt|urodzon[ya]|data\s+urodzenia|doğum\s+tarihi"
 )
+_DOB_GAP = re.compile(r"[^\n;!?0-9]{0,30}")
 
 
 def find_dobs(text: str, lower: str | None = None) -> list[Hit]:
@@ -207,12 +208,10 @@ def find_dobs(text: str, lower: str | None = None) -> list[Hit]:
         return []
     hits = []
     for cue in _DOB_CUE.finditer(lower):
-        # The gap regex is greedy: try the date at each position it could start from.
-        for pos in range(cue.end(), cue.start() + 3, -1):
-            m = _DATE.match(text, pos)
-            if m:
-                hits.append((m.start(), m.end(), "DATE_OF_BIRTH"))
-                break
+        gap_end = _DOB_GAP.match(lower, cue.end()).end()
+        m = _DATE.search(text, cue.end(), gap_end + 20)  # starts inside the gap (no digits)
+        if m and m.start() <= gap_end:
+            hits.append((m.start(), m.end(), "DATE_OF_BIRTH"))
     return hits
 
 
@@ -244,12 +243,24 @@ _PHONE_CUE = re.compile(
 _PHONE_CUE_AFTER = re.compile(
     r"[^0-9\n]{0,25}?\b(?:number|phone|mobile|cell|whats\s?app|tel|landline)\b"
 )
-_NOT_PHONE_CUE = re.compile(
-    r"(?:\b(?:order|invoice|ticket|ref|reference|tracking|account|acct|case|sku|po|item|id|"
-    r"serial|confirmation|booking|receipt|transaction|policy|member|customer|article|part|"
-    r"model|iban|card|bestell\w*|rechnung|commande|facture|pedido|factura|ordine|fattura))"
-    r"\b[\s:#\-]*(?:no\.?|nr\.?|number|num|#)?[\s:#\-]*$"  # "account. +49…" is a new sentence
+# Words that make the number after them an identifier, not a phone ("order 0612345678").
+_ID_WORDS = word_set(
+    "order invoice ticket ref reference tracking account acct case sku po item id serial "
+    "confirmation booking receipt transaction policy member customer article part model iban "
+    "card rechnung commande facture pedido factura ordine fattura bestellung bestellnummer "
+    "kundennummer"
 )
+_ID_FILLERS = word_set("no no. nr nr. number num # : - n° nº")
+
+
+def _after_id_word(lower: str, s: int) -> bool:
+    """True for "order #", "invoice no.", "Account number:" right before ``s``."""
+    words = lower[max(0, s - 30) : s].replace("#", " # ").replace(":", " : ").split()
+    while words and words[-1] in _ID_FILLERS:
+        words.pop()
+    return bool(words) and words[-1] in _ID_WORDS
+
+
 _EXT_TAIL = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?[0-9]{1,5}$")
 _DATE_LIKE = re.compile(r"[0-9]{1,4}[./\-][0-9]{1,2}[./\-][0-9]{1,4}|[0-9]{1,2}[:h][0-9]{2}")
 
@@ -261,10 +272,12 @@ def _phone_ok(text: str, lower: str, s: int, cand: str, lo: int, hi: int) -> boo
     n = sum(c.isdigit() for c in _EXT_TAIL.sub("", cand)) - cand.count("(0)")
     if not lo <= n <= hi or _DATE_LIKE.match(cand):
         return False
-    return not _NOT_PHONE_CUE.search(lower, max(0, s - 30), s)
+    return not _after_id_word(lower, s)
 
 
 def find_phones(text: str, lower: str | None = None) -> list[Hit]:
+    """International, North American and trunk-0 national formats anywhere; any other digit
+    run only next to a phone cue ("call me on …", "… is my mobile")."""
     lower = text.lower() if lower is None else lower
     hits = []
     for rx, lo, hi in ((_PHONE_INTL, 8, 15), (_PHONE_NANP, 10, 10), (_PHONE_TRUNK, 9, 12)):
@@ -274,8 +287,11 @@ def find_phones(text: str, lower: str | None = None) -> list[Hit]:
                 s -= 2  # 1-800-555-0199
             if _phone_ok(text, lower, s, text[s : m.end()], lo, hi + (s < m.start())):
                 hits.append((s, m.end(), "PHONE"))
+    strict = {(s, e) for s, e, _ in hits}
     for m in _PHONE_LOOSE.finditer(text):
         s = m.start()
+        if any(s < e2 and s2 < m.end() for s2, e2 in strict):
+            continue  # already found by a stricter pattern
         cue = _PHONE_CUE.search(lower, max(0, s - 50), s) or _PHONE_CUE_AFTER.match(lower, m.end())
         if cue and _phone_ok(text, lower, s, m[0], 7, 15):
             hits.append((s, m.end(), "PHONE"))
@@ -340,20 +356,20 @@ _COMPOUND = (
     "stigen", "backe", "veien", "gate", "vegen", "tie", "katu", "kuja", "utca", "út", "tér",
     "ulice", "náměstí", "cesta", "boulevard", "pad", "erf", "burg", "park", "lei", "veld", "hoven",
 )
-_TYPE_WORD = frozenset(
-    # French, Spanish, Catalan, Italian, Portuguese, Polish, Romanian, Indonesian, Greek, Turkish
-    "C. Av Rue Avenue Boulevard Bd Chemin Allée Impasse Quai Place Route Calle C/ Camino Paseo Plaza "
-    "Avenida Avda Avda. Av. Carrer Avinguda Ronda Travesía Callejón Cañada Glorieta Alameda Acceso "
-    "Vial Pasaje Rambla Carretera Urbanización Vía Via Viale Piazza Piazzale Corso Largo Vicolo "
-    "Cuesta Pasadizo Costanilla Explanada Plazuela Polígono Prolongación Subida Vereda Bajada "
-    "Barrio Bulevar Calzada Carrera Sector Senda Partida Camí Passeig Travessera "
-    "Strada Contrada Borgo Rotonda Stretto Incrocio Canale Lungomare Salita Galleria Quartiere "
-    "Rione Traversa Vico Viottolo Piazzetta Rua R. Travessa Praça Estrada Rodovia Beco Calçada "
-    "Caminho Quinta Rotunda Vila Viela Bairro Parque Setor Vereda Ladeira Loteamento Conjunto "
-    "ul. ulica al. aleja pl. plac os. osiedle Bulevardul Calea Aleea Jalan Jl. Gang Odos "
-    "Leoforos Sokak Sokağı Caddesi Cd. Sk. Mahallesi".split()
+# French, Spanish, Catalan, Italian, Portuguese, Polish, Romanian, Indonesian, Greek, Turkish
+_TYPE_WORD = word_set(
+    "C. Av Rue Avenue Boulevard Bd Chemin Allée Impasse Quai Place Route Calle C/ Camino "
+    "Paseo Plaza Avenida Avda Avda. Av. Carrer Avinguda Ronda Travesía Callejón Cañada "
+    "Glorieta Alameda Acceso Vial Pasaje Rambla Carretera Urbanización Vía Via Viale Piazza "
+    "Piazzale Corso Largo Vicolo Cuesta Pasadizo Costanilla Explanada Plazuela Polígono "
+    "Prolongación Subida Vereda Bajada Barrio Bulevar Calzada Carrera Sector Senda Partida "
+    "Camí Passeig Travessera Strada Contrada Borgo Rotonda Stretto Incrocio Canale Lungomare "
+    "Salita Galleria Quartiere Rione Traversa Vico Viottolo Piazzetta Rua R. Travessa Praça "
+    "Estrada Rodovia Beco Calçada Caminho Quinta Rotunda Vila Viela Bairro Parque Setor "
+    "Vereda Ladeira Loteamento Conjunto ul. ulica al. aleja pl. plac os. osiedle Bulevardul "
+    "Calea Aleea Jalan Jl. Gang Odos Leoforos Sokak Sokağı Caddesi Cd. Sk. Mahallesi"
 )
-_PARTICLES = frozenset("de del la dos das da do di della delle dei des du le l' d' i y e".split())
+_PARTICLES = word_set("de del la dos das da do di della delle dei des du le l' d' i y e")
 _WORDS_BEFORE = re.compile(r"\S+")
 
 
@@ -371,7 +387,7 @@ def _number_last_start(text: str, s: int) -> int | None:
         return words[-2][0]  # Sorø Allé 932
     for i in range(len(words) - 1, max(-1, len(words) - 7), -1):
         pos, word = words[i]
-        if word in _TYPE_WORD and i < len(words) - 1 or word in _TYPE_WORD and word.endswith("/"):
+        if (word in _TYPE_WORD and i < len(words) - 1) or (word in _TYPE_WORD and word.endswith("/")):
             return pos  # Calle Mayor 12, Via Roma, 10, ul. Długa 9
         if not (word[:1].isupper() or word in _PARTICLES):
             return None
@@ -381,9 +397,18 @@ def _number_last_start(text: str, s: int) -> int | None:
 _NO_NUMBER = re.compile(r"[Ss]/[Nn](?![\w/])")  # "Calle Mayor, s/n": sin número / sem número
 
 
+def _strip_full_stop(text: str, end: int) -> int:
+    """Keep the dot of "St."/"Ave." but not a sentence's full stop after "Street"/"NW"."""
+    if text[end - 1] != "." or (end < len(text) and not text[end].isspace()):
+        return end
+    word = text[text.rfind(" ", 0, end - 1) + 1 : end - 1]
+    return end - 1 if len(word) > 3 or word.isupper() else end
+
+
 def find_addresses(text: str) -> list[Hit]:
-    hits = [(m.start(), m.end(), "STREET_ADDRESS") for m in _ADDR_EN.finditer(text)]
-    hits += [(m.start(), m.end(), "STREET_ADDRESS") for m in _ADDR_FR.finditer(text)]
+    """English "221B Baker Street", French "12 rue de la Paix", and number-last forms."""
+    hits = [(m.start(), _strip_full_stop(text, m.end()), "STREET_ADDRESS") for m in _ADDR_EN.finditer(text)]
+    hits += [(m.start(), _strip_full_stop(text, m.end()), "STREET_ADDRESS") for m in _ADDR_FR.finditer(text)]
     numbers = list(_HOUSE_AFTER.finditer(text))
     if "/n" in text or "/N" in text:
         numbers += [m for m in _NO_NUMBER.finditer(text) if m.start() and text[m.start() - 1] == " "]
@@ -399,5 +424,5 @@ STREET_WORDS = frozenset(
     [w.lower() for w in _EN_SUFFIX.split("|")]
     + [w.rstrip(".").lower() for w in _TYPE_WORD]
     + [w.rstrip(".") for w in _COMPOUND]
-    + "n s e w ne nw se sw north south east west apt suite".split()
+    + word_list("n s e w ne nw se sw north south east west apt suite")
 )

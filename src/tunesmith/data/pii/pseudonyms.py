@@ -18,16 +18,15 @@ import ipaddress
 import re
 from collections.abc import Callable
 
+from tunesmith.data.pii.charsets import word_list
 from tunesmith.data.pii.checksums import iban_check_digits, luhn_digit
 from tunesmith.data.pii.patterns import STREET_WORDS
 
-_STREETS = (
+_STREETS = word_list(
     "Oak Maple Cedar Birch Elm Linden Willow Chestnut Aspen Juniper Laurel Alder Rowan Poplar "
     "Spruce Cypress Magnolia Acacia Sycamore Hawthorn Heather Meadow Orchard Brook Harbor"
-).split()
-_EN_MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
+)
+_EN_MONTHS = word_list("January February March April May June July August September October November December")
 
 
 class Pseudonymizer:
@@ -40,6 +39,8 @@ class Pseudonymizer:
         surnames: list[str],
         is_given_name: Callable[[str], bool] = lambda w: True,
     ):
+        """Name pools come from the gazetteer; ``is_given_name`` tells a lone "Anna" (given
+        name pool) from a lone "Kowalski" (surname pool)."""
         self._key = hashlib.blake2b(salt.encode("utf-8"), digest_size=32).digest()
         self._first = [n.title() for n in first_names]
         self._last = [n.title() for n in surnames]
@@ -66,13 +67,17 @@ class Pseudonymizer:
         return f"user{self._int('EMAIL', value.lower()) % 10**6:06d}@example.com"
 
     def _phone(self, value: str) -> str:
-        """Keep the first digit group (country/area code) and the layout; replace the rest."""
-        digits = re.sub(r"\D", "", value)
-        m = re.match(r"\D*\d+", value)
-        head = m.end() if m else 0
+        """Keep the first digit group (country/area code), a "(0)" trunk and the layout;
+        replace the other digits."""
+        digits = re.sub(r"\D", "", value.replace("(0)", ""))  # one number, however written
+        m = re.match(r"(\D*)(\d+)", value)
+        # A short first group is a country/area code and stays; an unseparated number
+        # ("0612345678") keeps only its first two digits.
+        head = (m.end() if len(m[2]) <= 4 else m.end(1) + 2) if m else 0
+        trunk = {i + 1 for i in range(len(value)) if value.startswith("(0)", i)}
         fresh = iter(self._digits("PHONE", digits, 20))
-        out = [c if i < head or not c.isdigit() else next(fresh) for i, c in enumerate(value)]
-        return "".join(out)
+        keep = lambda i, c: i < head or i in trunk or not c.isdigit()  # noqa: E731
+        return "".join(c if keep(i, c) else next(fresh) for i, c in enumerate(value))
 
     def _card(self, value: str) -> str:
         digits = re.sub(r"\D", "", value)
@@ -81,6 +86,7 @@ class Pseudonymizer:
         return "".join(next(fresh) if c.isdigit() else c for c in value)
 
     def _iban(self, value: str) -> str:
+        """Same country and letter/digit layout, fresh BBAN, recomputed check digits."""
         compact = value.replace(" ", "").upper()
         n = self._int("IBAN", compact)
         bban = []
@@ -130,6 +136,7 @@ class Pseudonymizer:
         return re.sub(day_month, lambda m: f"{next(parts):0{len(m[0])}d}", out, count=2)
 
     def _person(self, value: str) -> str:
+        """Each name part maps on its own, so "Anna Kowalski" and "Anna" stay consistent."""
         words = value.split()
         out = []
         for i, w in enumerate(words):
@@ -146,9 +153,11 @@ class Pseudonymizer:
     def _address(self, value: str) -> str:
         """Digits replaced; the first capitalised name word becomes a tree name; types stay."""
         n = self._int("STREET_ADDRESS", value.lower())
-        fresh = iter(self._digits("STREET_ADDRESS", value.lower(), 12))
-        out = "".join(next(fresh, "1") if c.isdigit() else c for c in value)
-        out = re.sub(r"^0+(?=\d)", "", out)
+        fresh = iter(self._digits("STREET_ADDRESS", value.lower(), 16))
+        # House numbers keep their length but never start with 0 ("Hauptstraße 07").
+        out = re.sub(
+            r"\d+", lambda m: str(1 + int(next(fresh)) % 9) + "".join(next(fresh) for _ in m[0][1:]), value
+        )
         tree = _STREETS[n % len(_STREETS)]
         names = re.finditer(r"(?<![\w.])[A-ZÀ-ÞŁŚŻŹĆŃ][\w'’\-]*\.?", out)
         name = next((m for m in names if m[0].rstrip(".").lower() not in STREET_WORDS), None)

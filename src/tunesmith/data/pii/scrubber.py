@@ -38,14 +38,19 @@ class PiiSpan:
     text: str
 
 
-def resolve(text: str, hits: Iterable[Hit]) -> list[PiiSpan]:
-    """Non-overlapping spans, sorted by start: priority first, then the longer hit."""
-    taken: list[tuple[int, int, str]] = []
+def resolve_hits(hits: Iterable[Hit]) -> list[Hit]:
+    """Non-overlapping hits, sorted by start: priority first, then the longer hit."""
+    taken: list[Hit] = []
     for s, e, ent in sorted(set(hits), key=lambda h: (PRIORITY[h[2]], h[0] - h[1], h[0])):
         if all(e <= ts or s >= te for ts, te, _ in taken):
             taken.append((s, e, ent))
     taken.sort()
-    return [PiiSpan(s, e, ent, text[s:e]) for s, e, ent in taken if ent != BLOCK]
+    return taken
+
+
+def resolve(text: str, hits: Iterable[Hit]) -> list[PiiSpan]:
+    """``resolve_hits`` as ``PiiSpan``s, without the ``BLOCK`` pseudo-spans."""
+    return [PiiSpan(s, e, ent, text[s:e]) for s, e, ent in resolve_hits(hits) if ent != BLOCK]
 
 
 def structured_hits(text: str) -> list[Hit]:
@@ -78,6 +83,7 @@ class PiiScrubber:
     """
 
     def __init__(self, cfg: PiiConfig, *, salt: str):
+        """Loads the word lists once (cached per process) and, for ``spacy``, the model."""
         self.cfg = cfg
         gazetteer = Gazetteer.load()
         self._names = NameFinder(gazetteer) if cfg.names != "off" else None
@@ -100,25 +106,29 @@ class PiiScrubber:
 
     def detect(self, text: str) -> list[PiiSpan]:
         """PII spans in ``text``: non-overlapping, sorted by start."""
-        if not self.cfg.enabled or not text:
-            return []
-        hits = self._hits(text)
-        if self._spacy:
-            from tunesmith.data.pii.ner import ner_persons
-
-            hits += ner_persons(text)
-        return resolve(text, hits)
+        return self.detect_many([text])[0]
 
     def detect_many(self, texts: list[str]) -> list[list[PiiSpan]]:
-        """``detect`` over many texts; with ``names: spacy`` the NER runs batched (faster)."""
-        if not self._spacy or not self.cfg.enabled:
-            return [self.detect(t) for t in texts]
-        from tunesmith.data.pii.ner import ner_persons_many
+        """``detect`` for many texts; with ``names: spacy`` the NER runs batched, and only
+        where the rules left a capitalised word unexplained (see ``ner``)."""
+        if not self.cfg.enabled:
+            return [[] for _ in texts]
+        hits = [self._hits(t) if t else [] for t in texts]
+        if self._spacy:
+            hits = self._add_ner(texts, hits)
+        return [resolve(t, h) for t, h in zip(texts, hits, strict=True)]
 
-        return [
-            resolve(t, self._hits(t) + ner) if t else []
-            for t, ner in zip(texts, ner_persons_many(texts), strict=True)
+    def _add_ner(self, texts: list[str], hits: list[list[Hit]]) -> list[list[Hit]]:
+        """Rule hits plus NER PERSON hits from windows the rules left unexplained."""
+        from tunesmith.data.pii.ner import ner_persons_in_windows
+
+        assert self._names is not None  # names == "spacy" builds the rule finder too
+        spots = [
+            self._names.unexplained(t, [(s, e) for s, e, _ in resolve_hits(h)])
+            for t, h in zip(texts, hits, strict=True)
         ]
+        ner = ner_persons_in_windows(texts, spots)
+        return [h + n for h, n in zip(hits, ner, strict=True)]
 
     def scrub(self, text: str) -> tuple[str, Counter[str]]:
         """Redacted text and per-entity counts (``keep`` entities are counted, not replaced)."""
@@ -128,6 +138,7 @@ class PiiScrubber:
         return [self.redact(t, spans) for t, spans in zip(texts, self.detect_many(texts), strict=True)]
 
     def redact(self, text: str, spans: list[PiiSpan]) -> tuple[str, Counter[str]]:
+        """Apply each entity's action to ``spans`` (from ``detect``); count every span."""
         counts: Counter[str] = Counter(s.entity for s in spans)
         out, pos = [], 0
         for span in spans:
