@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import itertools
+import pickle
 import re
 
 import pytest
@@ -239,6 +240,23 @@ def test_phone_pseudonym_keeps_the_shape_not_the_number(number: str) -> None:
     assert fake != number
     assert re.sub(r"\d", "9", fake) == re.sub(r"\d", "9", number)
     assert re.sub(r"\D", "", fake)[-6:] != re.sub(r"\D", "", number)[-6:]
+
+
+def test_scrubber_pickles_for_worker_processes() -> None:
+    s = _pseudo("snap")
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone.scrub(TEXT) == s.scrub(TEXT)
+
+
+def test_spacy_without_the_model_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tunesmith.data.pii import ner
+    from tunesmith.errors import MissingDependencyError
+
+    ner.load_ner.cache_clear()
+    monkeypatch.setattr(ner, "_MODEL_PACKAGES", ("no_such_spacy_model_xyz",))
+    with pytest.raises(MissingDependencyError, match=r"tunesmith\[ner\]"):
+        PiiScrubber(PiiConfig(names="spacy"), salt="s")
+    ner.load_ner.cache_clear()
 
 
 def test_disabled_and_names_off() -> None:

@@ -195,3 +195,36 @@ def test_max_length_beyond_context_and_empty_snapshot_errors(tmp_path):
         train(cfg)
     with pytest.raises(TunesmithError, match="no snapshot 'nope'"):
         train(cfg, snapshot="nope")
+
+
+def test_rehearsal_mixes_general_examples_and_is_recorded(tmp_path):
+    general = tmp_path / "general.jsonl"
+    make_project(tmp_path)  # builds the folder first
+    general.write_text("\n".join(json.dumps({"text": f"General sentence number {i} about rivers and hills."})
+                                 for i in range(20)) + "\n")
+    cfg = load_config(make_project(tmp_path, "{max_steps: 2, rehearsal: {path: general.jsonl, ratio: 0.5}}"))
+    events = []
+    res = train(cfg, log=events.append)
+    assert any(e.get("event") == "preflight" and e["split"] == "rehearsal" and e["examples"] == 20 for e in events)
+    record = json.loads((res.path / "model_version.json").read_text())
+    assert record["rehearsal"] == "file:general.jsonl"
+    from tunesmith.train.trainer import Trainer
+
+    # the epoch holds the train split plus ratio/(1-ratio) as many rehearsal examples
+    trainer = _trainer(cfg, tmp_path / "r")
+    trainer.rehearsal = trainer.train_set[:5]
+    n = len(trainer.train_set)
+    assert len(Trainer._epoch_examples(trainer, 0)) == n + round(n * 0.5 / 0.5)
+
+
+def test_mlflow_run_records_params_and_metrics(tmp_path):
+    import mlflow
+
+    cfg = load_config(make_project(tmp_path, "{max_steps: 2, tracking: {mlflow: true, tensorboard: false}}"))
+    res = train(cfg)
+    run_id = (res.run_dir / "mlflow_run_id").read_text().strip()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cfg.workspace_dir / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.data.params["train.method"] == "lora" and "snapshot" in run.data.params
+    assert "train_loss" in run.data.metrics and "val_loss" in run.data.metrics
+    assert run.info.status == "FINISHED"

@@ -113,7 +113,7 @@ _LOW_WORD = r"[^\W\d_][^\W\d_'\-]*"
 _LOWER_NAME = re.compile(rf"(?i:\bmy\s+name\s+is|\bmy\s+name's)\s+({_LOW_WORD}(?:\s+{_LOW_WORD})?)")
 
 
-def _fold(word: str) -> str:
+def fold(word: str) -> str:
     """Case- and accent-insensitive key: "José" -> "jose", "Łukasz" -> "lukasz"."""
     word = word.replace("ł", "l").replace("Ł", "L").replace("ø", "o").replace("Ø", "O")
     decomposed = unicodedata.normalize("NFKD", word.casefold())
@@ -126,7 +126,7 @@ def _readword_set(name: str) -> frozenset[str]:
     for line in text.splitlines():
         for w in line.split("#", 1)[0].split():
             if w.lower() not in PARTICLES:
-                words.add(_fold(w))
+                words.add(fold(w))
     return frozenset(words)
 
 
@@ -168,12 +168,18 @@ class NameFinder:
         self._g = gazetteer or Gazetteer.load()
         self.kind = lru_cache(maxsize=200_000)(self._kind)
 
+    def __getstate__(self) -> dict:
+        return {"_g": self._g}  # the cache is rebuilt: workers (Ray, spawn) receive pickles
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["_g"])  # type: ignore[misc]
+
     def _kind(self, token: str) -> int:
         """Gazetteer class of one token; common words win over names (see the lists)."""
         word = token.rstrip(".")
         if len(word) == 1:
             return _INITIAL if token.endswith(".") else _COMMON
-        key = _fold(word)
+        key = fold(word)
         g = self._g
         if key in g.common or (word.isupper() and len(word) > 1):
             return _COMMON
@@ -214,7 +220,9 @@ class NameFinder:
             s, e = m.span()
             if any(s < ce and cs < e for cs, ce in covered):
                 continue
-            if any(self.kind(w[0]) != _COMMON for w in _WORD.finditer(m[0])):
+            kinds = [k for w in _WORD.finditer(m[0]) if (k := self.kind(w[0])) != _COMMON]
+            # A lone "Will"/"May"/"Mark" or an initial: the model's guess there is noise.
+            if kinds and not (len(kinds) == 1 and kinds[0] in (_AMBIG, _INITIAL)):
                 spots.append((s, e))
         return spots
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable
 
 from tunesmith.data.pii.charsets import word_list
 from tunesmith.data.pii.checksums import iban_check_digits, luhn_digit
+from tunesmith.data.pii.names import fold
 from tunesmith.data.pii.patterns import STREET_WORDS
 
 _STREETS = word_list(
@@ -37,14 +37,14 @@ class Pseudonymizer:
         salt: str,
         first_names: list[str],
         surnames: list[str],
-        is_given_name: Callable[[str], bool] = lambda w: True,
+        given_names: frozenset[str] = frozenset(),
     ):
-        """Name pools come from the gazetteer; ``is_given_name`` tells a lone "Anna" (given
-        name pool) from a lone "Kowalski" (surname pool)."""
+        """Name pools come from the gazetteer; ``given_names`` (folded) tells a lone "Anna"
+        (given-name pool) from a lone "Kowalski" (surname pool)."""
         self._key = hashlib.blake2b(salt.encode("utf-8"), digest_size=32).digest()
         self._first = [n.title() for n in first_names]
         self._last = [n.title() for n in surnames]
-        self._is_given = is_given_name
+        self._given = given_names
         self._makers = {
             "EMAIL": self._email, "PHONE": self._phone, "CREDIT_CARD": self._card,
             "IBAN": self._iban, "US_SSN": self._ssn, "IP_ADDRESS": self._ip,
@@ -144,7 +144,7 @@ class Pseudonymizer:
                 out.append(w)  # particles: "van", "de"
                 continue
             # A lone word is a given name only if the gazetteer says so ("Mr. Kowalski").
-            given = i == 0 and (len(words) > 1 or self._is_given(w))
+            given = i == 0 and (len(words) > 1 or fold(w) in self._given)
             pool = self._first if given else self._last
             pick = pool[self._int("PERSON", w.casefold()) % len(pool)]
             out.append(pick.lower() if w.islower() else pick)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tunesmith.config import PiiConfig
 from tunesmith.data.pii import patterns
-from tunesmith.data.pii.names import Gazetteer, NameFinder, _fold
+from tunesmith.data.pii.names import Gazetteer, NameFinder
 from tunesmith.data.pii.patterns import BLOCK, Hit
 from tunesmith.data.pii.pseudonyms import Pseudonymizer
 
@@ -93,9 +93,8 @@ class PiiScrubber:
 
             load_ner()  # fail at construction, with the install hint, not mid-run
         self._actions = {e: cfg.action_for(e) for e in PRIORITY if e != BLOCK}
-        first = gazetteer.first - gazetteer.ambiguous
         self._pseudo = Pseudonymizer(
-            salt, gazetteer.first_names(), gazetteer.surnames(), lambda w: _fold(w) in first
+            salt, gazetteer.first_names(), gazetteer.surnames(), gazetteer.first - gazetteer.ambiguous
         )
 
     def _hits(self, text: str) -> list[Hit]:
