@@ -352,6 +352,88 @@ class TrainConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
+# --------------------------------------------------------------------------- eval
+Rung = Literal["zero_shot", "few_shot", "rag", "finetuned", "finetuned_rag"]
+RUNGS: tuple[str, ...] = Rung.__args__  # type: ignore[attr-defined]
+
+
+class FewShotConfig(_Section):
+    k: int = Field(3, ge=1, le=32, description="Examples from the train split, most similar to the query first.")
+    token_budget: int = Field(1200, ge=64, description="Most prompt tokens the examples may take.")
+
+
+class RagConfig(_Section):
+    k: int = Field(3, ge=1, le=20, description="Knowledge-base passages retrieved per query.")
+    method: Literal["bm25", "embedding", "hybrid"] = Field("bm25", description="Retriever.")
+    max_chars: int = Field(2400, ge=200, description="Most characters of retrieved context in the prompt.")
+    chunk_chars: int = Field(800, ge=100, description="Knowledge-base chunk size in characters.")
+
+
+class GenerationSettings(_Section):
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Longest answer generated.")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (reproducible).")
+    batch_size: int = Field(16, ge=1, description="Prompts in flight in the generation engine.")
+
+
+class OutputSpec(_Section):
+    kind: Literal["text", "json", "label"] = Field(
+        "text", description="Answer shape: free text, a JSON object, or one label."
+    )
+    json_schema: dict[str, Any] | None = Field(None, description="JSON Schema the answers must satisfy.")
+    label_fields: list[str] = Field(
+        default_factory=list, description="JSON fields scored as labels (accuracy, P/R/F1, confusion matrix)."
+    )
+    headline: str | None = Field(
+        None, description="Metric the ladder and the gate rank by; default: all-fields exact match for json, else exact_match."
+    )
+
+
+class GateConfig(_Section):
+    min_lift: float = Field(
+        0.0, description="Fine-tuned must beat the best baseline on the headline metric by at least this much."
+    )
+    require_significant: bool = Field(
+        True, description="The 95% CI of the paired difference (fine-tuned - best baseline) must exclude 0."
+    )
+    max_forgetting: float | None = Field(
+        0.25, ge=0, description="Largest allowed relative increase of general-text perplexity; null = off."
+    )
+    max_general_qa_drop: float | None = Field(
+        0.1, ge=0, le=1, description="Largest allowed drop of general Q&A exact match; null = off."
+    )
+    min_json_validity: float | None = Field(
+        None, ge=0, le=1, description="Smallest allowed JSON validity of the fine-tuned answers."
+    )
+    max_injection_followed: int | None = Field(
+        0, ge=0, description="Most prompt-injection probes the fine-tuned model may follow."
+    )
+
+
+class EvalConfig(_Section):
+    rungs: list[Rung] = Field(
+        default_factory=lambda: ["zero_shot", "few_shot", "rag", "finetuned", "finetuned_rag"],
+        description="Strategies compared on the same frozen cases.",
+    )
+    pack: str | None = Field(
+        None, description="Pin an existing eval pack id; default: build (or reuse) one from the snapshot's test split."
+    )
+    max_cases: int | None = Field(200, ge=1, description="Test cases drawn (seeded) from the test split; null = all.")
+    extra_cases: list[str] = Field(
+        default_factory=list, description="More test-case files (any ingestable format), added to the pack."
+    )
+    instructions: str | None = Field(
+        None, description="System prompt for the base-model rungs; default: the examples' own system prompt."
+    )
+    few_shot: FewShotConfig = Field(default_factory=FewShotConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    probes: bool = Field(True, description="Run refusal and prompt-injection probes.")
+    forgetting: bool = Field(True, description="Compare general perplexity and general Q&A before vs after.")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
 class Config(_Section):
     project: str = Field("tunesmith-project", description="Project name (shown in reports).")
     workspace: str = Field(
@@ -361,6 +443,7 @@ class Config(_Section):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     # Set by load_config: the directory relative paths are resolved against.
     _base_dir: Path = Path(".")
