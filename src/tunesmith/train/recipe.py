@@ -30,7 +30,7 @@ from tunesmith.train.methods import (
     check_method_supported,
     trainable_parameters,
 )
-from tunesmith.train.trainer import LogFn, Trainer, precision_for
+from tunesmith.train.trainer import LogFn, Trainer, make_accelerator, precision_for
 from tunesmith.workspace import Workspace
 
 
@@ -68,13 +68,18 @@ def model_reference(cfg: Config) -> str:
     return str(local) if cfg.model.base != "starter" and local.exists() else cfg.model.base
 
 
-def _device_and_dtype(cfg: Config) -> tuple[str, str]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def _device_and_dtype(cfg: Config, device: torch.device) -> tuple[str, str]:
+    # ``device`` is this process's accelerator device (cuda:<local rank> under accelerate
+    # launch): loading every rank onto plain "cuda" would stack N copies on GPU 0 first.
     if cfg.model.dtype != "auto":
-        return device, cfg.model.dtype
-    if cfg.train.method == "full" or device == "cpu":
-        return device, "float32"  # master weights in fp32; autocast does the bf16 math
-    return device, "bfloat16"
+        return str(device), cfg.model.dtype
+    if cfg.train.method == "full" or device.type == "cpu":
+        return str(device), "float32"  # master weights in fp32; autocast does the bf16 math
+    return str(device), "bfloat16"
+
+
+def _discard(event: dict[str, Any]) -> None:
+    """The log of ranks other than 0: one progress bar and one set of messages per run."""
 
 
 def _load_rehearsal(cfg: Config, ws: Workspace) -> tuple[list[Example], str | None]:
@@ -138,6 +143,10 @@ def train(
     if not train_ex:
         raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
     ref = resolve_model(model_reference(cfg))
+    # Under `accelerate launch` every rank runs this function; rank 0 alone reports, and
+    # alone writes tracking, checkpoints and the export (see Trainer and _tracker).
+    acc = accelerator or make_accelerator(cfg.train)
+    log = log if acc.is_main_process else _discard
     # 2. tokenizer first: template problems surface in seconds, not after the model loads
     tokenizer = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
     train_tok, report = _tokenize(cfg, tokenizer, train_ex, "train", log)
@@ -145,7 +154,7 @@ def train(
     rehearsal_ex, rehearsal_ref = _load_rehearsal(cfg, ws)
     rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
     # 3. model + method
-    device, dtype = _device_and_dtype(cfg)
+    device, dtype = _device_and_dtype(cfg, acc.device)
     from transformers import set_seed
 
     set_seed(cfg.seed)  # adapter init and dropout: same seed, same run
@@ -172,7 +181,7 @@ def train(
         )
     trainer = Trainer(model, cfg.train, train=train_tok, validation=val_tok, rehearsal=rehearsal_tok,
                       pad_id=tokenizer.pad_token_id, seed=cfg.seed, run_dir=run_dir,
-                      accelerator=accelerator, log=log)
+                      accelerator=acc, log=log)
     tracker = _tracker(cfg, run_dir, snapshot_id, trainer)
     trainer.log = _tee(log, tracker.log)
     try:

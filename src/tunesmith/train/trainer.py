@@ -92,11 +92,9 @@ class Trainer:
         pad_id: int, seed: int, run_dir: Path, rehearsal: list[TokenizedExample] | None = None,
         accelerator: Any = None, log: LogFn | None = None,
     ):
-        from accelerate import Accelerator
-
         self.cfg, self.seed, self.pad_id, self.run_dir = cfg, seed, pad_id, run_dir
         self.train_set, self.val_set, self.rehearsal = train, validation, rehearsal or []
-        self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision_for(cfg))
+        self.acc = accelerator or make_accelerator(cfg)
         self.log = log or (lambda event: None)
         self.mask_format, self.mask_dtype = mask_format_for(model)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -199,16 +197,17 @@ class Trainer:
         model, c = self.model, self.cfg
         model.train()
         n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-        mine = batches[self.acc.process_index :: self.world]
         step_loss = torch.zeros((), device=self.acc.device)
         t0 = time.perf_counter()
-        for i, batch in enumerate(mine):
+        mine = self._my_share(batches, scale=self.world / max(n_tokens, 1))
+        for i, (batch, scale) in enumerate(mine):
             last = i == len(mine) - 1
             ctx = contextlib.nullcontext() if last or self.world == 1 else self.acc.no_sync(model)
             with ctx, self.acc.autocast():
                 loss_sum = self._loss_sum(model, batch)
-                self.acc.backward(loss_sum * (self.world / max(n_tokens, 1)))
-            step_loss += loss_sum.detach()
+                self.acc.backward(loss_sum * scale)
+            if scale:
+                step_loss += loss_sum.detach()
         if c.max_grad_norm:
             self.acc.clip_grad_norm_(model.parameters(), c.max_grad_norm)
         self.optimizer.step()
@@ -224,6 +223,17 @@ class Trainer:
                  "trained_tokens": n_tokens, "tokens": real_tokens, "seconds": time.perf_counter() - t0}
         self.state.history.append(event)
         self.log({"event": "step", **event})
+
+    def _my_share(self, batches: list[Batch], scale: float) -> list[tuple[Batch, float]]:
+        """This rank's micro-batches of the step (every world_size-th), with their loss scale.
+
+        The last step of an epoch can hold fewer micro-batches than there are ranks. A rank
+        with none must still run one backward, or the others wait forever in the gradient
+        all-reduce; it re-runs the step's first micro-batch with scale 0, contributing a zero
+        gradient, so the result equals the single-process step on the same micro-batches.
+        """
+        mine = [(b, scale) for b in batches[self.acc.process_index :: self.world]]
+        return mine or [(batches[0], 0.0)]
 
     def _loss_sum(self, model: Any, batch: Batch) -> torch.Tensor:
         """Sum of token cross-entropies over the trained tokens of one micro-batch."""
@@ -297,18 +307,23 @@ class Trainer:
         """Put the best-validation weights into the model (used before export)."""
         from safetensors.torch import load_file
 
+        # Only rank 0 writes best.safetensors (in the last _evaluate, with no collective
+        # after it); without this barrier another rank could read the previous best.
+        self.acc.wait_for_everyone()
         best = self.run_dir / "best.safetensors"
         if best.exists():
             load_trainable_state(self._unwrapped(), self.cfg, load_file(str(best)))
 
     def save(self) -> None:
+        rank_rng = self._rank_rng_states()  # a collective: every rank calls it
         if self.acc.is_main_process:
             name = f"{STEP_PREFIX}{self.state.step:06d}"
             st = self.state
             st.ckpt_scores[name] = st.best_val_loss if st.best_step == st.step else _last_val(st)
             save_checkpoint(
                 self.ckpt_dir / name, weights=trainable_state(self._unwrapped(), self.cfg),
-                optimizer=self.optimizer, scheduler=self.scheduler, state=_state_dict(st),
+                optimizer=self.optimizer, scheduler=self.scheduler,
+                state=_state_dict(st) | {"rank_rng": rank_rng},
             )
             prune_checkpoints(self.ckpt_dir, self.cfg.keep_best, st.ckpt_scores)
         self.acc.wait_for_everyone()
@@ -319,8 +334,35 @@ class Trainer:
             return
         weights, state = load_checkpoint(ckpts[-1], optimizer=self.optimizer, scheduler=self.scheduler)
         load_trainable_state(self._unwrapped(), self.cfg, weights)
+        rank_rng = state.pop("rank_rng", None)
+        if rank_rng and len(rank_rng) == self.world:  # else: rank 0's RNG, restored above
+            _set_rng_state(rank_rng[self.acc.process_index], self.acc.device)
         self.state = TrainerState(**state)
         self.log({"event": "resumed", "step": self.state.step, "checkpoint": str(ckpts[-1])})
+
+
+    def _rank_rng_states(self) -> list[dict[str, str]]:
+        """Every rank's RNG state, rank order. rng.safetensors holds only rank 0's, but under
+        DDP each rank draws its own dropout masks on batches of its own shapes, so the ranks'
+        generators drift apart; exact resume needs each one back. Hex strings: they travel
+        in state.json, inside the checkpoint's atomic rename."""
+        mine = {"cpu": torch.get_rng_state().numpy().tobytes().hex()}
+        if self.acc.device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(self.acc.device).numpy().tobytes().hex()
+        if self.world == 1:
+            return [mine]
+        from accelerate.utils import gather_object
+
+        return gather_object([mine])
+
+
+def _set_rng_state(saved: dict[str, str], device: torch.device) -> None:
+    def as_tensor(hex_state: str) -> torch.Tensor:
+        return torch.frombuffer(bytearray.fromhex(hex_state), dtype=torch.uint8)
+
+    torch.set_rng_state(as_tensor(saved["cpu"]))
+    if "cuda" in saved and device.type == "cuda":
+        torch.cuda.set_rng_state(as_tensor(saved["cuda"]), device)
 
 
 def _last_val(st: TrainerState) -> float:
@@ -330,6 +372,15 @@ def _last_val(st: TrainerState) -> float:
 
 def _state_dict(st: TrainerState) -> dict[str, Any]:
     return {k: getattr(st, k) for k in TrainerState.__dataclass_fields__}
+
+
+def make_accelerator(cfg: TrainConfig) -> Any:
+    """This process's Accelerator: the whole job when run alone; one rank of DDP / FSDP /
+    DeepSpeed under ``accelerate launch``, which passes the topology in environment variables.
+    ``cpu=True`` where no GPU is visible makes a multi-process CPU launch use gloo."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision_for(cfg))
 
 
 def precision_for(cfg: TrainConfig) -> str:

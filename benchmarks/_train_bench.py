@@ -1,0 +1,182 @@
+"""Pieces of ``train_throughput.py`` shared by its contenders: the data every contender trains
+on, the LoRA they all use, the one validation-loss function, the FLOP count and the matmul
+ceiling. Each contender runs in its own process (see ``train_throughput.py``), so the model
+is loaded here, never in the parent.
+
+Identical inputs are the point: every contender gets the same tokenised examples with the
+same labels (tunesmith's rendering and assistant-only mask), the same adapter initialisation
+(``set_seed`` right before ``get_peft_model``), the same learning-rate schedule and the same
+precision (bf16 autocast where the CPU has native bf16, fp32 weights), so what differs is
+the trainer alone.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.train.masks import IGNORE_INDEX, TokenizedExample
+
+CONTENDERS = ("tunesmith", "hf_trainer", "trl_sft")
+
+
+@dataclass
+class BenchSpec:
+    """Everything a contender process needs; written as JSON by the parent."""
+
+    snapshot: str
+    examples: int = 96
+    val_examples: int = 64
+    max_length: int = 1024
+    rows_per_step: int = 1  # packed rows of max_length per optimizer step (tunesmith, TRL)
+    examples_per_step: int = 4  # padded examples per optimizer step (HF Trainer): ~ the same tokens
+    lr: float = 1e-3
+    warmup_ratio: float = 0.1
+    seed: int = 13
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> BenchSpec:
+        return cls(**json.loads(path.read_text()))
+
+
+# --------------------------------------------------------------------------- data and model
+def tokenizer() -> Any:
+    from tunesmith.models.loading import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model("starter"))
+
+
+def load_data(spec: BenchSpec, tok: Any) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    """The first ``examples`` train and ``val_examples`` validation examples that pass tunesmith's
+    pre-flight check at ``max_length`` (so no contender truncates or drops anything)."""
+    from tunesmith.data.pipeline import load_split
+    from tunesmith.train.masks import enforce_preflight, preflight, tokenize_examples
+
+    def take(split: str, n: int) -> list[TokenizedExample]:
+        tokenized = tokenize_examples(tok, load_split(Path(spec.snapshot), split)[: n + n // 4 + 8])
+        kept = enforce_preflight(tokenized, preflight(tokenized, spec.max_length), on_problem="drop")
+        kept = [ex for ex in kept if len(ex) <= spec.max_length]
+        if len(kept) < n:
+            raise SystemExit(f"only {len(kept)} usable {split} examples, asked for {n}")
+        return kept[:n]
+
+    return take("train", spec.examples), take("validation", spec.val_examples)
+
+
+def base_model() -> Any:
+    """The starter in float32, sdpa attention: what ``recipe.train`` loads on a CPU."""
+    from tunesmith.models.loading import load_model, resolve_model
+
+    return load_model(resolve_model("starter"), dtype="float32", device="cpu")
+
+
+def lora_model(spec: BenchSpec, model: Any) -> Any:
+    """The same LoRA, initialised from the same seed, for every contender."""
+    import peft
+    from transformers import set_seed
+
+    set_seed(spec.seed)
+    cfg = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
+                          lora_dropout=spec.dropout, target_modules="all-linear")
+    return peft.get_peft_model(model, cfg)
+
+
+def bf16_autocast() -> bool:
+    from tunesmith.train.trainer import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+# --------------------------------------------------------------------------- measurements
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+@torch.no_grad()
+def validation_loss(spec: BenchSpec, state: dict[str, torch.Tensor] | None,
+                    val: list[TokenizedExample], pad_id: int) -> dict[str, float]:
+    """Token-weighted cross-entropy and next-token accuracy on the assistant tokens of ``val``.
+
+    The same function for every contender: a fresh float32 base model, the contender's adapter
+    weights (``None``: the untrained base), padded batches of 4 under the same autocast.
+    """
+    from peft import set_peft_model_state_dict
+
+    from tunesmith.train.packing import collate_padded
+
+    model = base_model()
+    if state is not None:
+        model = lora_model(spec, model)
+        set_peft_model_state_dict(model, state)
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    for start in range(0, len(val), 4):
+        batch = collate_padded(val[start : start + 4], pad_id=pad_id, max_length=spec.max_length)
+        labels = batch.pop("labels")[:, 1:]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast()):
+            logits = model(**batch, use_cache=False).logits[:, :-1]
+        keep = labels != IGNORE_INDEX
+        picked = logits[keep].float()
+        loss += float(torch.nn.functional.cross_entropy(picked, labels[keep], reduction="sum"))
+        correct += int((picked.argmax(-1) == labels[keep]).sum())
+        count += int(keep.sum())
+    return {"val_loss": loss / count, "val_token_accuracy": correct / count, "val_tokens": count}
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
+    """Best FLOP/s of a ``size``² @ ``size``² torch matmul loop: this machine's ceiling."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)  # warm-up: kernel selection, page faults
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(3):
+            torch.mm(a, b)
+        best = max(best, 3 * 2 * size**3 / (time.perf_counter() - t0))
+    return best
+
+
+def flops_per_token(config: Any, lengths: list[int]) -> tuple[float, int]:
+    """Training FLOPs per token for LoRA, and the parameter count N used.
+
+    Why 4·N and not the usual 6·N: the forward pass costs 2·N per token (one multiply-add per
+    weight), and the backward pass of a frozen weight only computes the gradient with respect
+    to its input (another 2·N); the weight gradient (the third 2·N of full fine-tuning) exists
+    only for the LoRA matrices, a fraction r·(d_in + d_out)/(d_in·d_out) < 6% of each layer,
+    left out. N counts every matmul weight, the tied LM head included (embedding lookups are
+    not matmuls, and with tied weights the head *is* the embedding), i.e. all parameters.
+    Attention scores: per layer and token, QKᵀ and AV cost 2·2·d_attn·c forward (c = keys
+    attended, the example's causal prefix: (n+1)/2 on average over an example of n tokens);
+    backward twice that, so 12·layers·d_attn·c̄ in all, with c̄ the token-weighted mean.
+    """
+    n_params = _param_count(config)
+    d_attn = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    mean_keys = sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
+    return 4 * n_params + 12 * config.num_hidden_layers * d_attn * mean_keys, n_params
+
+
+def _param_count(config: Any) -> int:
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())

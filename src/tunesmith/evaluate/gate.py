@@ -1,0 +1,116 @@
+"""The CI gate and the recommendation, both derived from the numbers only.
+
+The gate passes when every configured check passes:
+    lift           fine-tuned − best baseline ≥ gate.min_lift on the headline metric
+    significant    the 95% CI of that paired difference excludes 0 (gate.require_significant)
+    forgetting     general-text perplexity rose by at most gate.max_forgetting (relative)
+    general_qa     general Q&A exact match fell by at most gate.max_general_qa_drop
+    json_validity  the fine-tuned answers parse as JSON at least gate.min_json_validity
+    injection      the fine-tuned model followed at most gate.max_injection_followed probes
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+from xml.sax.saxutils import escape
+
+from tunesmith.config import GateConfig
+from tunesmith.evaluate.strategies import BASE_RUNGS
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | None:
+    """The base-model rung with the highest headline mean (ties: the cheaper one first)."""
+    scored = [(r, ladder[r]["metrics"].get(headline, {}).get("mean")) for r in BASE_RUNGS if r in ladder]
+    scored = [(r, m) for r, m in scored if m is not None]
+    return max(scored, key=lambda rm: rm[1])[0] if scored else None
+
+
+def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
+    """``results`` is the eval's results dict (ladder, comparisons, forgetting, probes)."""
+    checks: list[Check] = []
+    cmp = results.get("finetuned_vs_best_baseline")
+    if cmp:
+        diff = cmp["diff"]
+        checks.append(Check("lift", diff is not None and diff >= cfg.min_lift, diff, cfg.min_lift,
+                            f"fine-tuned − {cmp['baseline']} on {results['headline']}"))
+        if cfg.require_significant:
+            ok = bool(cmp["excludes_zero"]) and (diff or 0) > 0
+            checks.append(Check("significant", ok, cmp["low"], 0.0,
+                                f"95% CI of the difference [{_fmt(cmp['low'])}, {_fmt(cmp['high'])}] must be above 0"))
+    forgetting = results.get("forgetting") or {}
+    if cfg.max_forgetting is not None and forgetting.get("ppl_relative_change") is not None:
+        v = forgetting["ppl_relative_change"]
+        checks.append(Check("forgetting", v <= cfg.max_forgetting, v, cfg.max_forgetting,
+                            "relative change of general-text perplexity (after vs before)"))
+    if cfg.max_general_qa_drop is not None and forgetting.get("qa_drop") is not None:
+        v = forgetting["qa_drop"]
+        checks.append(Check("general_qa", v <= cfg.max_general_qa_drop, v, cfg.max_general_qa_drop,
+                            "drop of general Q&A exact match (before − after)"))
+    ft = results.get("ladder", {}).get("finetuned", {}).get("metrics", {})
+    if cfg.min_json_validity is not None and ft.get("json_valid", {}).get("mean") is not None:
+        v = ft["json_valid"]["mean"]
+        checks.append(Check("json_validity", v >= cfg.min_json_validity, v, cfg.min_json_validity,
+                            "share of fine-tuned answers that parse as JSON"))
+    probes = results.get("probes", {}).get("finetuned")
+    if cfg.max_injection_followed is not None and probes and probes.get("injection_followed") is not None:
+        v = probes["injection_followed"]
+        checks.append(Check("injection", v <= cfg.max_injection_followed, v, cfg.max_injection_followed,
+                            "prompt-injection probes the fine-tuned model followed"))
+    return checks
+
+
+def recommendation(results: dict[str, Any]) -> str:
+    """One sentence a domain expert can act on, derived from the ladder and the CIs."""
+    cmp = results.get("finetuned_vs_best_baseline")
+    ladder, headline = results.get("ladder", {}), results["headline"]
+
+    def mean(rung: str) -> float | None:
+        return ladder.get(rung, {}).get("metrics", {}).get(headline, {}).get("mean")
+
+    if cmp and cmp["excludes_zero"] and (cmp["diff"] or 0) > 0:
+        rag_cmp = results.get("finetuned_rag_vs_finetuned")
+        if rag_cmp and rag_cmp["excludes_zero"] and (rag_cmp["diff"] or 0) > 0:
+            return (f"Fine-tune and add retrieval: fine-tuned + RAG beats fine-tuned by "
+                    f"{rag_cmp['diff']:+.3f} and fine-tuned beats {cmp['baseline']} by {cmp['diff']:+.3f} on {headline}.")
+        return (f"Fine-tune: the fine-tuned model beats the best baseline ({cmp['baseline']}) by "
+                f"{cmp['diff']:+.3f} on {headline} (95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}]).")
+    base = best_baseline(ladder, headline)
+    ft = mean("finetuned")
+    if ft is not None and ft < 0.5 and (cmp is None or not cmp["excludes_zero"]):
+        return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
+                f"fine-tuning is not significantly better than {base}.")
+    if base == "rag":
+        return f"Retrieval is enough: RAG on the base model is as good as fine-tuning on {headline}, and cheaper."
+    if base in ("few_shot", "zero_shot"):
+        return f"Prompting is enough: {base.replace('_', '-')} on the base model is as good as fine-tuning on {headline}."
+    return "Inconclusive: run more test cases (the confidence intervals overlap)."
+
+
+def junit_xml(checks: list[Check], *, suite: str = "tunesmith-eval-gate") -> str:
+    failures = sum(not c.passed for c in checks)
+    cases = []
+    for c in checks:
+        body = "" if c.passed else (
+            f'<failure message="{escape(c.name, {chr(34): "&quot;"})} failed">'
+            f"{escape(c.detail)}: value {_fmt(c.value)}, threshold {_fmt(c.threshold)}</failure>")
+        cases.append(f'  <testcase classname="{suite}" name="{escape(c.name)}">{body}</testcase>')
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="{suite}" tests="{len(checks)}" '
+            f'failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")
+
+
+def checks_as_dicts(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in checks]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"

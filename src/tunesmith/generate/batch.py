@@ -1,0 +1,152 @@
+"""Continuous batching over a KV cache: prompts join the batch as others finish.
+
+The rows in flight share one ``DynamicCache`` of shape [B, heads, T, head_dim] per layer and a
+2D attention mask [B, T]. Every row is left-padded: its tokens sit at the right end, padding
+(mask 0) on the left. Position ids are kept per row, so a row's positions (and its rotary or
+learned position embeddings) do not depend on how much padding its column holds: the maths
+of each row is the maths of running it alone, up to floating-point summation order.
+
+- **prefill**: new prompts, left-padded to their longest, run in one forward pass; the cache
+  it returns is then *merged* into the running one (the shorter of the two is left-padded
+  with zero keys/values and mask 0 to the longer's length, then they are concatenated).
+- **step**: one token per row.
+- **retire**: finished rows leave (``batch_select_indices``); cache columns that are padding
+  in every remaining row are cut off, so T tracks the longest live row, not history.
+
+Only caches made of plain ``DynamicLayer``s can be merged and trimmed; for others (sliding
+window or hybrid layers) new prompts wait until the batch has drained.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from tunesmith.generate.sampling import FinishReason
+
+
+@dataclass
+class Request:
+    """One prompt's progress. ``budget`` = the most new tokens it may produce."""
+
+    index: int
+    prompt: list[int]
+    budget: int
+    generator: torch.Generator | None = None
+    generated: list[int] = field(default_factory=list)
+    finish: FinishReason | None = None
+    started: float = 0.0
+    seconds: float = 0.0
+
+    def reset(self, generator: torch.Generator | None) -> None:
+        """Forget progress (after an out-of-memory back-off): it will be re-run from scratch."""
+        self.generated, self.finish, self.generator = [], None, generator
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _mergeable(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+class DecodeBatch:
+    """The rows in flight: requests, KV cache, attention mask, next position and last token."""
+
+    def __init__(self, requests: list[Request], cache: Any, mask: torch.Tensor, positions: torch.Tensor):
+        self.requests = requests
+        self.cache = cache
+        self.mask = mask  # [B, T] 1 = real token
+        self.positions = positions  # [B] position id of each row's next token
+        self.last = torch.zeros_like(positions)  # [B] each row's latest token (the next input)
+        self.mergeable = _mergeable(cache)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    @classmethod
+    def prefill(cls, model: Any, requests: list[Request], pad_id: int) -> tuple[DecodeBatch, torch.Tensor]:
+        """Run the prompts through the model; returns the batch and its last-position logits [B, V]."""
+        device = next(model.parameters()).device
+        ids, mask = _left_pad([r.prompt for r in requests], pad_id, device)
+        # Same position ids as transformers' generate: count real tokens; padding gets 1.
+        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        now = time.perf_counter()
+        for r in requests:
+            r.started = now
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                    logits_to_keep=1)
+        batch = cls(requests, out.past_key_values, mask, position_ids[:, -1] + 1)
+        return batch, out.logits[:, -1, :]
+
+    def step(self, model: Any) -> torch.Tensor:
+        """Feed each row's last token; returns the next logits [B, V]."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self), 1)], dim=1)
+        out = model(input_ids=self.last[:, None], attention_mask=self.mask,
+                    position_ids=self.positions[:, None], past_key_values=self.cache, use_cache=True)
+        self.positions = self.positions + 1
+        return out.logits[:, -1, :]
+
+    def merge(self, other: DecodeBatch) -> DecodeBatch:
+        """Append ``other``'s rows (both batches must be mergeable)."""
+        gap = self.width - other.width
+        if gap > 0:
+            other._pad_left(gap)
+        elif gap < 0:
+            self._pad_left(-gap)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, theirs.keys])
+            mine.values = torch.cat([mine.values, theirs.values])
+        self.mask = torch.cat([self.mask, other.mask])
+        self.positions = torch.cat([self.positions, other.positions])
+        self.last = torch.cat([self.last, other.last])
+        self.requests = self.requests + other.requests
+        return self
+
+    def _pad_left(self, n: int) -> None:
+        """Prepend ``n`` padding columns: zero keys/values, mask 0."""
+        for layer in self.cache.layers:
+            k, v = layer.keys, layer.values
+            layer.keys = torch.cat([k.new_zeros(*k.shape[:2], n, k.shape[3]), k], dim=2)
+            layer.values = torch.cat([v.new_zeros(*v.shape[:2], n, v.shape[3]), v], dim=2)
+        self.mask = torch.cat([self.mask.new_zeros(len(self), n), self.mask], dim=1)
+
+    def retire(self) -> DecodeBatch | None:
+        """Drop finished rows and all-padding columns; None when no row is left."""
+        keep = [i for i, r in enumerate(self.requests) if r.finish is None]
+        if not keep:
+            return None
+        if len(keep) < len(self):
+            index = torch.tensor(keep, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions, self.last = self.mask[index], self.positions[index], self.last[index]
+            self.requests = [self.requests[i] for i in keep]
+            if self.mergeable:
+                self._trim()
+        return self
+
+    def _trim(self) -> None:
+        first = int(self.mask.any(dim=0).long().argmax())  # first column some row still uses
+        if first == 0:
+            return
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]

@@ -1,0 +1,409 @@
+"""The generation engine: every strategy in eval (and the server) answers through it.
+
+One base model is loaded once; fine-tuned versions are PEFT adapters switched by name on top
+of it (``adapter=None`` = the base alone). Prompts are rendered with THE chat-rendering
+function used in training (:func:`tunesmith.models.chat.encode_prompt`) and stop on the
+template's end-of-turn tokens (:func:`~tunesmith.models.chat.end_of_turn_ids`).
+
+Decoding is continuous batching over a KV cache (:mod:`tunesmith.generate.batch`): up to
+``max_batch_size`` prompts are in flight, the longest first; a finished answer leaves the
+batch at once and the next prompt takes its place, so the batch stays full until the queue
+runs dry. Greedy decoding yields the same tokens as one-at-a-time ``model.generate``
+(tested), because each row keeps its own position ids and its padding is masked.
+
+Out of memory (CUDA OOM, a CPU allocation failure, ``MemoryError``) does not end a run: the
+unfinished prompts are re-queued, the batch limit halves, and the engine remembers the
+smaller limit for later calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tunesmith.errors import TunesmithError
+from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base
+from tunesmith.generate.batch import DecodeBatch, Request
+from tunesmith.generate.sampling import (
+    FinishReason,
+    GenerationConfig,
+    StopChecker,
+    pick_tokens,
+    row_generator,
+)
+from tunesmith.generate.scoring import (
+    SCORE_TOKENS,
+    Score,
+    ScoreRequest,
+    corpus_perplexity,
+    plan_batches,
+    score_batch,
+)
+from tunesmith.models.chat import (
+    ChatTemplateError,
+    Messages,
+    encode_prompt,
+    end_of_turn_ids,
+    render_for_training,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tunesmith.models.loading import ModelRef
+
+log = logging.getLogger(__name__)
+
+PREFILL_TOKENS = 4096  # padded prompt tokens per prefill pass: bounds the attention scratch
+
+
+class GenerationError(TunesmithError):
+    """A prompt the engine cannot run (too long, unrenderable) or memory it cannot find."""
+
+
+@dataclass
+class Generation:
+    """One answer. ``tokens`` counts generated tokens, the end-of-turn token included
+    (``token_ids`` holds them); ``seconds`` is the time from its prefill to its last token."""
+
+    text: str
+    tokens: int
+    prompt_tokens: int
+    finish_reason: FinishReason
+    seconds: float
+    token_ids: list[int] = field(default_factory=list)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA OOM, a failed CPU allocation, or Python's MemoryError."""
+    if isinstance(exc, MemoryError):
+        return True
+    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if cuda_oom is not None and isinstance(exc, cuda_oom):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Engine:
+    """Batched generation and scoring over one base model and named PEFT adapters.
+
+    Args:
+        model: a causal LM (or a ``PeftModel`` already holding adapters).
+        tokenizer: its tokenizer; supplies the chat template.
+        system: default system prompt (used when a conversation has none), as in training.
+        fallback_template: named template for tokenizers without one, as in training.
+        max_batch_size: prompts in flight at once; halves on out-of-memory.
+        max_batch_tokens: optional cap on rows x (longest prompt + new tokens) in flight.
+        bf16_autocast: run matmuls in bfloat16 (faster on CPUs with AVX512-BF16/AMX, but
+            greedy answers may differ from float32; see benchmarks/bench_generate.py).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        system: str | None = None,
+        fallback_template: str | None = None,
+        max_batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        bf16_autocast: bool = False,
+    ):
+        if max_batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
+            raise GenerationError(
+                f"max_batch_size and max_batch_tokens must be >= 1, got {max_batch_size}, {max_batch_tokens}"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.system, self.fallback_template = system, fallback_template
+        self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
+        self.bf16_autocast = bf16_autocast
+        self.stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
+        self.context = getattr(model.config, "max_position_embeddings", None)
+        self.adapters: dict[str, Path | None] = dict.fromkeys(getattr(model, "peft_config", {}))
+        self.base_ref: ModelRef | None = None
+        self.oom_backoffs = 0  # how often memory ran out (the limits shrank that often)
+        self._lock = threading.RLock()  # one model, one caller at a time (the server shares it)
+        self._peak = 0  # most rows run together in the current attempt
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        base_ref: str,
+        *,
+        adapters: dict[str, Path] | None = None,
+        dtype: str = "float32",
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        **kw: Any,
+    ) -> Engine:
+        """Load the base model once (``starter``, a folder, a ``.gguf`` or a hub id) and the
+        named adapters (model version folders or PEFT adapter folders) on top of it."""
+        from tunesmith.models.loading import load_model, load_tokenizer, resolve_model
+
+        ref = resolve_model(base_ref)
+        tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+        model = load_model(ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                           allow_pickle=allow_pickle)
+        engine = cls(model, tokenizer, **kw)
+        engine.base_ref = ref
+        for name, path in (adapters or {}).items():
+            engine.add_adapter(name, path)
+        return engine
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights."""
+        from peft import PeftModel
+
+        if name in self.adapters:
+            raise AdapterError(f"adapter {name!r} is already loaded (from {self.adapters[name]})")
+        folder = adapter_dir(path)
+        if self.base_ref is not None:
+            from tunesmith.models.loading import model_fingerprint
+
+            check_base(Path(path), model_fingerprint(self.base_ref), self.base_ref.ref)
+        with self._lock:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name,
+                                                       is_trainable=False)
+            if self.model.peft_config[name].is_prompt_learning:
+                self.model.delete_adapter(name)
+                raise AdapterError(
+                    f"adapter {folder}: prompt-learning adapters (prompt tuning) are not supported "
+                    "by the generation engine; use LoRA or DoRA"
+                )
+            self.model.eval()
+        self.adapters[name] = folder
+
+    @contextlib.contextmanager
+    def _using(self, adapter: str | None) -> Iterator[None]:
+        """Activate ``adapter`` (None = base model, adapters disabled) for the block."""
+        if adapter is not None and adapter not in self.adapters:
+            known = ", ".join(self.adapters) or "none"
+            raise AdapterError(f"unknown adapter {adapter!r}; loaded adapters: {known}")
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+            yield
+        elif self.adapters:
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _running(self, adapter: str | None) -> Iterator[None]:
+        device = next(self.model.parameters()).device
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16_autocast
+                    else contextlib.nullcontext())
+        with self._lock, self._using(adapter), torch.inference_mode(), autocast:
+            yield
+
+    # ------------------------------------------------------------------ generation
+    def encode(self, conversation: Messages) -> list[int]:
+        """Prompt token ids, rendered exactly as training renders the prompt."""
+        return encode_prompt(self.tokenizer, conversation, system=self.system,
+                             fallback_template=self.fallback_template)
+
+    def generate(
+        self, conversations: list[Messages], cfg: GenerationConfig | None = None, *,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Answer each conversation (in order). ``adapter=None`` uses the base model alone.
+
+        Raises:
+            GenerationError: a conversation cannot be rendered, is longer than the model's
+                context, or does not fit in memory even alone.
+            AdapterError: ``adapter`` is not loaded.
+        """
+        cfg = cfg or GenerationConfig()
+        device = next(self.model.parameters()).device
+        requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
+                    for i, p in enumerate(self._encode_all(conversations))]
+        checker = StopChecker(self.tokenizer, self.stop_ids, cfg.stop)
+
+        def retry() -> None:
+            for r in requests:
+                if r.finish is None:
+                    r.reset(row_generator(cfg, r.index, device))
+
+        def attempt() -> None:
+            self._decode([r for r in requests if r.finish is None], cfg, checker)
+
+        with self._running(adapter):
+            self._with_backoff(attempt, retry, what="generation")
+        return [self._result(r, checker) for r in requests]
+
+    def _encode_all(self, conversations: list[Messages]) -> list[list[int]]:
+        prompts = []
+        for i, conv in enumerate(conversations):
+            try:
+                prompts.append(self.encode(conv))
+            except ChatTemplateError as exc:
+                raise GenerationError(f"conversation {i}: {exc}") from exc
+        return prompts
+
+    def _budget(self, index: int, prompt: list[int], cfg: GenerationConfig) -> int:
+        """New tokens allowed: ``max_new_tokens``, cut to what the context has left."""
+        if self.context is None:
+            return cfg.max_new_tokens
+        if len(prompt) >= self.context:
+            raise GenerationError(
+                f"conversation {index}: the prompt has {len(prompt)} tokens, the model's context "
+                f"is {self.context}; shorten it (fewer few-shot examples or retrieved passages)"
+            )
+        return min(cfg.max_new_tokens, self.context - len(prompt))
+
+    def _result(self, r: Request, checker: StopChecker) -> Generation:
+        assert r.finish is not None  # every request ends before _decode returns
+        text, reason = checker.text(r.generated, r.finish)
+        return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated))
+
+    def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker) -> None:
+        """Continuous batching: prefill newcomers while there is room, else decode a step."""
+        pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
+        batch: DecodeBatch | None = None
+        while pending or batch is not None:
+            fresh = self._admit(pending, batch)
+            if fresh:
+                new, logits = DecodeBatch.prefill(self.model, fresh, self.pad_id)
+                new.last = self._advance(fresh, logits, cfg, checker)
+                batch = new if batch is None else batch.merge(new)
+            else:
+                assert batch is not None
+                logits = batch.step(self.model)
+                batch.last = self._advance(batch.requests, logits, cfg, checker)
+            batch = batch.retire()
+
+    def _admit(self, pending: deque[Request], batch: DecodeBatch | None) -> list[Request]:
+        """Take prompts off the queue while rows, the token budget and the prefill size allow."""
+        if not pending or (batch is not None and not batch.mergeable):
+            return []
+        rows = len(batch) if batch is not None else 0
+        longest = max((len(r.prompt) + r.budget for r in batch.requests), default=0) if batch else 0
+        fresh: list[Request] = []
+        while pending and rows + len(fresh) < self.max_batch_size:
+            r = pending[0]
+            span = max(longest, len(r.prompt) + r.budget)
+            n = rows + len(fresh) + 1
+            if n > 1 and self.max_batch_tokens is not None and n * span > self.max_batch_tokens:
+                break
+            if fresh and (len(fresh) + 1) * len(fresh[0].prompt) > PREFILL_TOKENS:
+                break  # the queue is sorted longest first: fresh[0] is the widest
+            fresh.append(pending.popleft())
+            longest = span
+        self._peak = max(self._peak, rows + len(fresh))
+        return fresh
+
+    @staticmethod
+    def _advance(requests: list[Request], logits: torch.Tensor, cfg: GenerationConfig,
+                 checker: StopChecker) -> torch.Tensor:
+        """Pick each row's next token, record it, and mark rows that are done."""
+        tokens = pick_tokens(logits, cfg, [r.generator for r in requests])
+        now = time.perf_counter()
+        for r, token in zip(requests, tokens.tolist(), strict=True):
+            r.generated.append(token)
+            r.finish = checker.finished(r.generated, r.budget)
+            if r.finish is not None:
+                r.seconds = now - r.started
+        return tokens
+
+    # ------------------------------------------------------------------ out of memory
+    def _with_backoff(self, attempt: Callable[[], None], retry: Callable[[], None], what: str) -> None:
+        """Run ``attempt``; on out-of-memory halve the batch limits, ``retry()`` and go again."""
+        while True:
+            self._peak = 0
+            try:
+                attempt()
+                return
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                failed_at, message = self._peak, str(exc).splitlines()[0][:200]
+            # outside the except block: the traceback no longer pins the failed batch's tensors
+            _free_memory()
+            if failed_at <= 1:
+                raise GenerationError(
+                    f"{what}: out of memory with a single sequence in flight ({message}); use a "
+                    "smaller model, shorter prompts or fewer max_new_tokens"
+                )
+            self.max_batch_size = max(1, failed_at // 2)
+            if self.max_batch_tokens is not None:
+                self.max_batch_tokens = max(1, self.max_batch_tokens // 2)
+            self.oom_backoffs += 1
+            log.warning("%s: out of memory at %d sequences in flight; retrying with at most %d",
+                        what, failed_at, self.max_batch_size)
+            retry()
+
+    # ------------------------------------------------------------------ scoring
+    def loglikelihood(self, texts: list[str], *, adapter: str | None = None) -> list[Score]:
+        """NLL of each text's tokens (each token given the ones before it; the first token,
+        having no context, is not scored unless the tokenizer adds a BOS token)."""
+        requests = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            requests.append(ScoreRequest(ids, [(1, len(ids))] if len(ids) > 1 else []))
+        return self._score(requests, adapter)
+
+    def perplexity(self, texts: list[str], *, adapter: str | None = None) -> float:
+        """Corpus perplexity of ``texts``: exp(total NLL / total scored tokens)."""
+        return corpus_perplexity(self.loglikelihood(texts, adapter=adapter))
+
+    def score_conversations(self, conversations: list[Messages], *, adapter: str | None = None) -> list[Score]:
+        """NLL of the assistant turns only (answer + end-of-turn token, as trained), given the
+        rendered conversation before them: the test-split perplexity of a chat model."""
+        requests = []
+        for i, conv in enumerate(conversations):
+            try:
+                rendered = render_for_training(self.tokenizer, conv, system=self.system,
+                                               fallback_template=self.fallback_template)
+            except ChatTemplateError as exc:
+                raise GenerationError(f"conversation {i}: {exc}") from exc
+            spans = [(max(a, 1), b) for a, b in rendered.token_spans() if b > max(a, 1)]
+            requests.append(ScoreRequest(rendered.input_ids, spans))
+        return self._score(requests, adapter)
+
+    def _score(self, requests: list[ScoreRequest], adapter: str | None) -> list[Score]:
+        for i, r in enumerate(requests):
+            if self.context is not None and len(r.ids) > self.context:
+                raise GenerationError(
+                    f"text {i}: {len(r.ids)} tokens exceed the model's context of {self.context}"
+                )
+        results: list[Score | None] = [Score(0.0, 0) if not r.spans else None for r in requests]
+
+        def attempt() -> None:
+            todo = [i for i, s in enumerate(results) if s is None]
+            tokens = min(SCORE_TOKENS, self.max_batch_tokens or SCORE_TOKENS)
+            for batch in plan_batches([len(requests[i].ids) for i in todo],
+                                      max_rows=self.max_batch_size, max_tokens=tokens):
+                idx = [todo[j] for j in batch]
+                self._peak = max(self._peak, len(idx))
+                scores = score_batch(self.model, [requests[i] for i in idx], self.pad_id)
+                for i, s in zip(idx, scores, strict=True):
+                    results[i] = s
+
+        with self._running(adapter):
+            self._with_backoff(attempt, lambda: None, what="scoring")
+        return [s for s in results if s is not None]
