@@ -83,7 +83,7 @@ def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[st
         t0 = time.perf_counter()
         fit = trainer.fit()
         seconds = time.perf_counter() - t0
-    steps = [h for h in fit.state.history if h.get("event") == "step"]
+    steps = [h for h in fit.state.history if "trained_tokens" in h]  # step events (evals carry "event")
     return {"train_seconds": seconds, "setup_seconds": setup, "tokens": fit.state.tokens_seen,
             "steps": fit.state.step, "final_train_loss": steps[-1]["loss"],
             "precision": f"autocast {precision_for(cfg)}" if precision_for(cfg) != "no" else "fp32"}

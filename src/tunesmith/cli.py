@@ -297,6 +297,80 @@ def train(
               f"{m['tokens_per_second']:,} tokens/s, loss curve: {result.path / 'loss.png'}")
 
 
+# ---------------------------------------------------------------------------- eval
+def _eval_progress(console: Console) -> Callable[[dict[str, Any]], None]:
+    def log(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "eval_start":
+            console.print(f"eval pack {event['pack']}: {event['cases']} cases × {len(event['rungs'])} rungs "
+                          f"(model version {event['model'] or 'none'})")
+        elif kind == "rung_start":
+            console.print(f"  {event['rung']:<14} generating {event['cases']} answers …")
+        elif kind == "rung_done":
+            head = event["headline"]
+            console.print(f"  {event['rung']:<14} done in {event['seconds']} s, headline "
+                          f"{'n/a' if head is None else f'{head:.3f}'}")
+        elif kind == "probes_start":
+            console.print("  probes + forgetting check …")
+
+    return log
+
+
+def _print_eval(result: Any) -> None:
+    from tunesmith.evaluate.report import ladder_rows
+
+    r = result.results
+    header, rows = ladder_rows(r)
+    table = Table(title=f"the ladder — headline {r['headline']} (mean [95% CI])")
+    for h in header:
+        table.add_column(h, justify="left" if h == "rung" else "right")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    cmp = r.get("finetuned_vs_best_baseline")
+    if cmp and cmp.get("diff") is not None:
+        out.print(f"fine-tuned − {cmp['baseline']}: {cmp['diff']:+.3f} [{cmp['low']:+.3f}, {cmp['high']:+.3f}]")
+    out.print(f"[bold]recommendation:[/] {r['recommendation']}")
+    gate = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
+    failed = [c.name for c in result.checks if not c.passed]
+    out.print(f"gate {gate}" + (f" ({', '.join(failed)})" if failed else ""))
+    out.print(f"report: {result.path / 'report.html'}")
+
+
+@app.command("eval")
+@_user_errors
+def eval_command(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    model: Annotated[str | None, typer.Option(help="Model version id (or prefix); default the latest.")] = None,
+    snapshot: Annotated[str | None, typer.Option(help="Snapshot for the eval pack; default the latest.")] = None,
+    gate: Annotated[bool, typer.Option("--gate", help="Exit non-zero when the gate fails (for CI).")] = False,
+    junit: Annotated[Path | None, typer.Option(help="Also write the gate as JUnit XML here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Also write the report as Markdown here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare zero-shot, few-shot, RAG, fine-tuned and fine-tuned + RAG on one frozen eval pack."""
+    import shutil
+
+    from tunesmith.evaluate.runner import evaluate
+
+    cfg = load_config(config)
+    result = evaluate(cfg, model=model, snapshot=snapshot, log=_eval_progress(err if as_json else out))
+    if junit:
+        shutil.copyfile(result.path / "gate.xml", junit)
+    if markdown:
+        shutil.copyfile(result.path / "report.md", markdown)
+    if as_json:
+        r = result.results
+        _emit_json({"eval_id": result.eval_id, "path": result.path, "passed": result.passed,
+                    "headline": r["headline"], "recommendation": r["recommendation"],
+                    "ladder": {k: v["metrics"].get(r["headline"]) for k, v in r["ladder"].items()},
+                    "gate": r["gate"]})
+    else:
+        _print_eval(result)
+    if gate and not result.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

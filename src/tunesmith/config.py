@@ -383,9 +383,23 @@ class OutputSpec(_Section):
     label_fields: list[str] = Field(
         default_factory=list, description="JSON fields scored as labels (accuracy, P/R/F1, confusion matrix)."
     )
+    labels: list[str] | None = Field(
+        None, description="The label set when the whole answer is one label (kind: label)."
+    )
     headline: str | None = Field(
         None, description="Metric the ladder and the gate rank by; default: all-fields exact match for json, else exact_match."
     )
+    escalation_values: list[str] = Field(
+        default_factory=list,
+        description="JSON values that count as refusing/escalating in refusal probes (e.g. escalate_security).",
+    )
+
+    def headline_metric(self) -> str:
+        if self.headline:
+            return self.headline
+        if self.label_fields:
+            return "fields_exact"
+        return "label_acc" if self.kind == "label" else "exact_match"
 
 
 class GateConfig(_Section):

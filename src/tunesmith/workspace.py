@@ -49,6 +49,16 @@ CREATE TABLE IF NOT EXISTS artifacts (
     meta TEXT,                       -- JSON
     PRIMARY KEY (kind, id)
 );
+CREATE TABLE IF NOT EXISTS eval_results (
+    eval_id TEXT NOT NULL,
+    model_id TEXT,                   -- NULL for base-model rungs
+    pack_id TEXT NOT NULL,
+    rung TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    mean REAL, low REAL, high REAL, n INTEGER,
+    created REAL NOT NULL,
+    PRIMARY KEY (eval_id, rung, metric)
+);
 CREATE TABLE IF NOT EXISTS lineage (
     child_kind TEXT NOT NULL, child_id TEXT NOT NULL,
     parent_kind TEXT NOT NULL, parent_id TEXT NOT NULL,
@@ -198,6 +208,24 @@ class Workspace:
     def latest(self, kind: str) -> Artifact | None:
         items = self.list(kind)
         return items[-1] if items else None
+
+    def record_eval(self, eval_id: str, model_id: str | None, pack_id: str,
+                    ladder: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """Store every rung's metric means and CIs: versions compare over time per pack."""
+        now = time.time()
+        rows = [(eval_id, model_id, pack_id, rung, metric, m.get("mean"), m.get("low"), m.get("high"), m.get("n"), now)
+                for rung, metrics in ladder.items() for metric, m in metrics.items()]
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO eval_results VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def eval_history(self, pack_id: str, metric: str) -> list[dict[str, Any]]:
+        """One row per (eval, rung) for ``metric`` on ``pack_id``, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT eval_id, model_id, rung, mean, low, high, n, created FROM eval_results"
+                " WHERE pack_id = ? AND metric = ? ORDER BY created, rung", (pack_id, metric)).fetchall()
+        keys = ("eval_id", "model_id", "rung", "mean", "low", "high", "n", "created")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def parents(self, kind: str, artifact_id: str) -> list[tuple[str, str, str]]:
         with self._connect() as db:

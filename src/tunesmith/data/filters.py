@@ -43,7 +43,7 @@ class QualityFilter:
             return "empty_or_placeholder_answer"
         return None
 
-    def _check_text(self, text: str) -> str | None:  # noqa: C901 - a flat list of thresholds
+    def _check_text(self, text: str) -> str | None:
         c = self.cfg
         n_chars = len(text)
         if c.min_chars is not None and n_chars < c.min_chars:

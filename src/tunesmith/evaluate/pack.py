@@ -20,7 +20,13 @@ from tunesmith.data.arrow import dumps
 from tunesmith.data.example import Example
 from tunesmith.data.pipeline import load_split
 from tunesmith.errors import TunesmithError
-from tunesmith.evaluate.probes import Probe, general_qa, general_text, injection_probes, refusal_probes
+from tunesmith.evaluate.probes import (
+    Probe,
+    general_qa,
+    general_text,
+    injection_probes,
+    refusal_probes,
+)
 from tunesmith.workspace import Workspace
 
 PACK_KIND = "evalpack"

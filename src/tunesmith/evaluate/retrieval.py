@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 Method = Literal["bm25", "embedding", "hybrid"]
 METHODS: tuple[str, ...] = ("bm25", "embedding", "hybrid")
 DEFAULT_METHOD: Method = "hybrid"
+DEFAULT_MAX_PER_SOURCE = 1
 CONFIG_KEY = "data.knowledge_base"
 KB_SUFFIXES = (".md", ".markdown", ".txt")
 # Reciprocal-rank fusion constant; 60 is the value from the RRF paper and works across
@@ -439,14 +440,17 @@ class Retriever:
 
     def __init__(
         self, chunks: Sequence[Chunk], *, method: Method = DEFAULT_METHOD,
-        embedder: Embedder | None = None,
+        embedder: Embedder | None = None, max_per_source: int | None = DEFAULT_MAX_PER_SOURCE,
     ):
         if method not in METHODS:
             raise ValueError(f"unknown retrieval method {method!r}; must be one of {METHODS}")
         if not chunks:
             raise ValueError("a Retriever needs at least one chunk")
+        if max_per_source is not None and max_per_source < 1:
+            raise ValueError(f"max_per_source must be >= 1 or None, got {max_per_source}")
         self.chunks = list(chunks)
         self.method = method
+        self.max_per_source = max_per_source
         texts = [c.indexed_text() for c in self.chunks]
         self._bm25 = Bm25Index(texts) if method != "embedding" else None
         self._dense = EmbeddingIndex(texts, embedder) if method != "bm25" else None
@@ -459,7 +463,22 @@ class Retriever:
         """``search`` for many queries; their embeddings are computed in batches."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        return [[(self.chunks[i], s) for i, s in ranking[:k]] for ranking in self._rank(queries)]
+        return [self._top(ranking, k) for ranking in self._rank(queries)]
+
+    def _top(self, ranking: list[tuple[int, float]], k: int) -> list[tuple[Chunk, float]]:
+        """The first ``k`` of a ranking, at most ``max_per_source`` chunks from one page: a
+        long page (a labelling guide) would otherwise fill every slot with near-repeats."""
+        out: list[tuple[Chunk, float]] = []
+        taken: dict[str, int] = {}
+        for index, score in ranking:
+            chunk = self.chunks[index]
+            if self.max_per_source and taken.get(chunk.source, 0) >= self.max_per_source:
+                continue
+            taken[chunk.source] = taken.get(chunk.source, 0) + 1
+            out.append((chunk, score))
+            if len(out) == k:
+                break
+        return out
 
     def _rank(self, queries: Sequence[str]) -> list[list[tuple[int, float]]]:
         queries = list(queries)

@@ -134,7 +134,7 @@ def train(
     )
 
     log = log or (lambda e: None)
-    _quiet_libraries()
+    quiet_libraries()
     # 1. fail before any loading
     check_method_supported(cfg.train)
     ws = Workspace(cfg.workspace_dir)
@@ -206,7 +206,7 @@ def train(
     return TrainResult(art.id if art else None, art.path if art else None, run_dir, metrics, preflight=report)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Our progress bar is the one the user reads; silence per-shard bars and deprecation noise."""
     import warnings
 

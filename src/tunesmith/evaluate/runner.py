@@ -1,0 +1,332 @@
+"""``eval``: run the baseline ladder on one frozen eval pack and decide.
+
+    1. the eval pack (pinned, or built from the snapshot's test split) and the model version
+    2. one engine: the base model once, the fine-tuned adapter on top
+    3. each rung: build conversations (strategies), generate, score every case
+    4. CIs for every metric, paired differences between rungs, test-split perplexity
+    5. probes (refusal, injection) and the forgetting check, base vs fine-tuned
+    6. gate + recommendation; report (HTML, Markdown, JUnit), results in the workspace DB
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.config import Config, GateConfig, OutputSpec
+from tunesmith.data.example import Example
+from tunesmith.data.pipeline import load_split
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate import gate as gate_mod
+from tunesmith.evaluate.pack import EvalPack, build_pack, load_pack
+from tunesmith.evaluate.strategies import (
+    STRATEGIES,
+    build_conversation,
+    prompt_messages,
+    query_text,
+)
+from tunesmith.workspace import Artifact, Workspace
+
+LogFn = Callable[[dict[str, Any]], None]
+FT_ADAPTER = "finetuned"
+
+
+@dataclass
+class EvalResult:
+    eval_id: str
+    path: Path
+    results: dict[str, Any]
+    checks: list[gate_mod.Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+# ---------------------------------------------------------------------------- 1. inputs
+def _model_version(ws: Workspace, model: str | None, needed: bool) -> Artifact | None:
+    if model:
+        return ws.get("model", model)
+    latest = ws.latest("model")
+    if latest is None and needed:
+        raise TunesmithError(
+            f"no model version in {ws.root}: run `tunesmith train` first, or drop the fine-tuned "
+            "rungs (eval.rungs: [zero_shot, few_shot, rag])"
+        )
+    return latest
+
+
+def _pack(cfg: Config, ws: Workspace, snapshot: str | None) -> tuple[EvalPack, str | None]:
+    from tunesmith.train.recipe import resolve_snapshot
+
+    if cfg.eval.pack:
+        pack = load_pack(ws, cfg.eval.pack)
+        return pack, pack.meta.get("snapshot")
+    snapshot_id, snap_dir = resolve_snapshot(ws, snapshot)
+    return build_pack(cfg, ws, snapshot_id, snap_dir), snapshot_id
+
+
+def _engine(cfg: Config, version: Artifact | None) -> Any:
+    from tunesmith.generate.engine import Engine
+    from tunesmith.train.recipe import model_reference
+
+    record = json.loads((version.path / "model_version.json").read_text()) if version else {}
+    base = record.get("base_location") or model_reference(cfg)
+    adapters = {FT_ADAPTER: version.path} if version else None
+    return Engine.load(base, adapters=adapters, max_batch_size=cfg.eval.generation.batch_size,
+                       system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
+
+
+# ---------------------------------------------------------------------------- 3. the ladder
+@dataclass
+class _Helpers:
+    fewshot: Callable[[Example], list[Example]] | None
+    context: Callable[[Example], str] | None
+
+
+def _helpers(cfg: Config, rungs: list[str], snapshot_id: str | None, ws: Workspace, engine: Any) -> _Helpers:
+    fewshot = context = None
+    if any(STRATEGIES[r].uses_fewshot for r in rungs):
+        from tunesmith.evaluate.fewshot import FewShotSelector
+
+        if not snapshot_id:
+            raise TunesmithError("few-shot needs the snapshot the pack came from; it is not in this workspace")
+        train = load_split(ws.get("snapshot", snapshot_id).path, "train")
+        selector = FewShotSelector(train)
+        fs = cfg.eval.few_shot
+
+        def fewshot(case: Example) -> list[Example]:
+            return selector.select(query_text(case), fs.k, token_budget=fs.token_budget,
+                                   count_tokens=lambda t: len(engine.tokenizer(t)["input_ids"]),
+                                   exclude_ids={case.id})
+
+    if any(STRATEGIES[r].uses_retrieval for r in rungs):
+        context = _retrieval(cfg)
+    return _Helpers(fewshot, context)
+
+
+def _retrieval(cfg: Config) -> Callable[[Example], str]:
+    from tunesmith.evaluate.retrieval import Retriever, format_context, load_knowledge_base
+
+    if not cfg.data.knowledge_base:
+        raise TunesmithError("the rag rungs need data.knowledge_base (a folder of policy documents); "
+                             "set it or drop rag/finetuned_rag from eval.rungs")
+    rc = cfg.eval.rag
+    retriever = Retriever(load_knowledge_base(cfg.resolve(cfg.data.knowledge_base), chunk_chars=rc.chunk_chars),
+                          method=rc.method)
+    cache: dict[str, str] = {}
+
+    def context(case: Example) -> str:
+        if case.id not in cache:
+            cache[case.id] = format_context(retriever.search(query_text(case), rc.k), max_chars=rc.max_chars)
+        return cache[case.id]
+
+    return context
+
+
+def _score_rung(answers: list[Any], cases: list[Example], convs: list[list[dict]], spec: OutputSpec,
+                helpers: _Helpers, uses_retrieval: bool) -> list[dict[str, float | None]]:
+    from tunesmith.evaluate.metrics import score_example
+
+    scores = []
+    for gen, case, _conv in zip(answers, cases, convs, strict=True):
+        ctx = helpers.context(case) if uses_retrieval and helpers.context else ""
+        scores.append(score_example(gen.text, case.answer_text(), schema=spec.json_schema,
+                                    label_fields=spec.label_fields or None, labels=spec.labels,
+                                    input_text=query_text(case),
+                                    context=ctx))
+    return scores
+
+
+def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers: _Helpers, spec: OutputSpec,
+              log: LogFn) -> dict[str, Any]:
+    from tunesmith.evaluate.metrics import aggregate
+    from tunesmith.generate.sampling import GenerationConfig
+
+    strategy = STRATEGIES[rung]
+    convs = [build_conversation(strategy, c, instructions=cfg.eval.instructions, fewshot=helpers.fewshot,
+                                context=helpers.context) for c in cases]
+    g = cfg.eval.generation
+    log({"event": "rung_start", "rung": rung, "cases": len(cases)})
+    t0 = time.perf_counter()
+    gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                                   seed=cfg.seed), adapter=strategy.adapter)
+    wall = time.perf_counter() - t0
+    scores = _score_rung(gens, cases, convs, spec, helpers, strategy.uses_retrieval)
+    out = {
+        "metrics": aggregate(scores, n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
+        "scores": scores,
+        "answers": [g.text for g in gens],
+        "cost": {"wall_seconds": round(wall, 2), "seconds_per_answer": round(wall / max(len(cases), 1), 3),
+                 "prompt_tokens": float(np.mean([g.prompt_tokens for g in gens])),
+                 "answer_tokens": float(np.mean([g.tokens for g in gens]))},
+    }
+    log({"event": "rung_done", "rung": rung, "seconds": round(wall, 1),
+         "headline": out["metrics"].get(spec.headline_metric(), {}).get("mean")})
+    return out
+
+
+# ---------------------------------------------------------------------------- 5. probes, forgetting
+def _probes(pack: EvalPack, engine: Any, cfg: Config, spec: OutputSpec, has_ft: bool) -> dict[str, Any]:
+    from tunesmith.evaluate.metrics import injection_followed, is_refusal
+    from tunesmith.generate.sampling import GenerationConfig
+
+    if not pack.probes:
+        return {}
+    gcfg = GenerationConfig(max_new_tokens=cfg.eval.generation.max_new_tokens, seed=cfg.seed)
+    out: dict[str, Any] = {}
+    for who, adapter in (("base", None), ("finetuned", FT_ADAPTER)):
+        if adapter and not has_ft:
+            continue
+        refusal = [p.messages for p in pack.refusal]
+        if adapter is None and cfg.eval.instructions:
+            refusal = [[{"role": "system", "content": cfg.eval.instructions}, *m] for m in refusal]
+        ref_ans = engine.generate(refusal, gcfg, adapter=adapter) if refusal else []
+        inj_ans = engine.generate([p.messages for p in pack.injection], gcfg, adapter=adapter) if pack.injection else []
+        out[who] = {
+            "refusal_rate": float(np.mean([is_refusal(a.text, escalation_values=spec.escalation_values) for a in ref_ans])) if ref_ans else None,
+            "injection_followed": int(sum(injection_followed(a.text, p.canary or "") for a, p in zip(inj_ans, pack.injection, strict=True))),
+            "injection_probes": len(pack.injection),
+            "examples": [{"probe": p.id, "answer": a.text[:300]} for p, a in zip(pack.probes, ref_ans + inj_ans, strict=False)][:6],
+        }
+    return out
+
+
+def _qa_correct(answer: str, reference: str) -> bool:
+    """Lenient exact match for short general answers: the reference appears as whole words."""
+    import re
+
+    norm = lambda t: " ".join(re.findall(r"\w+", t.casefold()))  # noqa: E731
+    return f" {norm(reference)} " in f" {norm(answer)} "
+
+
+def _forgetting(pack: EvalPack, engine: Any, cfg: Config, has_ft: bool) -> dict[str, Any]:
+    from tunesmith.generate.sampling import GenerationConfig
+
+    if not has_ft or not (pack.general_text or pack.general_qa):
+        return {}
+    out: dict[str, Any] = {}
+    if pack.general_text:
+        before = engine.perplexity(pack.general_text, adapter=None)
+        after = engine.perplexity(pack.general_text, adapter=FT_ADAPTER)
+        out |= {"ppl_before": before, "ppl_after": after, "ppl_relative_change": after / before - 1}
+    if pack.general_qa:
+        convs = [[{"role": "user", "content": q["question"]}] for q in pack.general_qa]
+        gcfg = GenerationConfig(max_new_tokens=16, seed=cfg.seed)
+        acc = {}
+        for who, adapter in (("before", None), ("after", FT_ADAPTER)):
+            answers = engine.generate(convs, gcfg, adapter=adapter)
+            acc[who] = float(np.mean([_qa_correct(a.text, q["answer"]) for a, q in zip(answers, pack.general_qa, strict=True)]))
+        out |= {"qa_before": acc["before"], "qa_after": acc["after"], "qa_drop": acc["before"] - acc["after"]}
+    return out
+
+
+def _test_perplexity(pack: EvalPack, engine: Any, has_ft: bool) -> dict[str, float]:
+    from tunesmith.generate.scoring import corpus_perplexity
+
+    convs = [[*prompt_messages(c), {"role": "assistant", "content": c.answer_text()}] for c in pack.cases]
+    out = {"base": corpus_perplexity(engine.score_conversations(convs, adapter=None))}
+    if has_ft:
+        out["finetuned"] = corpus_perplexity(engine.score_conversations(convs, adapter=FT_ADAPTER))
+    return out
+
+
+# ---------------------------------------------------------------------------- 4. comparisons
+def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str, Any]:
+    from tunesmith.evaluate.metrics import compare
+
+    kw = {"n_resamples": cfg.eval.bootstrap_resamples, "seed": cfg.seed}
+    out: dict[str, Any] = {}
+    base = gate_mod.best_baseline(ladder, headline)
+    if "finetuned" in ladder and base:
+        out["finetuned_vs_best_baseline"] = {
+            "baseline": base, **compare(ladder["finetuned"]["scores"], ladder[base]["scores"], headline, **kw)}
+    if "finetuned_rag" in ladder and "finetuned" in ladder:
+        out["finetuned_rag_vs_finetuned"] = compare(ladder["finetuned_rag"]["scores"], ladder["finetuned"]["scores"], headline, **kw)
+    out["vs_zero_shot"] = {r: compare(ladder[r]["scores"], ladder["zero_shot"]["scores"], headline, **kw)
+                           for r in ladder if r != "zero_shot" and "zero_shot" in ladder}
+    return out
+
+
+def _confusion(ladder: dict[str, Any], cases: list[Example], spec: OutputSpec) -> dict[str, Any]:
+    from tunesmith.evaluate.metrics import confusion_matrix, labels_from_schema
+
+    rung = "finetuned" if "finetuned" in ladder else next(iter(ladder))
+    refs = [c.answer_text() for c in cases]
+    out = {}
+    for name in spec.label_fields:
+        try:
+            cm = confusion_matrix(ladder[rung]["answers"], refs, name, labels_from_schema(spec.json_schema, name))
+        except ValueError as exc:
+            raise TunesmithError(f"eval.output.label_fields: {exc} — the eval pack's references do not "
+                                 f"match the schema/labels (check eval.output)") from None
+        out[name] = {"rung": rung, **cm.to_dict()}
+    return out
+
+
+# ---------------------------------------------------------------------------- the stage
+def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = None, log: LogFn | None = None) -> EvalResult:
+    """Run the ladder; returns the results, the gate checks and the report folder.
+
+    Raises:
+        TunesmithError: no snapshot / model version / knowledge base when a rung needs one,
+            an empty test split, or references that do not match the output spec.
+    """
+    from tunesmith.train.recipe import quiet_libraries
+
+    log = log or (lambda e: None)
+    quiet_libraries()
+    ws = Workspace(cfg.workspace_dir)
+    rungs = list(dict.fromkeys(cfg.eval.rungs))
+    has_ft = any(STRATEGIES[r].adapter for r in rungs)
+    version = _model_version(ws, model, has_ft) if has_ft else None
+    pack, snapshot_id = _pack(cfg, ws, snapshot)
+    spec, gate_cfg = OutputSpec(**pack.settings["output"]), GateConfig(**pack.settings["gate"])
+    headline = spec.headline_metric()
+    log({"event": "eval_start", "pack": pack.id, "cases": len(pack.cases), "rungs": rungs,
+         "model": version.id if version else None})
+    t0 = time.perf_counter()
+    engine = _engine(cfg, version)
+    helpers = _helpers(cfg, rungs, snapshot_id, ws, engine)
+    ladder = {r: _run_rung(r, pack.cases, cfg, engine, helpers, spec, log) for r in rungs}
+    results: dict[str, Any] = {
+        "headline": headline, "pack": pack.id, "model": version.id if version else None,
+        "snapshot": snapshot_id, "cases": len(pack.cases), "ladder": ladder,
+        **_comparisons(ladder, headline, cfg),
+        "confusion": _confusion(ladder, pack.cases, spec) if spec.label_fields else {},
+    }
+    log({"event": "probes_start"})
+    results["probes"] = _probes(pack, engine, cfg, spec, has_ft)
+    results["forgetting"] = _forgetting(pack, engine, cfg, has_ft)
+    results["test_perplexity"] = _test_perplexity(pack, engine, has_ft)
+    checks = gate_mod.evaluate_gate(gate_cfg, results)
+    results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
+    results["recommendation"] = gate_mod.recommendation(results)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    return _publish(ws, cfg, pack, version, results, checks)
+
+
+def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | None, results: dict[str, Any],
+             checks: list[gate_mod.Check]) -> EvalResult:
+    from tunesmith.evaluate.report import write_reports
+
+    blob = json.dumps({k: v for k, v in results.items() if k != "seconds"}, sort_keys=True, default=str)
+    eval_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    with ws.staging() as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (staging / "gate.xml").write_text(gate_mod.junit_xml(checks))
+        write_reports(staging, results, pack, cfg.project)
+        parents = [("evalpack", pack.id, "evaluated_on")] + ([("model", version.id, "evaluates")] if version else [])
+        art = ws.publish(staging, "eval", eval_id, parents=parents,
+                         meta={"headline": results["headline"], "passed": results["gate"]["passed"],
+                               "model": results["model"], "pack": pack.id})
+    ws.record_eval(eval_id, results["model"], pack.id,
+                   {r: v["metrics"] for r, v in results["ladder"].items()})
+    return EvalResult(eval_id, art.path, results, checks)
