@@ -72,8 +72,7 @@ def _ray_window(tables: list[pa.Table], apply: Callable[[pa.Table], pa.Table]) -
     import ray.data
 
     ds = ray.data.from_arrow(tables).map_batches(apply, batch_format="pyarrow", batch_size=None)
-    for ref in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield ref
+    yield from ds.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
 def run(
