@@ -43,7 +43,8 @@ def run_loop(
     summary = RunSummary()
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("prepare", lambda: prepare(cfg, progress=prepare_progress)),
-        ("train", lambda: train(cfg, snapshot=summary.snapshot.snapshot_id, log=train_log)),
+        # resume=True: an interrupted run of the same config continues; none starts fresh
+        ("train", lambda: train(cfg, snapshot=summary.snapshot.snapshot_id, log=train_log, resume=True)),
         ("eval", lambda: evaluate(cfg, model=summary.model.model_id, snapshot=summary.snapshot.snapshot_id,
                                   log=eval_log, reuse=True)),
     ]
@@ -55,6 +56,8 @@ def run_loop(
         except TunesmithError as exc:
             raise StageError(name, exc) from exc
         summary.seconds[name] = round(time.perf_counter() - t0, 1)
+        if name == "prepare" and hasattr(prepare_progress, "close"):
+            prepare_progress.close()  # its bars must not stay live under the next stage
         setattr(summary, {"prepare": "snapshot", "train": "model", "eval": "evaluation"}[name], result)
         if name == "train" and result.interrupted:
             raise TunesmithError("training was interrupted; run again to resume it (`tunesmith train --resume`)")
