@@ -193,7 +193,8 @@ def _heading(line: str, body: list[str]) -> tuple[int, str] | None:
 
 
 def _paragraphs(body: str) -> list[str]:
-    return [p.strip("\n") for p in re.split(r"\n\s*\n", body) if p.strip()]
+    # Keep a paragraph's leading indentation (code, nested lists); drop trailing blanks.
+    return [p.strip("\n").rstrip() for p in re.split(r"\n\s*\n", body) if p.strip()]
 
 
 def _pack(paragraphs: list[str], chunk_chars: int, overlap_chars: int) -> list[str]:

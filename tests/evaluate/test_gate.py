@@ -1,0 +1,69 @@
+"""Gate checks, recommendation and JUnit output on hand-made results."""
+
+from xml.etree import ElementTree
+
+from tunesmith.config import GateConfig
+from tunesmith.evaluate.gate import best_baseline, evaluate_gate, junit_xml, recommendation
+
+
+def ladder(**means):
+    return {r: {"metrics": {"fields_exact": {"mean": m, "low": m - 0.05, "high": m + 0.05, "n": 40},
+                            "json_valid": {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 40}}}
+            for r, m in means.items()}
+
+
+def results(diff=0.3, low=0.15, high=0.45, excludes=1.0, **extra):
+    out = {
+        "headline": "fields_exact",
+        "ladder": ladder(zero_shot=0.0, few_shot=0.2, rag=0.1, finetuned=0.5),
+        "finetuned_vs_best_baseline": {"baseline": "few_shot", "diff": diff, "low": low, "high": high,
+                                       "excludes_zero": excludes},
+        "forgetting": {"ppl_relative_change": 0.1, "qa_drop": 0.05},
+        "probes": {"finetuned": {"injection_followed": 0, "injection_probes": 8, "refusal_rate": 0.5}},
+    }
+    out.update(extra)
+    return out
+
+
+def test_best_baseline_is_the_highest_base_rung():
+    assert best_baseline(ladder(zero_shot=0.1, few_shot=0.3, rag=0.2, finetuned=0.9), "fields_exact") == "few_shot"
+    assert best_baseline(ladder(finetuned=0.9), "fields_exact") is None
+
+
+def test_gate_passes_when_every_check_passes():
+    checks = evaluate_gate(GateConfig(min_lift=0.1, min_json_validity=0.9), results())
+    assert {c.name for c in checks} == {"lift", "significant", "forgetting", "general_qa", "json_validity", "injection"}
+    assert all(c.passed for c in checks)
+
+
+def test_gate_fails_on_small_lift_insignificance_forgetting_and_injection():
+    r = results(diff=0.05, low=-0.05, high=0.15, excludes=0.0,
+                forgetting={"ppl_relative_change": 0.6, "qa_drop": 0.3},
+                probes={"finetuned": {"injection_followed": 2, "injection_probes": 8, "refusal_rate": 0.1}})
+    failed = {c.name for c in evaluate_gate(GateConfig(min_lift=0.1), r) if not c.passed}
+    assert failed == {"lift", "significant", "forgetting", "general_qa", "injection"}
+
+
+def test_negative_significant_difference_does_not_pass_significance():
+    r = results(diff=-0.3, low=-0.45, high=-0.15, excludes=1.0)
+    checks = {c.name: c for c in evaluate_gate(GateConfig(min_lift=-1), r)}
+    assert checks["lift"].passed and not checks["significant"].passed
+
+
+def test_recommendations_follow_the_numbers():
+    assert recommendation(results()).startswith("Fine-tune:")
+    weak = results(diff=0.02, low=-0.1, high=0.12, excludes=0.0)
+    weak["ladder"] = ladder(zero_shot=0.0, few_shot=0.1, rag=0.6, finetuned=0.62)
+    weak["finetuned_vs_best_baseline"]["baseline"] = "rag"
+    assert recommendation(weak).startswith("Retrieval is enough")
+    poor = results(diff=0.01, low=-0.05, high=0.07, excludes=0.0)
+    poor["ladder"] = ladder(zero_shot=0.0, few_shot=0.1, rag=0.05, finetuned=0.11)
+    assert recommendation(poor).startswith("More data needed")
+
+
+def test_junit_xml_is_valid_and_counts_failures():
+    r = results(diff=0.05, low=-0.05, high=0.15, excludes=0.0)
+    xml = junit_xml(evaluate_gate(GateConfig(min_lift=0.1), r))
+    root = ElementTree.fromstring(xml)
+    assert root.tag == "testsuite" and root.get("failures") == "2"
+    assert len(root.findall("testcase/failure")) == 2

@@ -1,0 +1,97 @@
+"""`tunesmith eval` / `run` end to end on a tiny model: the ladder, the pack, the report, reuse,
+and clear errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.config import load_config
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.runner import evaluate
+from tunesmith.train.recipe import train
+from train.test_trainer import make_project
+
+EVAL = ("{max_cases: 6, rungs: [zero_shot, rag, finetuned, finetuned_rag], generation: {max_new_tokens: 6}, "
+        "bootstrap_resamples: 200, output: {kind: label, labels: [billing, shipping, account]}}")
+
+
+def project(tmp_path, eval_cfg: str = EVAL):
+    import yaml
+
+    path = make_project(tmp_path, "{max_steps: 4}")
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "billing.md").write_text("# Billing\n\nDouble charges are refunded within 5 days.\n")
+    (kb / "shipping.md").write_text("# Shipping\n\nParcels arrive in 7 days; late parcels are reshipped.\n")
+    data = yaml.safe_load(path.read_text())
+    data["data"]["knowledge_base"] = "kb"
+    data["eval"] = yaml.safe_load(eval_cfg)
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
+
+
+@pytest.mark.slow
+def test_eval_runs_the_ladder_and_writes_the_report(tmp_path):
+    cfg = project(tmp_path)
+    version = train(cfg)
+    events = []
+    res = evaluate(cfg, log=events.append)
+    r = res.results
+    assert list(r["ladder"]) == ["zero_shot", "rag", "finetuned", "finetuned_rag"]
+    assert r["headline"] == "label_acc" and r["cases"] == 6 and r["model"] == version.model_id
+    for rung in r["ladder"].values():
+        m = rung["metrics"]["label_acc"]
+        assert m["n"] == 6 and m["low"] <= m["mean"] <= m["high"]
+        assert len(rung["answers"]) == 6
+    # RAG rungs saw the knowledge base in their prompt
+    assert r["ladder"]["rag"]["cost"]["prompt_tokens"] > r["ladder"]["zero_shot"]["cost"]["prompt_tokens"]
+    assert r["finetuned_vs_best_baseline"]["baseline"] in ("zero_shot", "rag")
+    assert {"ppl_before", "ppl_after", "qa_before", "qa_after"} <= set(r["forgetting"])
+    assert r["probes"]["finetuned"]["injection_probes"] == 6
+    for name in ("report.html", "report.md", "gate.xml", "results.json", "ladder.png"):
+        assert (res.path / name).exists(), name
+    assert "Recommendation" in (res.path / "report.md").read_text()
+    # results are stored per (model version, pack) so versions compare over time
+    from tunesmith.workspace import Workspace
+
+    history = Workspace(cfg.workspace_dir).eval_history(r["pack"], "label_acc")
+    assert {h["rung"] for h in history} == set(r["ladder"])
+    # the same inputs are reused by `run`, the pack is frozen (same id)
+    again = evaluate(cfg, reuse=True)
+    assert again.reused and again.eval_id == res.eval_id
+
+
+@pytest.mark.slow
+def test_cli_run_gate_exit_code_and_json(tmp_path):
+    cfg = project(tmp_path, EVAL.replace("}}", "}, gate: {min_lift: 0.9}}"))
+    junit = tmp_path / "gate.xml"
+    res = CliRunner().invoke(app, ["run", "-c", str(cfg.base_dir), "--gate", "--json"])
+    assert res.exit_code == 1, res.output  # a 0.9 lift cannot happen on a 4-step tiny model
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["passed"] is False and set(summary["seconds"]) == {"prepare", "train", "eval"}
+    res = CliRunner().invoke(app, ["eval", "-c", str(cfg.base_dir), "--junit", str(junit)])
+    assert res.exit_code == 0 and "<testsuite" in junit.read_text()
+
+
+def test_clear_errors_for_missing_pieces(tmp_path):
+    cfg = project(tmp_path)
+    with pytest.raises(TunesmithError, match="run `tunesmith train` first"):
+        evaluate(cfg)
+    with pytest.raises(TunesmithError, match="no model 'deadbeef'"):
+        evaluate(cfg, model="deadbeef")
+    cfg.data.knowledge_base = None
+    cfg.eval.rungs = ["zero_shot", "rag"]
+    with pytest.raises(TunesmithError, match="data.knowledge_base"):
+        evaluate(cfg)
+
+
+def test_reference_outside_the_label_set_is_a_clear_error(tmp_path):
+    cfg = project(tmp_path, EVAL.replace("rungs: [zero_shot, rag, finetuned, finetuned_rag]", "rungs: [zero_shot]")
+                  .replace("kind: label, labels: [billing, shipping, account]",
+                           "kind: json, label_fields: [category]"))
+    with pytest.raises(TunesmithError, match="label_fields"):
+        evaluate(cfg)
