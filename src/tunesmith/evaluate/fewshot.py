@@ -6,8 +6,19 @@ one at hand; the budget keeps the prompt inside the model's context and the eval
 Only the user turns are indexed: every example shares the same system prompt, which would
 add nothing to BM25 and dilute a sentence embedding.
 
-Measured on the support-triage sample (``benchmarks/bench_fewshot.py``): see
-``DEFAULT_METHOD``.
+Measured on the support-triage sample (``benchmarks/bench_fewshot.py``: a pool of 1,000
+train tickets, 150 queries from customers not in the pool, k=4): the share of chosen
+demonstrations whose label matches the query's, per field, and the 1-NN label accuracy.
+
+    method     category  urgency  next_action  whole label  1-NN  index build  queries/s
+    random     0.135     0.375    0.132        0.037        0.053  -            -
+    bm25       0.533     0.552    0.462        0.263        0.260  0.1 s        ~850
+    embedding  0.633     0.527    0.558        0.297        0.320  171 s        ~0.8 (*)
+
+(*) one query at a time on the loaded 2-core dev machine. Embeddings pick more relevant
+demonstrations (+0.10 category, +0.03 whole label) but embedding the pool costs minutes on
+a CPU (~2,400 train tickets: ~7 min there), which the 15-minute demo cannot pay; so BM25 is
+the default and ``method="embedding"`` is there for a GPU or a patient user.
 """
 
 from __future__ import annotations

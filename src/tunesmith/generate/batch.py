@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunesmith.generate.kv import GrowingLayer, SharedPrefix, fork, new_cache
+
 if TYPE_CHECKING:
     from tunesmith.generate.sampling import FinishReason
 
@@ -61,7 +63,7 @@ def _mergeable(cache: Any) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, GrowingLayer) for layer in layers)
 
 
 class DecodeBatch:
@@ -83,17 +85,30 @@ class DecodeBatch:
         return self.mask.shape[1]
 
     @classmethod
-    def prefill(cls, model: Any, requests: list[Request], pad_id: int) -> tuple[DecodeBatch, torch.Tensor]:
-        """Run the prompts through the model; returns the batch and its last-position logits [B, V]."""
+    def prefill(cls, model: Any, requests: list[Request], pad_id: int,
+                prefix: SharedPrefix | None = None) -> tuple[DecodeBatch, torch.Tensor]:
+        """Run the prompts (past the shared prefix, if any) through the model; returns the
+        batch and its last-position logits [B, V].
+
+        With a prefix the columns are ``[prefix][padding][rest of the prompt]``: the mask
+        hides the padding and position ids continue from the prefix, so each row computes
+        what it would compute alone.
+        """
         device = next(model.parameters()).device
-        ids, mask = _left_pad([r.prompt for r in requests], pad_id, device)
+        skip = prefix.length if prefix is not None else 0
+        ids, mask = _left_pad([r.prompt[skip:] for r in requests], pad_id, device)
         # Same position ids as transformers' generate: count real tokens; padding gets 1.
-        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        position_ids = (mask.cumsum(-1) - 1 + skip).masked_fill(mask == 0, 1)
+        if prefix is not None:
+            cache = fork(prefix.cache, len(requests))
+            mask = torch.cat([mask.new_ones(len(requests), skip), mask], dim=1)
+        else:
+            cache = new_cache(model)
         now = time.perf_counter()
         for r in requests:
             r.started = now
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                    logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
         batch = cls(requests, out.past_key_values, mask, position_ids[:, -1] + 1)
         return batch, out.logits[:, -1, :]
 

@@ -34,6 +34,7 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base
 from tunesmith.generate.batch import DecodeBatch, Request
+from tunesmith.generate.kv import SharedPrefix
 from tunesmith.generate.sampling import (
     FinishReason,
     GenerationConfig,
@@ -113,6 +114,8 @@ class Engine:
         max_batch_tokens: optional cap on rows x (longest prompt + new tokens) in flight.
         bf16_autocast: run matmuls in bfloat16 (faster on CPUs with AVX512-BF16/AMX, but
             greedy answers may differ from float32; see benchmarks/bench_generate.py).
+        share_prefix: compute the prompts' common first tokens (system prompt, instructions)
+            once per call instead of once per prompt.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Engine:
         max_batch_size: int = 16,
         max_batch_tokens: int | None = None,
         bf16_autocast: bool = False,
+        share_prefix: bool = True,
     ):
         if max_batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise GenerationError(
@@ -134,7 +138,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.system, self.fallback_template = system, fallback_template
         self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
-        self.bf16_autocast = bf16_autocast
+        self.bf16_autocast, self.share_prefix = bf16_autocast, share_prefix
         self.stop_ids = end_of_turn_ids(tokenizer, fallback_template=fallback_template)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
@@ -284,11 +288,12 @@ class Engine:
     def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker) -> None:
         """Continuous batching: prefill newcomers while there is room, else decode a step."""
         pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
+        prefix = SharedPrefix.build(self.model, [r.prompt for r in requests]) if self.share_prefix else None
         batch: DecodeBatch | None = None
         while pending or batch is not None:
             fresh = self._admit(pending, batch)
             if fresh:
-                new, logits = DecodeBatch.prefill(self.model, fresh, self.pad_id)
+                new, logits = DecodeBatch.prefill(self.model, fresh, self.pad_id, prefix)
                 new.last = self._advance(fresh, logits, cfg, checker)
                 batch = new if batch is None else batch.merge(new)
             else:

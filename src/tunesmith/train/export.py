@@ -26,6 +26,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,7 +272,9 @@ def load_trained(art: Artifact, record: dict) -> Any:
     base = load_model(_base_ref(record), dtype="float32", device="cpu",
                       trust_remote_code=mcfg.get("trust_remote_code", False),
                       allow_pickle=mcfg.get("allow_pickle", False))
-    return PeftModel.from_pretrained(base, art.path / "adapter").eval()
+    with warnings.catch_warnings():  # transformers' own deprecation, raised inside PEFT
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(base, art.path / "adapter").eval()
 
 
 def _load_dir(folder: Path, record: dict) -> Any:

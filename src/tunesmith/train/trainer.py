@@ -4,7 +4,9 @@ early stopping, checkpoints that resume exactly, Ctrl-C that saves.
 Data plan. Each epoch's micro-batches are a pure function of (seed, epoch): pack (or length-
 group) the epoch's examples, shuffle with ``Generator(seed, epoch)``, cut into micro-batches.
 An optimizer step consumes ``grad_accum × world_size`` consecutive micro-batches; rank r takes
-every world_size-th one. Resuming needs only (epoch, micro-batch index).
+every world_size-th one (an epoch's last step may hold fewer micro-batches than ranks: an idle
+rank runs one with loss weight 0, so the gradient all-reduce still completes). Resuming needs
+only (epoch, micro-batch index) plus every rank's RNG state.
 
 Loss. For a step over micro-batches m with trained-token counts n_m, the loss is
 Σ_m Σ_tokens CE / Σ_m n_m: exactly the loss of one big batch, however it is split (the
@@ -339,7 +341,6 @@ class Trainer:
             _set_rng_state(rank_rng[self.acc.process_index], self.acc.device)
         self.state = TrainerState(**state)
         self.log({"event": "resumed", "step": self.state.step, "checkpoint": str(ckpts[-1])})
-
 
     def _rank_rng_states(self) -> list[dict[str, str]]:
         """Every rank's RNG state, rank order. rng.safetensors holds only rank 0's, but under
