@@ -66,7 +66,15 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _emit_json(data: dict[str, Any]) -> None:
+    if _is_secondary_rank():
+        return  # under `accelerate launch` only rank 0 reports
     sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def _is_secondary_rank() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) != 0
 
 
 class _RichProgress:
@@ -281,6 +289,8 @@ def train(
         result = run_train(cfg, snapshot=snapshot, resume=resume, log=progress)
     finally:
         progress.close()
+    if _is_secondary_rank():
+        return
     if as_json:
         _emit_json({"model_id": result.model_id, "path": result.path, "run_dir": result.run_dir,
                     "interrupted": result.interrupted, "metrics": result.metrics})

@@ -446,6 +446,13 @@ def fuse(rankings: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]
 class Retriever:
     """Ranks knowledge-base chunks for queries with BM25, embeddings or both (RRF).
 
+    Args:
+        chunks: the passages (``load_knowledge_base``).
+        method: ``bm25``, ``embedding`` or ``hybrid`` (see the module docstring's numbers).
+        embedder: anything with ``encode(texts) -> [n, dim]`` unit vectors; default the
+            bundled all-MiniLM-L6-v2, loaded once per process on first use.
+        max_per_source: most chunks one page may place in a result; ``None`` = no limit.
+
     Example:
         >>> retriever = Retriever(load_knowledge_base(Path("kb")), method="bm25")
         >>> [hit.source for hit, _ in retriever.search("store credit refund window", k=3)]

@@ -50,6 +50,10 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         mlflow.set_tracking_uri(cfg.mlflow_uri or f"sqlite:///{(workspace / 'mlflow.db').resolve()}")
+        if not cfg.mlflow_uri and mlflow.get_experiment_by_name(experiment) is None:
+            # with a SQLite store MLflow would put artifacts in ./mlruns of whatever folder
+            # the command runs in; keep them in the workspace
+            mlflow.create_experiment(experiment, artifact_location=(workspace / "mlflow-artifacts").resolve().as_uri())
         mlflow.set_experiment(experiment)
         state = self.run_dir / "mlflow_run_id"
         previous = state.read_text().strip() if state.exists() else None

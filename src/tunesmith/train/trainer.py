@@ -380,8 +380,19 @@ def make_accelerator(cfg: TrainConfig) -> Any:
     DeepSpeed under ``accelerate launch``, which passes the topology in environment variables.
     ``cpu=True`` where no GPU is visible makes a multi-process CPU launch use gloo."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
 
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision_for(cfg))
+    from tunesmith.errors import TunesmithError
+
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision_for(cfg))
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Checkpoints and export gather weights and optimizer state on rank 0 alone; sharded
+        # states need a collective gather first. Fail now, not at the first checkpoint.
+        raise TunesmithError(
+            f"`accelerate launch` with {acc.distributed_type.value} is not supported yet: use DDP "
+            "(examples/accelerate/ddp_gpu.yaml); see examples/accelerate/README.md"
+        )
+    return acc
 
 
 def precision_for(cfg: TrainConfig) -> str:
