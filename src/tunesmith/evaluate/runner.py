@@ -103,10 +103,12 @@ def _helpers(cfg: Config, rungs: list[str], snapshot_id: str | None, ws: Workspa
         selector = FewShotSelector(train)
         fs = cfg.eval.few_shot
 
+        def count_tokens(text: str) -> int:  # one function, so the selector's cache is reused
+            return len(engine.tokenizer(text)["input_ids"])
+
         def fewshot(case: Example) -> list[Example]:
             return selector.select(query_text(case), fs.k, token_budget=fs.token_budget,
-                                   count_tokens=lambda t: len(engine.tokenizer(t)["input_ids"]),
-                                   exclude_ids={case.id})
+                                   count_tokens=count_tokens, exclude_ids={case.id})
 
     if any(STRATEGIES[r].uses_retrieval for r in rungs):
         context = _retrieval(cfg)
