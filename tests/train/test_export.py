@@ -9,6 +9,7 @@ unnoticed (measured: 0.0016 logit change at scale 1, 0.17 at scale 10).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def _train(root: Path, extra: str = "", arch: str = "llama", chat_template: bool
     cfg_path = make_project(root, extra)
     if arch != "llama" or not chat_template:
         kw = {} if chat_template else {"chat_template": None}
+        shutil.rmtree(root / "tiny")  # else its chat_template.jinja would survive
         save_model_dir(root / "tiny", arch, **kw)
     if not chat_template:
         cfg_path.write_text(cfg_path.read_text().replace("base: tiny", "base: tiny\n  chat_template: chatml"))
@@ -212,3 +214,29 @@ def test_qk_row_order_is_what_transformers_gguf_loader_undoes():
     back_k = proc.process(export_mod._gguf_rope_order(k, 3), "blk.0.attn_k.weight").weights
     assert np.array_equal(back_q, q) and np.array_equal(back_k, k)
     assert not np.array_equal(export_mod._gguf_rope_order(q, 9), q)
+
+
+class _FixedLogits:
+    """A stand-in model whose next-token logits are fixed: token 1 leads token 2 by ``margin``."""
+
+    def __init__(self, margin: float):
+        self.margin = margin
+
+    def __call__(self, input_ids):
+        from types import SimpleNamespace
+
+        logits = torch.zeros(1, input_ids.shape[1], 4)
+        logits[..., 1], logits[..., 2] = self.margin, 0.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize(("margin", "accepted"), [(0.01, True), (1.0, False)])
+def test_a_greedy_flip_passes_only_at_a_near_tie(margin, accepted):
+    """Rounding error 0.05 at the next token: a flip between tokens 0.01 apart is rounding,
+    one between tokens 1.0 apart is a different model."""
+    ref_logits = torch.zeros(3, 4)
+    ref = export_mod.PromptRun(ref_logits, [1, 1, 3])
+    run = export_mod.PromptRun(ref_logits + 0.05, [1, 2, 3])
+    row = export_mod._compare(_FixedLogits(margin), [5, 6, 7], ref, run)
+    assert row["first_divergence"] == 1 and row["next_token_logit_diff"] == pytest.approx(0.05)
+    assert row["greedy_match"] is False and row["greedy_ok"] is accepted

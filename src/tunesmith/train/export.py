@@ -21,12 +21,14 @@ adjacent pairs where transformers rotates the two halves of each head.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ import torch
 
 from tunesmith import __version__
 from tunesmith.errors import MissingDependencyError, TunesmithError
+from tunesmith.train.trainer import LogFn
 from tunesmith.workspace import Artifact, Workspace
 
 if TYPE_CHECKING:
@@ -79,6 +82,7 @@ def export_model(
     gguf_dtype: str = "f16",
     prompts: list[Messages] | None = None,
     max_new_tokens: int = 16,
+    log: LogFn | None = None,
 ) -> ExportResult:
     """Merge a model version into a standalone HF model (and a GGUF file) and prove them equal.
 
@@ -90,6 +94,7 @@ def export_model(
         gguf_dtype: ``f32`` (lossless), ``f16`` (llama.cpp's usual) or ``q8_0``.
         prompts: conversations to check on; default: the snapshot's test split, else fixed ones.
         max_new_tokens: length of the greedy continuations compared.
+        log: receives ``{"event": "export", "phase": ..., "seconds": ...}`` as each phase ends.
 
     Returns:
         The merged folder, the GGUF path and the check numbers.
@@ -108,8 +113,8 @@ def export_model(
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        report = _export_into(tmp, ws, art, record, gguf=gguf, gguf_dtype=gguf_dtype,
-                              prompts=prompts, max_new_tokens=max_new_tokens)
+        job = _Job.prepare(ws, art, record, prompts, max_new_tokens, log or (lambda e: None))
+        report = _export_into(tmp, job, gguf_dtype if gguf else None)
         report["seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "export.json").write_text(json.dumps(report, indent=1))
         _replace_dir(tmp, final)
@@ -119,37 +124,75 @@ def export_model(
     return ExportResult(final / "merged", gguf_path, report["checks"], final / "export.json")
 
 
-def _export_into(out: Path, ws: Workspace, art: Artifact, record: dict, *, gguf: bool,
-                 gguf_dtype: str, prompts: list[Messages] | None, max_new_tokens: int) -> dict:
+@dataclass
+class _Job:
+    """What every step of one export shares: the version, its tokenizer and the check prompts."""
+
+    art: Artifact
+    record: dict[str, Any]
+    tokenizer: Any
+    conversations: list[Messages]
+    prompt_source: str
+    ids: list[list[int]]
+    stop: list[int]
+    max_new_tokens: int
+    log: LogFn
+    notes: list[str]
+    timings: dict[str, float]
+
+    @classmethod
+    def prepare(cls, ws: Workspace, art: Artifact, record: dict, prompts: list[Messages] | None,
+                max_new_tokens: int, log: LogFn) -> _Job:
+        tokenizer, notes = export_tokenizer(art, record)
+        conversations, source = _check_conversations(ws, record, prompts)
+        ids = [_prompt_ids(tokenizer, c, record) for c in conversations]
+        return cls(art, record, tokenizer, conversations, source, ids, _stop_ids(tokenizer, record),
+                   max_new_tokens, log, notes, {})
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.log({"event": "export", "phase": name, "seconds": self.timings[name]})
+
+    def run(self, model: Any) -> list[PromptRun]:
+        pad = self.tokenizer.pad_token_id
+        return [run_prompt(model, p, self.stop, pad, self.max_new_tokens) for p in self.ids]
+
+    def check(self, model: Any, reference: list[PromptRun], *, lossy: bool) -> dict[str, Any]:
+        return _check_model(model, self.ids, reference, self.run(model), lossy=lossy)
+
+
+def _export_into(out: Path, job: _Job, gguf_dtype: str | None) -> dict[str, Any]:
     """Steps 2-5 into ``out``; raises on the first failed check."""
-    tokenizer, notes = export_tokenizer(art, record)
-    conversations, source = _check_conversations(ws, record, prompts)
-    ids = [_prompt_ids(tokenizer, c, record) for c in conversations]
-    stop = _stop_ids(tokenizer, record)
-    # 2-3. the model as trained, and its reference outputs
-    trained = load_trained(art, record)
-    reference = [run_prompt(trained, p, stop, tokenizer.pad_token_id, max_new_tokens) for p in ids]
+    with job.phase("load_trained"):
+        trained = load_trained(job.art, job.record)
+    with job.phase("reference_outputs"):
+        reference = job.run(trained)
     # 4. merge, save, reload from disk: the check covers what was written
     merged_dir = out / "merged"
-    merge(trained, record).save_pretrained(merged_dir, safe_serialization=True)
-    tokenizer.save_pretrained(merged_dir)
-    del trained
-    checks = {"merged": _check_model(_load_dir(merged_dir, record), ids, reference, stop,
-                                     tokenizer.pad_token_id, max_new_tokens, lossy=False)}
+    with job.phase("merge_and_save"):
+        merge(trained, job.record).save_pretrained(merged_dir, safe_serialization=True)
+        job.tokenizer.save_pretrained(merged_dir)
+        del trained
+    with job.phase("check_merged"):
+        checks = {"merged": job.check(_load_dir(merged_dir, job.record), reference, lossy=False)}
     _raise_if_failed("merged model", checks["merged"])
-    gguf_name = None
-    if gguf:
-        gguf_name = f"model-{gguf_dtype}.gguf"
-        eot = next((t for t in stop if t != tokenizer.eos_token_id), None)
-        notes += write_gguf(merged_dir, tokenizer, out / gguf_name, dtype=gguf_dtype, eot_id=eot,
-                            name=f"tunesmith-{art.id[:12]}", base_gguf=_base_gguf(record))
-        checks.update(_check_gguf(out / gguf_name, tokenizer, conversations, record, ids, reference,
-                                  stop, max_new_tokens, lossy=gguf_dtype != "f32"))
-    return {"kind": "tunesmith.export", "model_id": art.id, "base_model": record.get("base_model"),
-            "method": record.get("method"), "tunesmith": __version__, "merged": "merged",
-            "gguf": gguf_name, "gguf_dtype": gguf_dtype if gguf else None, "prompts": len(ids),
-            "prompt_source": source, "max_new_tokens": max_new_tokens, "checks": checks,
-            "notes": notes}
+    gguf_name = f"model-{gguf_dtype}.gguf" if gguf_dtype else None
+    if gguf_name:
+        with job.phase("write_gguf"):
+            eot = next((t for t in job.stop if t != job.tokenizer.eos_token_id), None)
+            job.notes += write_gguf(merged_dir, job.tokenizer, out / gguf_name, dtype=gguf_dtype, eot_id=eot,
+                                    name=f"tunesmith-{job.art.id[:12]}", base_gguf=_base_gguf(job.record))
+        with job.phase("check_gguf"):
+            checks.update(_check_gguf(out / gguf_name, job, reference, lossy=gguf_dtype != "f32"))
+    r = job.record
+    return {"kind": "tunesmith.export", "model_id": job.art.id, "base_model": r.get("base_model"),
+            "method": r.get("method"), "tunesmith": __version__, "merged": "merged", "gguf": gguf_name,
+            "gguf_dtype": gguf_dtype, "prompts": len(job.ids), "prompt_source": job.prompt_source,
+            "max_new_tokens": job.max_new_tokens, "checks": checks, "notes": job.notes,
+            "seconds_by_phase": job.timings}
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
@@ -355,43 +398,44 @@ def run_prompt(model: Any, ids: list[int], stop: list[int], pad_id: int | None, 
     return PromptRun(logits, greedy[:cut])
 
 
-def _check_model(model: Any, ids: list[list[int]], reference: list[PromptRun], stop: list[int],
-                 pad_id: int | None, max_new_tokens: int, *, lossy: bool) -> dict[str, Any]:
-    """Compare ``model`` with the reference runs on every prompt."""
-    rows = []
-    for p, ref in zip(ids, reference, strict=True):
-        run = run_prompt(model, p, stop, pad_id, max_new_tokens)
-        rows.append(_compare(model, p, ref, run))
+def _check_model(model: Any, ids: list[list[int]], reference: list[PromptRun], runs: list[PromptRun],
+                 *, lossy: bool) -> dict[str, Any]:
+    """Compare ``model``'s runs with the reference runs on every prompt."""
+    rows = [_compare(model, p, ref, run) for p, ref, run in zip(ids, reference, runs, strict=True)]
     worst = max(r["max_abs_logit_diff"] for r in rows)
     tolerance = None if lossy else LOGIT_TOLERANCE
     passed = all(r["greedy_ok"] for r in rows) and (tolerance is None or worst <= tolerance)
-    return {"reference": "adapter", "max_abs_logit_diff": worst, "logit_tolerance": tolerance,
-            "greedy_identical": sum(r["greedy_match"] for r in rows), "prompts": len(rows),
-            "passed": passed, "per_prompt": rows}
+    return {"reference": "adapter", "max_abs_logit_diff": worst,
+            "next_token_logit_diff": max(r["next_token_logit_diff"] for r in rows),
+            "logit_tolerance": tolerance, "greedy_identical": sum(r["greedy_match"] for r in rows),
+            "prompts": len(rows), "passed": passed, "per_prompt": rows}
 
 
 def _compare(model: Any, ids: list[int], ref: PromptRun, run: PromptRun) -> dict[str, Any]:
-    """Logit distance, and whether a greedy divergence is a near-tie the rounding explains.
+    """Logit distances, and whether a greedy divergence is a near-tie the rounding explains.
 
-    A divergence passes only when, at the first differing step, the reference scores the two
-    tokens closer than twice the logit error measured on this prompt: rounding may flip a tie,
-    never a clear choice.
+    ``max_abs_logit_diff`` is over every prompt position (the first positions, where logits are
+    extreme, usually hold it); ``next_token_logit_diff`` is at the last one, a generation step.
+    A divergence passes only when, at the first differing step (same prefix for both), ``model``
+    scores its token and the reference's closer than twice the next-token error: rounding may
+    flip a near-tie, never a clear choice.
     """
     diff = float((ref.logits - run.logits).abs().max())
-    if run.greedy == ref.greedy:
-        return {"max_abs_logit_diff": diff, "greedy_match": True, "greedy_ok": True,
-                "greedy_tokens": len(ref.greedy), "first_divergence": None, "reference_margin": None}
+    next_diff = float((ref.logits[-1] - run.logits[-1]).abs().max())
+    row = {"max_abs_logit_diff": diff, "next_token_logit_diff": next_diff,
+           "greedy_match": run.greedy == ref.greedy, "greedy_ok": run.greedy == ref.greedy,
+           "greedy_tokens": len(ref.greedy), "first_divergence": None, "margin_at_divergence": None}
+    if row["greedy_match"]:
+        return row
     n = min(len(ref.greedy), len(run.greedy))
     j = next((i for i in range(n) if ref.greedy[i] != run.greedy[i]), n)
     margin = None
-    if j < len(ref.greedy) and j < len(run.greedy):
+    if j < n:
         with torch.no_grad():
             last = model(input_ids=torch.tensor([ids + ref.greedy[:j]])).logits[0, -1].float()
         margin = abs(float(last[ref.greedy[j]] - last[run.greedy[j]]))
-    ok = margin is not None and margin <= 2 * diff
-    return {"max_abs_logit_diff": diff, "greedy_match": False, "greedy_ok": ok,
-            "greedy_tokens": len(ref.greedy), "first_divergence": j, "reference_margin": margin,
-            "reference_tokens": ref.greedy, "tokens": run.greedy}
+    return row | {"greedy_ok": margin is not None and margin <= 2 * next_diff, "first_divergence": j,
+                  "margin_at_divergence": margin, "reference_tokens": ref.greedy, "tokens": run.greedy}
 
 
 def _raise_if_failed(what: str, check: dict[str, Any]) -> None:
@@ -406,42 +450,41 @@ def _raise_if_failed(what: str, check: dict[str, Any]) -> None:
     )
 
 
-def _check_gguf(path: Path, tokenizer: Any, conversations: list[Messages], record: dict, ids: list[list[int]],
-                reference: list[PromptRun], stop: list[int], max_new_tokens: int, *, lossy: bool) -> dict[str, Any]:
-    """Load the GGUF back the way users' transformers code would, and compare model and tokenizer."""
+def _check_gguf(path: Path, job: _Job, reference: list[PromptRun], *, lossy: bool) -> dict[str, Any]:
+    """Load the GGUF back the way users' transformers code would; compare tokenizer and model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(path.parent), path.name
-    gtok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    tok_check = _check_tokenizer(gtok, tokenizer, conversations, record, ids, reference)
+    tok_check = _check_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name), job, reference)
     if not tok_check["passed"]:
         raise TunesmithError(
             f"export check failed: the tokenizer rebuilt from {name} encodes the check prompts "
-            f"differently ({tok_check['prompt_ids_identical']}/{len(ids)} identical): "
+            f"differently ({tok_check['prompt_ids_identical']}/{len(job.ids)} identical): "
             f"{tok_check.get('first_mismatch')}"
         )
     model = AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
     ).eval()
-    check = _check_model(model, ids, reference, stop, tokenizer.pad_token_id, max_new_tokens, lossy=lossy)
+    check = job.check(model, reference, lossy=lossy)
     _raise_if_failed(f"GGUF model ({name})", check)
     return {"gguf": check, "gguf_tokenizer": tok_check}
 
 
-def _check_tokenizer(gtok: Any, tokenizer: Any, conversations: list[Messages], record: dict,
-                     ids: list[list[int]], reference: list[PromptRun]) -> dict[str, Any]:
+def _check_tokenizer(gtok: Any, job: _Job, reference: list[PromptRun]) -> dict[str, Any]:
     """Same prompt ids through the GGUF's chat template and vocabulary; same decoded text."""
     same_ids, first = 0, None
-    for conv, want in zip(conversations, ids, strict=True):
-        got = _prompt_ids(gtok, conv, record)
+    for conv, want in zip(job.conversations, job.ids, strict=True):
+        got = _prompt_ids(gtok, conv, job.record)
         same_ids += got == want
         if got != want and first is None:
-            first = {"expected": tokenizer.convert_ids_to_tokens(want)[-8:], "got": gtok.convert_ids_to_tokens(got)[-8:]}
-    texts = [p + r.greedy for p, r in zip(ids, reference, strict=True)]
-    same_text = sum(gtok.decode(t) == tokenizer.decode(t) for t in texts)
-    return {"prompt_ids_identical": same_ids, "decoded_identical": same_text, "prompts": len(ids),
-            "chat_template_identical": gtok.chat_template == tokenizer.chat_template,
-            "passed": same_ids == len(ids) and same_text == len(ids), "first_mismatch": first}
+            first = {"expected": job.tokenizer.convert_ids_to_tokens(want)[-8:],
+                     "got": gtok.convert_ids_to_tokens(got)[-8:]}
+    texts = [p + r.greedy for p, r in zip(job.ids, reference, strict=True)]
+    same_text = sum(gtok.decode(t) == job.tokenizer.decode(t) for t in texts)
+    n = len(job.ids)
+    return {"prompt_ids_identical": same_ids, "decoded_identical": same_text, "prompts": n,
+            "chat_template_identical": gtok.chat_template == job.tokenizer.chat_template,
+            "passed": same_ids == n and same_text == n, "first_mismatch": first}
 
 
 # --------------------------------------------------------------------------- 5. GGUF writing

@@ -45,6 +45,8 @@ from tunesmith.train.packing import (
     collate_padded,
     mask_format_for,
     pack_examples,
+    segment_bounds,
+    use_packed_attention,
 )
 
 Batch = dict[str, torch.Tensor]
@@ -98,6 +100,10 @@ class Trainer:
         self.train_set, self.val_set, self.rehearsal = train, validation, rehearsal or []
         self.acc = accelerator or make_accelerator(cfg)
         self.log = log or (lambda event: None)
+        # Speed (measured on the starter, benchmarks/train_throughput.py): attention per packed
+        # example, and logits only where the next token is trained.
+        self.packed_attention = cfg.packing and not cfg.compile and use_packed_attention(model)
+        self.sparse_logits = cfg.method != "prompt_tuning" and supports_logits_mask(model)
         self.mask_format, self.mask_dtype = mask_format_for(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -239,15 +245,27 @@ class Trainer:
 
     def _loss_sum(self, model: Any, batch: Batch) -> torch.Tensor:
         """Sum of token cross-entropies over the trained tokens of one micro-batch."""
+        extra = {"packed_segments": segment_bounds(batch["position_ids"])} if (
+            self.packed_attention and "position_ids" in batch) else {}
         batch = {k: v.to(self.acc.device) for k, v in batch.items() if not k.startswith("_")}
-        out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
-        logits = out.logits[:, :-1].float()
+        logits, targets = self._trained_logits(model, batch, extra)
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+    def _trained_logits(self, model: Any, batch: Batch, extra: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 logits ``[n, vocab]`` at the n positions whose next token is trained, and
+        those tokens. With ``sparse_logits`` the LM head runs on those positions alone: in chat
+        data most positions are prompt, and the ``[rows, length, vocab]`` logits were the largest
+        tensor of a step (~200 MB per 1k tokens in float32) and ~20% of its time."""
         labels = batch["labels"][:, 1:]
-        if logits.shape[1] != labels.shape[1]:  # prompt tuning prepends virtual tokens
-            logits = logits[:, -labels.shape[1] :]
-        return torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        keep = labels != IGNORE_INDEX
+        if self.sparse_logits:
+            keep_at = torch.nn.functional.pad(keep, (0, 1))  # logit i predicts token i + 1
+            out = model(**inputs, use_cache=False, logits_to_keep=keep_at, **extra)
+            return out.logits.float(), labels[keep]
+        logits = model(**inputs, use_cache=False, **extra).logits
+        logits = logits[:, -labels.shape[1] - 1 : -1]  # prompt tuning prepends virtual tokens
+        return logits[keep].float(), labels[keep]
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -264,14 +282,10 @@ class Trainer:
             batch = collate_padded(chunk, pad_id=self.pad_id, max_length=self.cfg.max_length)
             batch = {k: v.to(self.acc.device) for k, v in batch.items()}
             with self.acc.autocast():
-                out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False)
-            labels = batch["labels"][:, 1:]
-            logits = out.logits[:, -labels.shape[1] - 1 : -1].float()
-            keep = labels != IGNORE_INDEX
-            loss_sum += float(torch.nn.functional.cross_entropy(
-                logits[keep], labels[keep], reduction="sum"))
-            correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
-            count += int(keep.sum())
+                logits, targets = self._trained_logits(model, batch, {})
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == targets).sum())
+            count += targets.numel()
         return {"val_loss": loss_sum / max(count, 1), "val_token_accuracy": correct / max(count, 1),
                 "val_tokens": count}
 
@@ -373,6 +387,20 @@ def _last_val(st: TrainerState) -> float:
 
 def _state_dict(st: TrainerState) -> dict[str, Any]:
     return {k: getattr(st, k) for k in TrainerState.__dataclass_fields__}
+
+
+def supports_logits_mask(model: Any) -> bool:
+    """Whether the model's forward takes a boolean ``[B, L]`` ``logits_to_keep`` (transformers'
+    ``slice_logits_to_keep``: logits for the True positions only, flattened). Remote-code
+    models that predate it get the full logits."""
+    import inspect
+    import sys
+
+    base = getattr(model, "_orig_mod", model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    module = sys.modules.get(type(base).__module__)
+    return ("logits_to_keep" in inspect.signature(base.forward).parameters
+            and hasattr(module, "slice_logits_to_keep"))
 
 
 def make_accelerator(cfg: TrainConfig) -> Any:
