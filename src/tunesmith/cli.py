@@ -307,6 +307,42 @@ def train(
               f"{m['tokens_per_second']:,} tokens/s, loss curve: {result.path / 'loss.png'}")
 
 
+@app.command()
+@_user_errors
+def export(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    model: Annotated[str | None, typer.Option(help="Model version id (or prefix); default the latest.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder; default <workspace>/exports/<id>.")] = None,
+    gguf: Annotated[bool, typer.Option(help="Also write a GGUF file (Llama-architecture models).")] = True,
+    gguf_dtype: Annotated[str, typer.Option(help="f32, f16 or q8_0.")] = "f16",
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge a model version into a standalone HF model (+ GGUF) and check they answer alike."""
+    from tunesmith.train.export import export_model
+    from tunesmith.train.recipe import quiet_libraries
+    from tunesmith.workspace import Workspace
+
+    quiet_libraries()
+    if gguf_dtype not in ("f32", "f16", "q8_0"):
+        raise TunesmithError(f"--gguf-dtype must be f32, f16 or q8_0, got '{gguf_dtype}'")
+    cfg = load_config(config)
+    ws = Workspace(cfg.workspace_dir)
+    version = ws.get("model", model) if model else ws.latest("model")
+    if version is None:
+        raise TunesmithError(f"no model version in {ws.root}; run `tunesmith train` first")
+    console = err if as_json else out
+    result = export_model(ws, version.id, out_dir=out_dir, gguf=gguf, gguf_dtype=gguf_dtype,  # type: ignore[arg-type]
+                          log=lambda e: console.print(f"  {e['phase']}: {e['seconds']:.1f} s"))
+    if as_json:
+        _emit_json({"model_id": version.id, "merged": result.merged_dir, "gguf": result.gguf_path,
+                    "checks": result.checks})
+        return
+    out.print(f"[green]merged[/] {result.merged_dir}")
+    if result.gguf_path:
+        out.print(f"[green]gguf[/] {result.gguf_path}")
+    out.print(f"equivalence checks passed: {result.report_path}")
+
+
 # ---------------------------------------------------------------------------- eval
 def _eval_progress(console: Console) -> Callable[[dict[str, Any]], None]:
     def log(event: dict[str, Any]) -> None:

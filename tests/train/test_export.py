@@ -39,8 +39,22 @@ def _sharpen_attention(model_dir: Path, scale: float = 10.0) -> None:
     model.save_pretrained(model_dir)
 
 
-def _train(root: Path, extra: str = "", arch: str = "llama", chat_template: bool = True):
+def _tie_embeddings(model_dir: Path) -> None:
+    """SmolLM2's layout: the output projection is the embedding matrix."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = model.model.embed_tokens.weight
+    model.save_pretrained(model_dir)
+    reloaded = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+
+
+def _train(root: Path, extra: str = "", arch: str = "llama", chat_template: bool = True, tied: bool = False):
     cfg_path = make_project(root, extra)
+    if tied:
+        _tie_embeddings(root / "tiny")
     if arch != "llama" or not chat_template:
         kw = {} if chat_template else {"chat_template": None}
         shutil.rmtree(root / "tiny")  # else its chat_template.jinja would survive
@@ -104,6 +118,13 @@ def test_lora_merged_and_gguf_load_with_transformers_and_match_the_adapter(lora)
         assert _greedy(gguf_model, ids) == _greedy(merged, ids) == _greedy(adapter, ids)
     assert _prompt_ids(cfg, ws, gguf_tok) == _prompt_ids(cfg, ws, tokenizer)
     assert gguf_tok.eos_token == tokenizer.eos_token and gguf_tok.chat_template == tokenizer.chat_template
+    from gguf import GGUFReader
+
+    # transformers accepts any name here; llama.cpp (libllama b10605) refuses "gpt2" and loads "gpt-2"
+    fields = GGUFReader(str(out.gguf_path)).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert fields["general.architecture"].contents() == "llama" and "output.weight" in {
+        t.name for t in GGUFReader(str(out.gguf_path)).tensors}  # the tiny model is untied
 
 
 @pytest.mark.slow
@@ -160,6 +181,20 @@ def test_dora_and_full_finetune_export(tmp_path, method):
     out = export_model(ws, res.model_id, gguf_dtype="f32")
     assert out.checks["merged"]["passed"] and out.checks["gguf"]["passed"]
     assert out.checks["merged"]["max_abs_logit_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_tied_embeddings_are_written_once_and_load_back_tied(tmp_path):
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    _, ws, res = _train(tmp_path, "{max_steps: 2}", tied=True)
+    out = export_model(ws, res.model_id, gguf_dtype="f32")
+    assert out.checks["gguf"]["passed"] and out.checks["gguf"]["max_abs_logit_diff"] < 1e-4
+    assert "output.weight" not in {t.name for t in GGUFReader(str(out.gguf_path)).tensors}
+    model = AutoModelForCausalLM.from_pretrained(out.gguf_path.parent, gguf_file=out.gguf_path.name,
+                                                 quantization_config=GgufConfig(dequantize=True))
+    assert model.config.tie_word_embeddings
 
 
 @pytest.mark.slow

@@ -717,7 +717,8 @@ def _pre_tokenizer_name(pre: dict | None, base_gguf: Path | None) -> str:
 
     Reused from the base GGUF when training started from one; otherwise recognised from the
     pre-tokenizer's shape: GPT-2's regex, SmolLM's digit split, or a split regex transformers
-    knows by name (Llama 3, ...).
+    knows by name (Llama 3, ...). llama.cpp refuses to load a file whose name it does not know.
+    Checked with libllama (llama.cpp b10605): the written files load and match (see the report).
     """
     if base_gguf is not None:
         from gguf import GGUFReader
@@ -728,7 +729,7 @@ def _pre_tokenizer_name(pre: dict | None, base_gguf: Path | None) -> str:
     parts = pre.get("pretokenizers", []) if pre and pre.get("type") == "Sequence" else [pre or {}]
     kinds = [p.get("type") for p in parts]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's spelling; it refuses "gpt2"
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not parts[1].get("use_regex", True):
