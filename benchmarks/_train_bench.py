@@ -37,11 +37,14 @@ class BenchSpec:
     rows_per_step: int = 1  # packed rows of max_length per optimizer step (tunesmith, TRL)
     examples_per_step: int = 4  # padded examples per optimizer step (HF Trainer): ~ the same tokens
     lr: float = 1e-3
-    warmup_ratio: float = 0.1
+    # No warmup: the cosine schedules of tunesmith and transformers are then the same function
+    # of the step (with warmup, transformers' first step has lr 0 and rounds the step count up).
+    warmup_ratio: float = 0.0
     seed: int = 13
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
+    threads: int = 0  # torch threads (0: torch's default, one per core)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -53,9 +56,20 @@ class BenchSpec:
 
 # --------------------------------------------------------------------------- data and model
 def tokenizer() -> Any:
+    from transformers.utils import logging as hf_logging
+
     from tunesmith.models.loading import load_tokenizer, resolve_model
 
+    hf_logging.disable_progress_bar()  # per-shard "Loading weights" bars
     return load_tokenizer(resolve_model("starter"))
+
+
+def model_config() -> Any:
+    from transformers import AutoConfig
+
+    from tunesmith.models.loading import local_source, resolve_model
+
+    return AutoConfig.from_pretrained(local_source(resolve_model("starter"))[0])
 
 
 def load_data(spec: BenchSpec, tok: Any) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
@@ -100,6 +114,13 @@ def bf16_autocast() -> bool:
 
 
 # --------------------------------------------------------------------------- measurements
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: less sensitive than wall time to
+    other jobs sharing the cores (with one thread it is close to the work done)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,19 +1,19 @@
 """LoRA training throughput: tunesmith's trainer vs transformers' Trainer and TRL's SFTTrainer.
 
     python benchmarks/train_throughput.py [--examples 96] [--val-examples 64] [--max-length 1024]
-                                          [--only tunesmith,hf_trainer,trl_sft] [--out FILE]
+        [--only tunesmith,hf_trainer,trl_sft] [--threads N] [--sample-dir DIR]
 
 Same model (the starter, SmolLM2-135M-Instruct, float32 weights), same data (the first N train
 examples of the support-triage sample project's snapshot, tokenised once by tunesmith, so the
 labels are identical: assistant answer + end-of-turn only), same LoRA (r 16, alpha 32, dropout
-0.05, all-linear, same seeded init), same optimiser settings (AdamW, lr, cosine schedule with
-warmup, clip 1.0, no weight decay), one epoch, bf16 autocast on CPUs with native bf16 (all
-three), no gradient checkpointing (TRL's default is on; turned off so all three do the same
-work), sdpa attention. Roughly the same tokens per optimizer step: one packed row of
+0.05, all-linear, same seeded init), same optimiser settings (AdamW, lr, the same cosine
+schedule without warmup, clip 1.0, no weight decay), one epoch, bf16 autocast on CPUs with
+native bf16 (all three), no gradient checkpointing (TRL's default is on; turned off so all three
+do the same work), sdpa attention. About the same tokens per optimizer step: one packed row of
 ``max_length`` for the packers, ``--examples-per-step`` padded examples for the plain Trainer.
 
   * tunesmith:  ``tunesmith.train.trainer.Trainer`` with packing (best-fit-decreasing rows,
-                block-diagonal 4D mask, reset position ids).
+                attention per packed example, logits only at trained positions).
   * hf_trainer: ``transformers.Trainer`` + ``peft.get_peft_model``, ``DataCollatorForSeq2Seq``
                 dynamic padding (to the longest example of each random batch).
   * trl_sft:    ``trl.SFTTrainer`` with ``packing=True`` (its default BFD strategy: padding-free
@@ -22,10 +22,12 @@ work), sdpa attention. Roughly the same tokens per optimizer step: one packed ro
 
 Each contender runs in a fresh process, so peak RSS (``ru_maxrss``, read right after training)
 is its own. Tokens/s counts the non-padding tokens trained on per second of the training call
-(model load, tokenisation and trainer construction are reported separately). Validation loss
-is computed afterwards by one function for all (``_train_bench.validation_loss``: a fresh base
-model plus the contender's adapter weights). FLOP/s utilisation divides 4·N + attention FLOPs
-per token (see ``_train_bench.flops_per_token``) by the bf16 matmul rate measured in this run.
+(model load, tokenisation and trainer construction are reported separately); tok/cpu-s divides
+by the process's CPU time instead, which other jobs on shared cores disturb less. Validation
+loss is computed afterwards by one function for all (``_train_bench.validation_loss``: a fresh
+base model plus the contender's adapter weights). FLOP/s utilisation divides 4·N + attention
+FLOPs per token (see ``_train_bench.flops_per_token``) by the bf16 matmul rate measured in
+this run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _train_bench import (
@@ -50,10 +53,12 @@ from _train_bench import (
     adapter_state,
     base_model,
     bf16_autocast,
+    cpu_seconds,
     flops_per_token,
-    lora_model,
     load_data,
+    lora_model,
     matmul_rate,
+    model_config,
     peak_rss_mib,
     tokenizer,
     validation_loss,
@@ -80,11 +85,13 @@ def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[st
         trainer = Trainer(model, cfg, train=train, validation=[], pad_id=tok.pad_token_id, seed=spec.seed,
                           run_dir=Path(run_dir))
         setup = time.perf_counter() - t0
+        groups = trainer._epoch_groups(0)  # the epoch's micro-batches of packed rows
+        positions = sum(len(g) * max(len(r) for r in g) for g in groups)
         t0 = time.perf_counter()
         fit = trainer.fit()
         seconds = time.perf_counter() - t0
     steps = [h for h in fit.state.history if "trained_tokens" in h]  # step events (evals carry "event")
-    return {"train_seconds": seconds, "setup_seconds": setup, "tokens": fit.state.tokens_seen,
+    return {"train_seconds": seconds, "setup_seconds": setup, "tokens": fit.state.tokens_seen, "positions": positions,
             "steps": fit.state.step, "final_train_loss": steps[-1]["loss"],
             "precision": f"autocast {precision_for(cfg)}" if precision_for(cfg) != "no" else "fp32"}
 
@@ -101,14 +108,15 @@ def _hf_args(spec: BenchSpec, out_dir: str, batch: int) -> dict[str, Any]:
 
 
 class _CountingCollator:
-    """Wraps a collator to count the non-padding tokens it hands the model."""
+    """Wraps a collator to count the non-padding tokens (and all positions) it hands the model."""
 
     def __init__(self, inner: Any, count: Any):
-        self.inner, self.count, self.tokens = inner, count, 0
+        self.inner, self.count, self.tokens, self.positions = inner, count, 0, 0
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.inner(features)
         self.tokens += int(self.count(batch))
+        self.positions += batch["input_ids"].numel()
         return batch
 
 
@@ -116,7 +124,8 @@ def _train_hf(trainer: Any, counter: _CountingCollator, batch: int) -> dict[str,
     t0 = time.perf_counter()
     out = trainer.train()
     seconds = time.perf_counter() - t0
-    return {"train_seconds": seconds, "tokens": counter.tokens, "steps": out.global_step,
+    return {"train_seconds": seconds, "tokens": counter.tokens, "positions": counter.positions,
+            "steps": out.global_step,
             "final_train_loss": out.training_loss,
             "precision": "autocast bf16" if trainer.args.bf16 else "fp32"}
 
@@ -162,6 +171,8 @@ RUNNERS = {"tunesmith": run_tunesmith, "hf_trainer": run_hf_trainer, "trl_sft": 
 # --------------------------------------------------------------------------- one contender
 def child(name: str, spec: BenchSpec, out: Path) -> None:
     """Load, train one epoch, measure; then score the adapter with the shared function."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     t0 = time.perf_counter()
     tok = tokenizer()
     train, val = load_data(spec, tok)
@@ -169,9 +180,9 @@ def child(name: str, spec: BenchSpec, out: Path) -> None:
     model = lora_model(spec, base_model())
     t2 = time.perf_counter()
     rss_loaded = psutil.Process().memory_info().rss / 2**20
-    load_avg = os.getloadavg()[0]
+    load_avg, cpu0 = os.getloadavg()[0], cpu_seconds()
     result = RUNNERS[name](spec, model, tok, train)
-    result |= {"peak_rss_mib": peak_rss_mib(), "rss_after_load_mib": rss_loaded,
+    result |= {"peak_rss_mib": peak_rss_mib(), "rss_after_load_mib": rss_loaded, "cpu_seconds": cpu_seconds() - cpu0,
                "tokenize_seconds": t1 - t0, "load_seconds": t2 - t1,
                "load_avg": [load_avg, os.getloadavg()[0]]}
     state = adapter_state(model)
@@ -211,6 +222,7 @@ def main() -> None:
     ap.add_argument("--examples-per-step", type=int, default=4, help="hf_trainer batch size")
     ap.add_argument("--rows-per-step", type=int, default=1, help="packed rows per step (tunesmith, trl_sft)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per contender (0: torch's default)")
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     ap.add_argument("--sample-dir", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-bench-sample")
     ap.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
@@ -222,13 +234,14 @@ def main() -> None:
         return
     spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=args.examples,
                      val_examples=args.val_examples, max_length=args.max_length, lr=args.lr,
-                     examples_per_step=args.examples_per_step, rows_per_step=args.rows_per_step)
+                     examples_per_step=args.examples_per_step, rows_per_step=args.rows_per_step,
+                     threads=args.threads)
     run_all(spec, [c for c in args.only.split(",") if c])
 
 
 def run_all(spec: BenchSpec, names: list[str]) -> None:
-    import torch
-
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     tok = tokenizer()  # converts the starter GGUF once (cached) before any timing
     train, val = load_data(spec, tok)
     lengths = [len(e) for e in train]
@@ -248,12 +261,8 @@ def run_all(spec: BenchSpec, names: list[str]) -> None:
             r = results[name]
             print(f"  {name}: {r['train_seconds']:.1f} s, {r['tokens'] / r['train_seconds']:.0f} tokens/s, "
                   f"load avg {r['load_avg'][0]:.1f}->{r['load_avg'][1]:.1f}", flush=True)
-    base = _base_val_loss(spec, val, tok.pad_token_id)
-    report(spec, results, sum(lengths), flops_per_token(base_model().config, lengths), peaks, base)
-
-
-def _base_val_loss(spec: BenchSpec, val: list, pad_id: int) -> dict[str, float]:
-    return validation_loss(spec, None, val, pad_id)
+    base = validation_loss(spec, None, val, tok.pad_token_id)  # the untrained starter
+    report(spec, results, sum(lengths), flops_per_token(model_config(), lengths), peaks, base)
 
 
 def report(spec: BenchSpec, results: dict[str, dict], tokens: int, flops: tuple[float, int],
@@ -262,24 +271,26 @@ def report(spec: BenchSpec, results: dict[str, dict], tokens: int, flops: tuple[
     print(f"\n{spec.examples} examples, {tokens} tokens, max_length {spec.max_length}, LoRA r{spec.r} "
           f"alpha {spec.alpha} all-linear, lr {spec.lr}; FLOPs/token = 4·N + attention = "
           f"{per_token / 1e6:.0f} M (N = {n_params / 1e6:.1f} M)")
-    head = (f"{'contender':12s} {'tokens/s':>9s} {'vs hf':>6s} {'vs trl':>6s} {'train s':>8s} {'steps':>5s} "
-            f"{'setup s':>7s} {'peak RSS':>9s} {'val loss':>8s} {'val acc':>7s} {'bf16 util':>9s}  precision")
-    print(head)
+    print(f"{'contender':11s} {'tokens/s':>8s} {'vs hf':>6s} {'vs trl':>6s} {'tok/cpu-s':>9s} {'train s':>7s} "
+          f"{'steps':>5s} {'peak RSS':>9s} {'val loss':>8s} {'val acc':>7s} {'bf16 util':>9s}  precision")
     rate = {n: r["tokens"] / r["train_seconds"] for n, r in results.items()}
     for name, r in results.items():
         if r["tokens"] != tokens:
             print(f"  !! {name} was fed {r['tokens']} tokens, expected {tokens}")
         ratio = {k: f"{rate[name] / rate[k]:.2f}x" if k in rate else "-" for k in ("hf_trainer", "trl_sft")}
         util = rate[name] * per_token / peaks["bf16"]
-        print(f"{name:12s} {rate[name]:9.0f} {ratio['hf_trainer']:>6s} {ratio['trl_sft']:>6s} "
-              f"{r['train_seconds']:8.1f} {r['steps']:5d} {r['setup_seconds']:7.1f} "
+        print(f"{name:11s} {rate[name]:8.0f} {ratio['hf_trainer']:>6s} {ratio['trl_sft']:>6s} "
+              f"{r['tokens'] / r['cpu_seconds']:9.0f} {r['train_seconds']:7.1f} {r['steps']:5d} "
               f"{r['peak_rss_mib']:7.0f} M {r['val_loss']:8.4f} {r['val_token_accuracy']:7.3f} "
               f"{util:9.1%}  {r['precision']}")
-    print(f"{'base model':12s} {'':>9s} {'':>6s} {'':>6s} {'':>8s} {'':>5s} {'':>7s} {'':>9s} "
-          f"{base['val_loss']:8.4f} {base['val_token_accuracy']:7.3f}   (no training)")
-    print("\nmodel load s / tokenise s / RSS after load:", ", ".join(
-        f"{n} {r['load_seconds']:.1f} / {r['tokenize_seconds']:.1f} / {r['rss_after_load_mib']:.0f} M"
-        for n, r in results.items()))
+    print(f"{'base model':11s} {'':>8s} {'':>6s} {'':>6s} {'':>9s} {'':>7s} {'':>5s} {'':>9s} "
+          f"{base['val_loss']:8.4f} {base['val_token_accuracy']:7.3f}   (untrained)")
+    print("\npadding (positions computed / real tokens), setup s (trainer construction), model load s, "
+          "tokenise s, RSS after load, load average before->after training:")
+    for n, r in results.items():
+        print(f"  {n:11s} {r['positions'] / r['tokens']:.3f}  {r['setup_seconds']:4.1f}  {r['load_seconds']:4.1f}  "
+              f"{r['tokenize_seconds']:4.1f}  {r['rss_after_load_mib']:5.0f} MiB  "
+              f"{r['load_avg'][0]:.1f}->{r['load_avg'][1]:.1f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tunesmith.generate.kv import MIN_SHARED_PREFIX, SharedPrefix, common_prefix
 from tunesmith.models.chat import encode_prompt, end_of_turn_ids, render_for_training
 
 SYSTEM = "You answer billing, shipping and account questions for the help desk; reply briefly."
-WORDS = "order refund password login account billing shipping parcel late broken thanks please help".split()
+WORDS = ["order", "refund", "password", "login", "account", "billing", "shipping", "parcel", "late", "broken", "thanks", "please", "help"]
 
 # (architecture, init seed, end-of-turn logit scale): random models whose greedy answers end
 # at varied lengths, so rows retire at different steps and new prompts join mid-flight.
@@ -83,10 +83,10 @@ def merges(monkeypatch):
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_greedy_equals_one_at_a_time_generate(tok, merges, arch, seed, scale, share_prefix):
     model = varied_model(tok, arch, seed, scale)
-    convs = conversations(10)
-    want = reference(model, tok, convs, max_new=24)
+    convs = conversations(8)
+    want = reference(model, tok, convs, max_new=20)
     engine = Engine(model, tok, system=SYSTEM, max_batch_size=3, share_prefix=share_prefix)
-    got = engine.generate(convs, GenerationConfig(max_new_tokens=24))
+    got = engine.generate(convs, GenerationConfig(max_new_tokens=20))
     assert [g.token_ids for g in got] == want
     assert len({len(w) for w in want}) >= 2  # the fixture really ends answers at varied steps
     assert merges  # prompts joined batches in flight
@@ -96,6 +96,52 @@ def test_greedy_equals_one_at_a_time_generate(tok, merges, arch, seed, scale, sh
         assert g.tokens == len(w) and g.prompt_tokens == len(encode_prompt(tok, conv, system=SYSTEM))
         assert g.text == tok.decode(w[:-1] if stopped else w, skip_special_tokens=True)
         assert g.seconds > 0
+
+
+def test_plain_transformers_cache_path_gives_the_same_tokens(tok, merges, monkeypatch):
+    """Without our growing layer (transformers' own DynamicLayer) merging still works."""
+    monkeypatch.setenv("TUNESMITH_PLAIN_KV_CACHE", "1")
+    model = varied_model(tok, "gpt2", 0, 1.5)
+    convs = conversations(8)
+    got = Engine(model, tok, system=SYSTEM, max_batch_size=3).generate(convs, GenerationConfig(max_new_tokens=20))
+    assert [g.token_ids for g in got] == reference(model, tok, convs, max_new=20)
+    assert merges
+
+
+def test_sliding_window_model_falls_back_to_static_batches(tok, merges):
+    """Sliding-window caches cannot be merged: batches run to the end, outputs still equal."""
+    from transformers import AutoModelForCausalLM, MistralConfig
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                        sliding_window=24, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight[tok.convert_tokens_to_ids("<|im_end|>")] *= 1.5
+    convs = conversations(8)  # prompts of 40+ tokens: longer than the window
+    want = reference(model, tok, convs, max_new=20)
+    got = Engine(model, tok, system=SYSTEM, max_batch_size=3).generate(convs, GenerationConfig(max_new_tokens=20))
+    assert [g.token_ids for g in got] == want
+    assert len({len(w) for w in want}) >= 2 and not merges
+
+
+def test_growing_layer_appends_in_place_and_selects_rows():
+    from tunesmith.generate.kv import GrowingLayer
+
+    layer, parts, buffers = GrowingLayer(), [], set()
+    for n in [5, 1, 1, 1, 70, 1]:
+        k = torch.randn(3, 2, n, 4)
+        parts.append(k)
+        keys, values = layer.update(k, -k)
+        buffers.add(layer._k.data_ptr())
+        assert torch.equal(keys, torch.cat(parts, dim=2)) and torch.equal(values, -keys)
+    assert len(buffers) == 2  # one reallocation for 79 tokens, not one per token
+    full = layer.keys.clone()
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert torch.equal(layer.keys, full[[2, 0]]) and layer.get_seq_length() == 79
+    keys, _ = layer.update(torch.zeros(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
+    assert torch.equal(keys[:, :, :79], full[[2, 0]]) and keys.shape[2] == 80
 
 
 def test_shared_prefix_is_the_system_prompt(tok):
@@ -140,6 +186,7 @@ def test_max_new_tokens_ends_with_length(tok):
     engine = Engine(build_model("llama", tok, seed=1), tok, system=SYSTEM)
     out = engine.generate(conversations(3), GenerationConfig(max_new_tokens=5))
     assert [(g.tokens, g.finish_reason) for g in out] == [(5, "length")] * 3
+    assert engine.generate([]) == [] and engine.loglikelihood([]) == []
 
 
 def test_context_limit_caps_the_answer_and_rejects_longer_prompts(tok):
@@ -270,9 +317,8 @@ def test_score_conversations_counts_only_the_answers(tok):
 # --------------------------------------------------------------------------- adapters
 @pytest.mark.slow
 def test_adapters_switch_without_reloading_the_base(tmp_path, monkeypatch):
-    from train.test_trainer import make_project
-
     import tunesmith.models.loading as loading
+    from train.test_trainer import make_project
     from tunesmith.config import load_config
     from tunesmith.train.recipe import train
 
@@ -308,7 +354,7 @@ def test_adapter_paths_are_checked(tmp_path, tok):
     engine = Engine.load(str(model_dir), device="cpu")
     with pytest.raises(AdapterError, match="does not exist"):
         engine.add_adapter("x", tmp_path / "gone")
-    with pytest.raises(AdapterError, match="no adapter_config.json"):
+    with pytest.raises(AdapterError, match=r"no adapter_config\.json"):
         engine.add_adapter("x", model_dir)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "model_version.json").write_text('{"weights": "model"}')

@@ -1,10 +1,11 @@
 """Continuous batching over a KV cache: prompts join the batch as others finish.
 
 The rows in flight share one ``DynamicCache`` of shape [B, heads, T, head_dim] per layer and a
-2D attention mask [B, T]. Every row is left-padded: its tokens sit at the right end, padding
-(mask 0) on the left. Position ids are kept per row, so a row's positions (and its rotary or
-learned position embeddings) do not depend on how much padding its column holds: the maths
-of each row is the maths of running it alone, up to floating-point summation order.
+2D attention mask [B, T]. Rows are padded on the left (``[padding][prompt][answer]``), or,
+with a shared prefix, inside (``[padding][prefix][padding][rest of prompt][answer]``); mask 0
+hides padding. Position ids are kept per row, so a row's positions (and its rotary or learned
+position embeddings) do not depend on how much padding its columns hold: the maths of each
+row is the maths of running it alone, up to floating-point summation order.
 
 - **prefill**: new prompts, left-padded to their longest, run in one forward pass; the cache
   it returns is then *merged* into the running one (the shorter of the two is left-padded

@@ -8,8 +8,14 @@ template's end-of-turn tokens (:func:`~tunesmith.models.chat.end_of_turn_ids`).
 Decoding is continuous batching over a KV cache (:mod:`tunesmith.generate.batch`): up to
 ``max_batch_size`` prompts are in flight, the longest first; a finished answer leaves the
 batch at once and the next prompt takes its place, so the batch stays full until the queue
-runs dry. Greedy decoding yields the same tokens as one-at-a-time ``model.generate``
-(tested), because each row keeps its own position ids and its padding is masked.
+runs dry. The tokens all prompts of a call start with (system prompt, instructions) are
+run once and their keys/values copied to every row (:mod:`tunesmith.generate.kv`). Greedy
+decoding yields the same tokens as one-at-a-time ``model.generate`` (tested here on tiny
+models, and on the starter in benchmarks/bench_generate.py), because each row keeps its own
+position ids and its padding is masked.
+
+Precision is float32 by default: bf16 autocast is ~2.5x faster on this CPU (AVX512-BF16) but
+changed 3 of 8 greedy answers of the starter in the benchmark, so it is opt-in.
 
 Out of memory (CUDA OOM, a CPU allocation failure, ``MemoryError``) does not end a run: the
 unfinished prompts are re-queued, the batch limit halves, and the engine remembers the
@@ -96,6 +102,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
+def _is_peft(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is only needed once adapters are used
+        return False
+    return isinstance(model, PeftModel)
+
+
 def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -143,7 +157,7 @@ class Engine:
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
         self.context = getattr(model.config, "max_position_embeddings", None)
-        self.adapters: dict[str, Path | None] = dict.fromkeys(getattr(model, "peft_config", {}))
+        self.adapters: dict[str, Path | None] = dict.fromkeys(model.peft_config) if _is_peft(model) else {}
         self.base_ref: ModelRef | None = None
         self.oom_backoffs = 0  # how often memory ran out (the limits shrank that often)
         self._lock = threading.RLock()  # one model, one caller at a time (the server shares it)
@@ -178,8 +192,6 @@ class Engine:
 
     def add_adapter(self, name: str, path: str | Path) -> None:
         """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights."""
-        from peft import PeftModel
-
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded (from {self.adapters[name]})")
         folder = adapter_dir(path)
@@ -188,9 +200,11 @@ class Engine:
 
             check_base(Path(path), model_fingerprint(self.base_ref), self.base_ref.ref)
         with self._lock:
-            if isinstance(self.model, PeftModel):
+            if _is_peft(self.model):
                 self.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
             else:
+                from peft import PeftModel
+
                 self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name,
                                                        is_trainable=False)
             if self.model.peft_config[name].is_prompt_learning:
@@ -291,7 +305,7 @@ class Engine:
         prefix = SharedPrefix.build(self.model, [r.prompt for r in requests]) if self.share_prefix else None
         batch: DecodeBatch | None = None
         while pending or batch is not None:
-            fresh = self._admit(pending, batch)
+            fresh = self._admit(pending, batch, prefix.length if prefix else 0)
             if fresh:
                 new, logits = DecodeBatch.prefill(self.model, fresh, self.pad_id, prefix)
                 new.last = self._advance(fresh, logits, cfg, checker)
@@ -302,8 +316,9 @@ class Engine:
                 batch.last = self._advance(batch.requests, logits, cfg, checker)
             batch = batch.retire()
 
-    def _admit(self, pending: deque[Request], batch: DecodeBatch | None) -> list[Request]:
-        """Take prompts off the queue while rows, the token budget and the prefill size allow."""
+    def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
+        """Take prompts off the queue while rows, the token budget and the prefill size allow
+        (``skip``: the shared prefix's length, which prefill does not recompute)."""
         if not pending or (batch is not None and not batch.mergeable):
             return []
         rows = len(batch) if batch is not None else 0
@@ -315,7 +330,7 @@ class Engine:
             n = rows + len(fresh) + 1
             if n > 1 and self.max_batch_tokens is not None and n * span > self.max_batch_tokens:
                 break
-            if fresh and (len(fresh) + 1) * len(fresh[0].prompt) > PREFILL_TOKENS:
+            if fresh and (len(fresh) + 1) * (len(fresh[0].prompt) - skip) > PREFILL_TOKENS:
                 break  # the queue is sorted longest first: fresh[0] is the widest
             fresh.append(pending.popleft())
             longest = span

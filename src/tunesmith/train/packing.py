@@ -222,8 +222,8 @@ def use_packed_attention(model: torch.nn.Module) -> bool:
         return base.config._attn_implementation == PACKED_ATTENTION
     AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
     AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)  # masks as for sdpa
-    base.set_attn_implementation(PACKED_ATTENTION)
-    return True
+    base.set_attn_implementation(PACKED_ATTENTION)  # a model that cannot switch keeps sdpa (and its mask)
+    return base.config._attn_implementation == PACKED_ATTENTION
 
 
 def _pad(seqs: Sequence[Sequence[int]], length: int, value: int) -> torch.Tensor:
