@@ -49,12 +49,19 @@ def test_large_groups_keep_shares_close():
 
 
 def test_contamination_overlap():
-    train = ngram_hashes("the quick brown fox jumps over the lazy dog near the river bank", 3)
-    same = ngram_hashes("The quick brown fox jumps over the lazy dog near the river bank!", 3)
-    other = ngram_hashes("completely unrelated words about invoices and refunds for march", 3)
+    train, same, other = ngram_hashes([
+        "the quick brown fox jumps over the lazy dog near the river bank",
+        "The quick brown fox jumps over the lazy dog near the river bank!",
+        "completely unrelated words about invoices and refunds for march",
+    ], 3)
     fr = overlap_fractions([same, other, np.zeros(0, dtype=np.uint64)], train)
     assert fr[0] == 1.0 and fr[1] == 0.0 and fr[2] == 0.0
 
 
 def test_short_text_is_one_ngram():
-    assert len(ngram_hashes("two words", 8)) == 1
+    assert [len(h) for h in ngram_hashes(["two words", ""], 8)] == [1, 1]
+
+
+def test_overlap_is_partial_for_partly_copied_text():
+    a, b = ngram_hashes(["one two three four five six", "one two three four nine ten"], 2)
+    assert overlap_fractions([b], a)[0] == 3 / 5

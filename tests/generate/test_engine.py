@@ -144,6 +144,16 @@ def test_growing_layer_appends_in_place_and_selects_rows():
     assert torch.equal(keys[:, :, :79], full[[2, 0]]) and keys.shape[2] == 80
 
 
+def test_prefill_passes_group_similar_lengths():
+    from tunesmith.generate.batch import Request, prefill_groups
+
+    reqs = [Request(i, [0] * n, 8) for i, n in enumerate([180, 170, 100, 95, 20])]
+    assert [[len(r.prompt) for r in g] for g in prefill_groups(reqs, 0)] == [[180, 170], [100, 95], [20]]
+    # past a 90-token shared prefix the tails are 90, 80, 10, 5: the first two still match
+    assert [len(g) for g in prefill_groups(reqs[:4], 90)] == [2, 1, 1]
+    assert prefill_groups([], 0) == []
+
+
 def test_shared_prefix_is_the_system_prompt(tok):
     model = build_model("llama", tok)
     prompts = [encode_prompt(tok, c, system=SYSTEM) for c in conversations(4)]

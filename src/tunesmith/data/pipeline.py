@@ -264,12 +264,12 @@ def _split_and_write(cfg: Config, staging: Path, deduper: _Deduper, reps: np.nda
             ex.meta["cluster_id"] = ex.id
             ex.meta["cluster_size"] = int(cluster_size[i])
             per_split[split].append(ex)
-            text = dedup_text(ex)
-            lengths[split].append(len(text))
-            if split == "train":
-                train_hashes.append(ngram_hashes(text, ccfg.ngram, sample_mod))
-            elif split == "test":
-                test_hashes.append((ex.id, ngram_hashes(text, ccfg.ngram, sample_mod)))
+            lengths[split].append(len(dedup_text(ex)))
+        # n-gram hashes for the contamination check, one vectorised call per split and batch
+        train_hashes += ngram_hashes([dedup_text(e) for e in per_split["train"]], ccfg.ngram, sample_mod)
+        test_ex = per_split["test"]
+        test_hashes += zip([e.id for e in test_ex],
+                           ngram_hashes([dedup_text(e) for e in test_ex], ccfg.ngram, sample_mod), strict=True)
         for split, exs in per_split.items():
             if exs:
                 writers[split].write_table(to_table(exs))

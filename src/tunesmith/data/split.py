@@ -8,7 +8,6 @@ so each split gets its share of *records* (a group never straddles a cut).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +16,6 @@ import xxhash
 from tunesmith.config import SplitConfig
 
 SPLITS = ("train", "validation", "test")
-_WORD = re.compile(r"\w+")
 
 
 def assign_splits(groups: Sequence[str], cfg: SplitConfig, seed: int) -> np.ndarray:
@@ -37,27 +35,39 @@ def assign_splits(groups: Sequence[str], cfg: SplitConfig, seed: int) -> np.ndar
     return group_split[inverse]
 
 
-def ngram_hashes(text: str, n: int, sample_mod: int = 1) -> np.ndarray:
-    """64-bit hashes of the lowercase word n-grams of ``text`` (all of them when shorter than n).
+def ngram_hashes(texts: list[str], n: int, sample_mod: int = 1) -> list[np.ndarray]:
+    """Unique 64-bit hashes of each text's lowercase word n-grams (one n-gram of all words when
+    a text is shorter than n).
 
     ``sample_mod > 1`` keeps only hashes divisible by it: a deterministic sample that keeps the
     overlap estimate unbiased while bounding memory on huge train splits.
     """
-    words = _WORD.findall(text.lower())
-    if not words:
-        return np.zeros(0, dtype=np.uint64)
-    grams = [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))]
-    hashes = np.fromiter((xxhash.xxh3_64_intdigest(g.encode()) for g in grams), dtype=np.uint64, count=len(grams))
-    if sample_mod > 1:
-        hashes = hashes[hashes % np.uint64(sample_mod) == 0]
-    return np.unique(hashes)
+    from tunesmith.data.minhash import shingle_hashes
+
+    out = []
+    for hashes in shingle_hashes(texts, n):
+        if sample_mod > 1:
+            hashes = hashes[hashes % np.uint64(sample_mod) == 0]
+        out.append(np.unique(hashes))
+    return out
 
 
 def overlap_fractions(test_hashes: list[np.ndarray], train_hashes: np.ndarray) -> np.ndarray:
-    """For each test example, the share of its n-grams that also occur in train."""
-    train = np.unique(train_hashes)
+    """For each test example, the share of its n-grams that also occur in train.
+
+    One sort of the train hashes, then one binary search for all test n-grams together:
+    O((T + N) log N). (Calling ``np.isin`` per test example re-sorts train every time: it took
+    96 of 183 s of a 30k-record prepare.)
+    """
     out = np.zeros(len(test_hashes))
-    for i, h in enumerate(test_hashes):
-        if len(h):
-            out[i] = np.isin(h, train, assume_unique=True).mean()
+    lengths = np.array([len(h) for h in test_hashes], dtype=np.int64)
+    if not len(test_hashes) or not lengths.sum() or not len(train_hashes):
+        return out
+    train = np.unique(train_hashes)
+    flat = np.concatenate(test_hashes)
+    pos = np.minimum(np.searchsorted(train, flat), len(train) - 1)
+    hit = (train[pos] == flat).astype(np.float64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    nonempty = lengths > 0
+    out[nonempty] = np.add.reduceat(hit, starts[nonempty]) / lengths[nonempty]
     return out

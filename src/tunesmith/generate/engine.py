@@ -14,8 +14,9 @@ decoding yields the same tokens as one-at-a-time ``model.generate`` (tested here
 models, and on the starter in benchmarks/bench_generate.py), because each row keeps its own
 position ids and its padding is masked.
 
-Precision is float32 by default: bf16 autocast is ~2.5x faster on this CPU (AVX512-BF16) but
-changed 3 of 8 greedy answers of the starter in the benchmark, so it is opt-in.
+Precision is float32 by default: bf16 autocast is faster on CPUs with AVX512-BF16 (1.2x in
+benchmarks/results/bench_generate.txt) but changed 16 of the starter's 32 greedy answers
+there, so it is opt-in.
 
 Out of memory (CUDA OOM, a CPU allocation failure, ``MemoryError``) does not end a run: the
 unfinished prompts are re-queued, the batch limit halves, and the engine remembers the
@@ -39,7 +40,7 @@ import torch
 
 from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base
-from tunesmith.generate.batch import DecodeBatch, Request
+from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.kv import SharedPrefix
 from tunesmith.generate.sampling import (
     FinishReason,
@@ -300,17 +301,19 @@ class Engine:
         return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated))
 
     def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker) -> None:
-        """Continuous batching: prefill newcomers while there is room, else decode a step."""
+        """Continuous batching: prefill newcomers while there is room (in passes of similar
+        length), else decode one step for every row in flight."""
         pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
         prefix = SharedPrefix.build(self.model, [r.prompt for r in requests]) if self.share_prefix else None
+        skip = prefix.length if prefix else 0
         batch: DecodeBatch | None = None
         while pending or batch is not None:
-            fresh = self._admit(pending, batch, prefix.length if prefix else 0)
-            if fresh:
-                new, logits = DecodeBatch.prefill(self.model, fresh, self.pad_id, prefix)
-                new.last = self._advance(fresh, logits, cfg, checker)
+            fresh = self._admit(pending, batch, skip)
+            for group in prefill_groups(fresh, skip):
+                new, logits = DecodeBatch.prefill(self.model, group, self.pad_id, prefix)
+                new.last = self._advance(group, logits, cfg, checker)
                 batch = new if batch is None else batch.merge(new)
-            else:
+            if not fresh:
                 assert batch is not None
                 logits = batch.step(self.model)
                 batch.last = self._advance(batch.requests, logits, cfg, checker)

@@ -101,8 +101,10 @@ class Trainer:
         self.acc = accelerator or make_accelerator(cfg)
         self.log = log or (lambda event: None)
         # Speed (measured on the starter, benchmarks/train_throughput.py): attention per packed
-        # example, and logits only where the next token is trained.
+        # example, logits only where the next token is trained, a cheaper dropout on CPUs.
         self.packed_attention = cfg.packing and not cfg.compile and use_packed_attention(model)
+        if self.acc.device.type == "cpu":
+            use_fast_dropout(model)
         self.sparse_logits = cfg.method != "prompt_tuning" and supports_logits_mask(model)
         self.mask_format, self.mask_dtype = mask_format_for(model)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -391,6 +393,34 @@ def _last_val(st: TrainerState) -> float:
 
 def _state_dict(st: TrainerState) -> dict[str, Any]:
     return {k: getattr(st, k) for k in TrainerState.__dataclass_fields__}
+
+
+class FastDropout(torch.nn.Dropout):
+    """``nn.Dropout`` with the same distribution (keep with probability 1 - p, scale by
+    1 / (1 - p)), drawn as ``uniform >= p``: on a CPU, forward + backward take ~40% of
+    ``F.dropout``'s time (whose ``bernoulli_`` kernel is slow) and the saved mask is 1 byte, not
+    4. PEFT's LoRA dropout was ~25% of a LoRA step on the starter; this made the step ~10% faster.
+    On GPUs ``F.dropout`` is a fused kernel and stays."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep * (1 / (1 - self.p))
+
+
+def use_fast_dropout(model: Any) -> int:
+    """Replace PEFT's LoRA dropout modules (plain ``nn.Dropout``) with :class:`FastDropout`;
+    returns how many. A subclass, so PEFT's ``isinstance`` checks still see a dropout."""
+    count = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, torch.nn.ModuleDict):
+            for name, drop in drops.items():
+                if type(drop) is torch.nn.Dropout:
+                    drops[name] = FastDropout(drop.p)
+                    count += 1
+    return count
 
 
 def supports_logits_mask(model: Any) -> bool:
