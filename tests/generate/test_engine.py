@@ -358,7 +358,8 @@ def test_adapters_switch_without_reloading_the_base(tmp_path, monkeypatch):
 
 
 def test_adapter_paths_are_checked(tmp_path, tok):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     model_dir = save_model_dir(tmp_path / "base", "llama")
     engine = Engine.load(str(model_dir), device="cpu")
@@ -377,6 +378,19 @@ def test_adapter_paths_are_checked(tmp_path, tok):
     (version / "model_version.json").write_text('{"base_model": "elsewhere", "base_fingerprint": "0" }')
     with pytest.raises(AdapterError, match="trained on 'elsewhere'"):
         engine.add_adapter("x", version)
+    # prompt tuning is refused before anything is loaded
+    prompt = get_peft_model(build_model("llama", tok), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    prompt.save_pretrained(tmp_path / "prompt")
+    with pytest.raises(AdapterError, match="prompt-learning"):
+        engine.add_adapter("x", tmp_path / "prompt")
+    # a LoRA made for a model of another width does not fit
+    wide = AutoModelForCausalLM.from_config(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    get_peft_model(wide, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "wide")
+    with pytest.raises(AdapterError, match="does not fit this base model"):
+        engine.add_adapter("x", tmp_path / "wide")
+    assert engine.adapters == {}
 
 
 def test_unrenderable_conversation_names_its_index(tok):

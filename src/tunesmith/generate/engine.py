@@ -192,7 +192,14 @@ class Engine:
         return engine
 
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights."""
+        """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights.
+
+        Raises:
+            AdapterError: the name is taken, the folder holds no adapter, the adapter was
+                trained on another base, or it is a prompt-learning adapter.
+        """
+        from peft import PeftConfig
+
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded (from {self.adapters[name]})")
         folder = adapter_dir(path)
@@ -200,7 +207,17 @@ class Engine:
             from tunesmith.models.loading import model_fingerprint
 
             check_base(Path(path), model_fingerprint(self.base_ref), self.base_ref.ref)
+        if PeftConfig.from_pretrained(str(folder)).is_prompt_learning:
+            raise AdapterError(
+                f"adapter {folder}: prompt-learning adapters (prompt tuning) are not supported by "
+                "the generation engine; train with LoRA or DoRA"
+            )
         with self._lock:
+            self._attach(name, folder)
+        self.adapters[name] = folder
+
+    def _attach(self, name: str, folder: Path) -> None:
+        try:
             if _is_peft(self.model):
                 self.model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
             else:
@@ -208,14 +225,12 @@ class Engine:
 
                 self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name,
                                                        is_trainable=False)
-            if self.model.peft_config[name].is_prompt_learning:
-                self.model.delete_adapter(name)
-                raise AdapterError(
-                    f"adapter {folder}: prompt-learning adapters (prompt tuning) are not supported "
-                    "by the generation engine; use LoRA or DoRA"
-                )
-            self.model.eval()
-        self.adapters[name] = folder
+        except (RuntimeError, ValueError, KeyError) as exc:  # shape or module-name mismatch
+            raise AdapterError(
+                f"adapter {folder} does not fit this base model ({str(exc).splitlines()[0][:200]}); "
+                "was it trained on another model?"
+            ) from exc
+        self.model.eval()
 
     @contextlib.contextmanager
     def _using(self, adapter: str | None) -> Iterator[None]:
