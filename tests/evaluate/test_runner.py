@@ -8,12 +8,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from train.test_trainer import make_project
 from tunesmith.cli import app
 from tunesmith.config import load_config
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.runner import evaluate
 from tunesmith.train.recipe import train
-from train.test_trainer import make_project
 
 EVAL = ("{max_cases: 6, rungs: [zero_shot, rag, finetuned, finetuned_rag], generation: {max_new_tokens: 6}, "
         "bootstrap_resamples: 200, output: {kind: label, labels: [billing, shipping, account]}}")
@@ -79,13 +79,13 @@ def test_cli_run_gate_exit_code_and_json(tmp_path):
 
 def test_clear_errors_for_missing_pieces(tmp_path):
     cfg = project(tmp_path)
-    with pytest.raises(TunesmithError, match="run `tunesmith train` first"):
+    with pytest.raises(TunesmithError, match=r"run `tunesmith train` first"):
         evaluate(cfg)
     with pytest.raises(TunesmithError, match="no model 'deadbeef'"):
         evaluate(cfg, model="deadbeef")
     cfg.data.knowledge_base = None
     cfg.eval.rungs = ["zero_shot", "rag"]
-    with pytest.raises(TunesmithError, match="data.knowledge_base"):
+    with pytest.raises(TunesmithError, match=r"data\.knowledge_base"):
         evaluate(cfg)
 
 

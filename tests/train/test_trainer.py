@@ -86,8 +86,10 @@ def test_grad_accumulation_equals_the_full_batch(tmp_path):
         rows = pack_examples(trainer.train_set[:12], max_length=96).rows
         # make the halves very unequal in token count: per-micro-batch means would differ
         halves = [rows[:1], rows[1:]]
-        collate = lambda r: collate_packed(r, pad_id=trainer.pad_id) | {"_tokens": torch.tensor(1)}  # noqa: E731
-        batches = [collate(rows)] if accum == 1 else [collate(h) for h in halves]
+        pad = trainer.pad_id
+        batches = ([collate_packed(rows, pad_id=pad)] if accum == 1 else
+                   [collate_packed(h, pad_id=pad) for h in halves])
+        batches = [b | {"_tokens": torch.tensor(1)} for b in batches]
         trainer._train_step(batches)
         weights.append({k: v.clone() for k, v in trainer.model.named_parameters() if v.requires_grad})
     for k in weights[0]:
@@ -95,13 +97,13 @@ def test_grad_accumulation_equals_the_full_batch(tmp_path):
 
 
 def _trainer(cfg, run_dir):
+    from tunesmith.data.pipeline import load_split
     from tunesmith.models.loading import load_model, load_tokenizer
     from tunesmith.train.masks import tokenize_examples
     from tunesmith.train.methods import apply_method
     from tunesmith.train.recipe import resolve_snapshot
     from tunesmith.train.trainer import Trainer
     from tunesmith.workspace import Workspace
-    from tunesmith.data.pipeline import load_split
 
     tok = load_tokenizer(str(cfg.resolve("tiny")))
     _, snap = resolve_snapshot(Workspace(cfg.workspace_dir), None)

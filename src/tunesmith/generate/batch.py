@@ -122,7 +122,7 @@ class DecodeBatch:
         skip = prefix.length if prefix is not None else 0
         ids, mask = _left_pad([r.prompt[skip:] for r in requests], pad_id, device)
         # Same position ids as transformers' generate: count real tokens; padding gets 1.
-        position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        position_ids = (mask.cumsum(-1) - 1 + skip).masked_fill(mask == 0, 1)
         if prefix is not None:
             cache = fork(prefix.cache, len(requests))
             mask = torch.cat([mask.new_ones(len(requests), skip), mask], dim=1)
