@@ -446,7 +446,19 @@ def make_accelerator(cfg: TrainConfig) -> Any:
 
     from tunesmith.errors import TunesmithError
 
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision_for(cfg))
+    kwargs = {"cpu": not torch.cuda.is_available(), "mixed_precision": precision_for(cfg)}
+    try:
+        acc = Accelerator(**kwargs)
+    except ValueError as exc:
+        # accelerate keeps one global state per process: a second `train` call in the same
+        # process (a notebook, the test suite) with another precision must reset it. The
+        # process group (PartialState) is kept.
+        if "already been initialized" not in str(exc):
+            raise
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
+        acc = Accelerator(**kwargs)
     if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         # Checkpoints and export gather weights and optimizer state on rank 0 alone; sharded
         # states need a collective gather first. Fail now, not at the first checkpoint.
