@@ -105,6 +105,8 @@ class Trainer:
         self.packed_attention = cfg.packing and not cfg.compile and use_packed_attention(model)
         if self.acc.device.type == "cpu":
             use_fast_dropout(model)
+        if precision_for(cfg) == "bf16" and cfg.method == "lora":
+            use_bf16_frozen_weights(model)
         self.sparse_logits = cfg.method != "prompt_tuning" and supports_logits_mask(model)
         self.mask_format, self.mask_dtype = mask_format_for(model)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -396,17 +398,57 @@ def _state_dict(st: TrainerState) -> dict[str, Any]:
 
 
 class FastDropout(torch.nn.Dropout):
-    """``nn.Dropout`` with the same distribution (keep with probability 1 - p, scale by
-    1 / (1 - p)), drawn as ``uniform >= p``: on a CPU, forward + backward take ~40% of
-    ``F.dropout``'s time (whose ``bernoulli_`` kernel is slow) and the saved mask is 1 byte, not
-    4. PEFT's LoRA dropout was ~25% of a LoRA step on the starter; this made the step ~10% faster.
-    On GPUs ``F.dropout`` is a fused kernel and stays."""
+    """``nn.Dropout`` with the same distribution up to p's rounding to 1/65536 (keep with
+    probability 1 - p, scale by 1 / (1 - p)), drawn from 16-bit slices of random 64-bit words.
+
+    On a CPU, ``F.dropout``'s ``bernoulli_`` kernel draws one generator call per element, and
+    ``torch.rand`` one per element too; four uniform 16-bit draws per 64-bit word and a compare
+    are 2.5x cheaper than ``rand() >= p`` (1.5M elements: 2.6 vs 6.6 ms), and the saved mask is 1
+    byte, not 4. PEFT's LoRA dropout was ~25% of a LoRA step on the starter before this (then
+    ~15% with ``rand``). On GPUs ``F.dropout`` is a fused kernel and stays."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1 / (1 - self.p))
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        drop_levels = round(self.p * 65536)  # int16 draws below -32768 + this are dropped
+        keep = words.view(torch.int16)[:n].view(x.shape) >= drop_levels - 32768
+        # one mask in x's dtype, scale folded in: backward is then a single multiply
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - drop_levels))
+
+
+def use_bf16_frozen_weights(model: Any) -> int:
+    """Store the frozen base weights of LoRA layers in bfloat16; returns how many layers.
+
+    Under bf16 autocast every ``linear`` casts its float32 weight to bf16 on each forward (the
+    cast of a frozen weight is not cached), so this changes no matmul result: the same bf16
+    weight meets the same bf16 input. It removes ~130M element casts per step on the starter
+    (~9% of a CPU step) and halves the frozen weights' memory. The LoRA weights, the
+    embeddings, norms and the LM head stay float32. DoRA is left alone (its magnitude uses the
+    float32 weight norm), and so are weights shared with another module (tied embeddings).
+    """
+    from peft.tuners.lora import LoraLayer
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear (addmm: autocast casts it too)
+
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners[id(param)] = owners.get(id(param), 0) + 1
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer) or any(module.use_dora.values()):
+            continue
+        base = module.get_base_layer()
+        if not isinstance(base, (torch.nn.Linear, Conv1D)) or base.weight.requires_grad or owners[id(base.weight)] > 1:
+            continue
+        if base.weight.dtype != torch.float32:
+            continue
+        base.weight.data = base.weight.data.to(torch.bfloat16)
+        if base.bias is not None and not base.bias.requires_grad:
+            base.bias.data = base.bias.data.to(torch.bfloat16)
+        count += 1
+    return count
 
 
 def use_fast_dropout(model: Any) -> int:
