@@ -1,7 +1,7 @@
 """LoRA training throughput: tunesmith's trainer vs transformers' Trainer and TRL's SFTTrainer.
 
     python benchmarks/train_throughput.py [--examples 96] [--val-examples 64] [--max-length 1024]
-        [--only tunesmith,hf_trainer,trl_sft] [--threads N] [--sample-dir DIR]
+        [--only tunesmith,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
 
 Same model (the starter, SmolLM2-135M-Instruct, float32 weights), same data (the first N train
 examples of the support-triage sample project's snapshot, tokenised once by tunesmith, so the
@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument("--examples-per-step", type=int, default=4, help="hf_trainer batch size")
     ap.add_argument("--rows-per-step", type=int, default=1, help="packed rows per step (tunesmith, trl_sft)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=13, help="LoRA init, data order and dropout seed")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per contender (0: torch's default)")
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
     ap.add_argument("--sample-dir", type=Path, default=Path(tempfile.gettempdir()) / "tunesmith-bench-sample")
@@ -235,7 +236,7 @@ def main() -> None:
     spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=args.examples,
                      val_examples=args.val_examples, max_length=args.max_length, lr=args.lr,
                      examples_per_step=args.examples_per_step, rows_per_step=args.rows_per_step,
-                     threads=args.threads)
+                     threads=args.threads, seed=args.seed)
     run_all(spec, [c for c in args.only.split(",") if c])
 
 
