@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-WORDS = (
+WORDS = (  # noqa: SIM905 (one readable paragraph of words)
     "order refund invoice delivery parcel account password login charge payment card app crash "
     "update screen settings subscription plan premium cancel address courier tracking damaged "
     "broken missing late replacement warranty discount code checkout basket email phone support "

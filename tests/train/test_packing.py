@@ -15,6 +15,9 @@ from tunesmith.train.packing import (
     mask_format_for,
     pack_examples,
     padding_efficiency,
+    segment_bounds,
+    shared_prefixes,
+    use_packed_attention,
 )
 
 SENTENCES = [
@@ -203,3 +206,76 @@ def test_sampler_drop_last():
     sampler = LengthGroupedBatchSampler([3] * 10, 4, seed=0, drop_last=True)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 2 and all(len(b) == 4 for b in batches)
+
+
+# --------------------------------------------------------------------------- shared prefixes
+SYSTEM = ("You triage support tickets. Read the ticket and answer with one short sentence that "
+          "names the problem and the next step. Be polite, precise and brief.")
+
+
+def _system_examples(tok, n: int = 8) -> list[TokenizedExample]:
+    rng = random.Random(1)
+    examples = []
+    for i in range(n):
+        turns = [{"role": "system", "content": SYSTEM},
+                 {"role": "user", "content": " ".join(rng.sample(SENTENCES, rng.randint(1, 2)))},
+                 {"role": "assistant", "content": rng.choice(SENTENCES)}]
+        examples.append(Example(f"s{i}", turns))
+    return tokenize_examples(tok, examples)
+
+
+def test_shared_prefix_groups_the_system_prompt_and_never_a_trained_token(tok):
+    examples = _system_examples(tok) + _chat_examples(tok, 3)  # 3 without the system prompt
+    groups = shared_prefixes(examples, max_length=256, min_length=8)
+    assert len(groups) == 1
+    prefix, members = groups[0]
+    assert sorted(members) == list(range(8))
+    text = tok.decode(prefix)
+    assert SYSTEM in text and "user" in text.split(SYSTEM)[1]  # through the user turn's header
+    for m in members:
+        assert examples[m].input_ids[: len(prefix)] == prefix
+        assert all(t == IGNORE_INDEX for t in examples[m].labels[: len(prefix) + 1])
+    packed = pack_examples(examples, max_length=256, share_prefix=True)
+    assert sorted(e for r in packed.rows for e in r.example_ids) == sorted(e.id for e in examples)
+    shared = [r for r in packed.rows if r.prefix_len]
+    assert shared and all(r.input_ids[: r.prefix_len] == prefix for r in shared)
+    assert sum(r.example_tokens for r in packed.rows) == sum(len(e) for e in examples)
+    plain = pack_examples(examples, max_length=256)
+    assert sum(len(r) for r in packed.rows) < 0.8 * sum(len(r) for r in plain.rows)
+
+
+def test_shared_prefix_stops_before_a_trained_token(tok):
+    a, b = _fake("a", 40), _fake("b", 40)  # every token trained
+    assert shared_prefixes([a, b], max_length=64, min_length=8) == []
+
+
+@pytest.mark.parametrize("attn", ["packed", "sdpa", "eager"])
+def test_shared_prefix_rows_give_the_loss_and_gradients_of_examples_alone(tok, attn):
+    examples = _system_examples(tok)
+    packed = pack_examples(examples, max_length=320, share_prefix=True)
+    assert all(r.prefix_len for r in packed.rows) and max(len(r.example_ids) for r in packed.rows) > 2
+    model = build_model("llama", tok, attn="eager" if attn == "eager" else "sdpa")
+    if attn == "packed":
+        assert use_packed_attention(model)
+    fmt, dtype = mask_format_for(model)
+    batch = collate_packed(packed.rows, pad_id=tok.pad_token_id, mask_format=fmt, mask_dtype=dtype)
+    extra = {"packed_segments": segment_bounds(batch["_seq_ids"])} if attn == "packed" else {}
+    params = [p for p in model.parameters()]
+
+    def grads_of(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                   attention_mask=batch["attention_mask"], **extra).logits
+    packed_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                  ignore_index=IGNORE_INDEX, reduction="sum")
+    packed_grads = grads_of(packed_loss)
+    alone_loss = sum(F.cross_entropy(_alone(model, ex)[:-1], torch.tensor(ex.labels[1:]),
+                                     ignore_index=IGNORE_INDEX, reduction="sum") for ex in examples)
+    alone_grads = grads_of(alone_loss)
+    assert torch.allclose(packed_loss, alone_loss, rtol=1e-5)
+    worst = max((a - b).abs().max().item() / (b.abs().max().item() + 1e-12)
+                for a, b in zip(packed_grads, alone_grads, strict=True))
+    assert worst < 1e-4

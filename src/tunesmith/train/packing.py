@@ -22,6 +22,15 @@ row (sdpa cannot skip masked blocks), ~7x the causal work of 3-4 examples of ~28
 sdpa variant that, given the rows' example boundaries (``packed_segments``, from
 :func:`segment_bounds`), runs causal sdpa per example instead; called without them it is
 plain sdpa, so generation and validation are unchanged.
+
+Shared prefixes (``share_prefix``): chat data usually repeats one system prompt in every
+example (155 of the sample project's ~280 tokens). Examples that start with the same tokens are
+packed as ONE copy of that prefix followed by their remainders; every remainder keeps the
+positions it has alone and attends to the prefix and to itself (``seq_ids``: prefix -2,
+padding -1, examples 0..k). Causal attention makes the prefix's hidden states identical in
+every example, so the loss equals the sum over the examples packed alone and the gradient is
+the same sum (tested with dropout off; with dropout the prefix draws one mask, not one per
+example): ~1.8x more examples per computed token on the sample project.
 """
 
 from __future__ import annotations
@@ -43,14 +52,19 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 MaskFormat = Literal["bool", "float", "none"]
+PREFIX_SEQ = -2  # seq id of a row's shared prefix (padding is -1)
+MIN_SHARED_PREFIX = 32  # shorter common starts are not worth a group
 
 
 @dataclass(slots=True)
 class PackedRow:
     """One training row: several whole examples back to back.
 
-    ``seq_ids[i]`` is the index (within the row) of the example token ``i`` belongs to;
-    ``position_ids`` restart at 0 for every example.
+    ``seq_ids[i]`` is the index (within the row) of the example token ``i`` belongs to
+    (:data:`PREFIX_SEQ` for a shared prefix); ``position_ids`` restart at 0 for every example,
+    or at ``prefix_len`` for examples that continue the row's shared prefix.
+    ``example_tokens`` counts every example's full length, prefix included (what the examples
+    are worth), while ``len(row)`` is what is computed.
     """
 
     input_ids: list[int] = field(default_factory=list)
@@ -58,18 +72,30 @@ class PackedRow:
     position_ids: list[int] = field(default_factory=list)
     seq_ids: list[int] = field(default_factory=list)
     example_ids: list[str] = field(default_factory=list)
+    prefix_len: int = 0
+    example_tokens: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @classmethod
+    def with_prefix(cls, prefix: Sequence[int]) -> PackedRow:
+        n = len(prefix)
+        return cls(input_ids=list(prefix), labels=[IGNORE_INDEX] * n, position_ids=list(range(n)),
+                   seq_ids=[PREFIX_SEQ] * n, prefix_len=n)
+
     def add(self, ex: TokenizedExample, max_length: int) -> None:
-        n = min(len(ex), max_length)
-        self.input_ids.extend(ex.input_ids[:n])
-        # No label on the first token: it would be predicted from the previous example.
-        self.labels.extend([IGNORE_INDEX, *ex.labels[1:n]])
-        self.position_ids.extend(range(n))
-        self.seq_ids.extend([len(self.example_ids)] * n)
+        """Append ``ex`` (cut to ``max_length`` tokens in all); after a shared prefix, only the
+        part of ``ex`` beyond it."""
+        n, start = min(len(ex), max_length), self.prefix_len
+        self.input_ids.extend(ex.input_ids[start:n])
+        # No label on the first token: it would be predicted from the previous example
+        # (after a prefix it is untrained anyway: see shared_prefixes).
+        self.labels.extend([IGNORE_INDEX, *ex.labels[start + 1 : n]])
+        self.position_ids.extend(range(start, n))
+        self.seq_ids.extend([len(self.example_ids)] * (n - start))
         self.example_ids.append(ex.id)
+        self.example_tokens += n
 
 
 @dataclass(slots=True)
@@ -94,49 +120,107 @@ def pack_examples(
     *,
     max_length: int,
     overlong: Literal["truncate", "drop"] = "truncate",
+    share_prefix: bool = False,
 ) -> PackResult:
     """Best-fit-decreasing packing of whole examples into rows of at most ``max_length``.
 
     Examples are placed longest first, each into the row whose free space fits it most
     tightly (a sorted list of free capacities keeps this O(n log n)). An example is never
-    split across rows; one longer than ``max_length`` is truncated or dropped.
+    split across rows; one longer than ``max_length`` is truncated or dropped. With
+    ``share_prefix``, each group of examples found by :func:`shared_prefixes` is packed into
+    rows that start with one copy of the group's prefix.
     """
     if max_length < 2:
         raise TunesmithError(f"max_length must be at least 2, got {max_length}")
     result = PackResult(rows=[], max_length=max_length)
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]), i))
-    free: list[tuple[int, int]] = []  # (free capacity, row index), sorted
-    for i in order:
-        ex = examples[i]
+    kept = []
+    for i, ex in enumerate(examples):
         if len(ex) > max_length:
             (result.truncated if overlong == "truncate" else result.dropped).append(ex.id)
             if overlong == "drop":
                 continue
-        n = min(len(ex), max_length)
+        kept.append(i)
+    groups = shared_prefixes([examples[i] for i in kept], max_length) if share_prefix else []
+    grouped: set[int] = set()
+    for prefix, members in groups:
+        members = [kept[m] for m in members]
+        grouped.update(members)
+        _pack_into(result, examples, members, max_length, prefix)
+    _pack_into(result, examples, [i for i in kept if i not in grouped], max_length, [])
+    return result
+
+
+def _pack_into(result: PackResult, examples: Sequence[TokenizedExample], indices: list[int],
+               max_length: int, prefix: Sequence[int]) -> None:
+    """Best-fit-decreasing of ``examples[indices]`` into new rows starting with ``prefix``."""
+    start = len(prefix)
+    order = sorted(indices, key=lambda i: (-len(examples[i]), i))
+    free: list[tuple[int, int]] = []  # (free capacity, row index), sorted
+    for i in order:
+        ex = examples[i]
+        n = min(len(ex), max_length) - start
         k = bisect.bisect_left(free, (n, -1))
         if k < len(free):
             cap, row = free.pop(k)
         else:
-            cap, row = max_length, len(result.rows)
-            result.rows.append(PackedRow())
+            cap, row = max_length - start, len(result.rows)
+            result.rows.append(PackedRow.with_prefix(prefix) if prefix else PackedRow())
         result.rows[row].add(ex, max_length)
         if cap - n > 1:  # a gap of one token cannot hold an example with a trained token
             bisect.insort(free, (cap - n, row))
-    return result
+
+
+def shared_prefixes(examples: Sequence[TokenizedExample], max_length: int,
+                    min_length: int = MIN_SHARED_PREFIX) -> list[tuple[list[int], list[int]]]:
+    """Groups of examples (indices) that start with the same tokens, and that prefix.
+
+    Examples are grouped by their first ``min_length`` tokens; a group's prefix is its longest
+    common start, shortened until no token in it, nor the first token after it, is trained
+    (a remainder's first token is predicted from whatever precedes it in the row) and every
+    member keeps at least one token of its own. Prefixes are capped at half of ``max_length``
+    so a row holds more than one remainder. Groups of one, or whose prefix ends up shorter
+    than ``min_length``, are left out (packed normally).
+    """
+    by_start: dict[tuple[int, ...], list[int]] = {}
+    for i, ex in enumerate(examples):
+        if len(ex) > min_length:
+            by_start.setdefault(tuple(ex.input_ids[:min_length]), []).append(i)
+    groups = []
+    for members in by_start.values():
+        if len(members) < 2:
+            continue
+        first = examples[members[0]].input_ids
+        n = min(min(len(examples[m]) for m in members) - 1, max_length // 2)
+        for m in members[1:]:
+            ids = examples[m].input_ids
+            k = min_length
+            while k < n and ids[k] == first[k]:
+                k += 1
+            n = k
+        for m in members:
+            labels = examples[m].labels
+            trained = next((j for j in range(n + 1) if labels[j] != IGNORE_INDEX), None)
+            if trained is not None:
+                n = trained - 1  # token `trained` must start the remainder, unlabelled: cut before
+        if n >= min_length:
+            groups.append((list(first[:n]), members))
+    return groups
 
 
 # --------------------------------------------------------------------------- masks
 def block_causal_mask(seq_ids: torch.Tensor, *, dtype: torch.dtype = torch.bool) -> torch.Tensor:
     """``[B, L]`` sequence ids -> ``[B, 1, L, L]`` block-diagonal causal mask.
 
-    Token i may attend to token j iff j <= i and both belong to the same example. Padding
-    (id -1) attends only to itself, so no row is fully masked (that gives NaN in sdpa).
+    Token i may attend to token j iff j <= i and both belong to the same example, or j is in
+    the row's shared prefix (id -2). Padding (id -1) attends only to itself, so no row is fully
+    masked (that gives NaN in sdpa).
     bool: True = attend. Float: 0 = attend, dtype-min = blocked (added to the scores).
     """
     length = seq_ids.shape[-1]
     causal = torch.ones(length, length, dtype=torch.bool, device=seq_ids.device).tril()
     same = seq_ids[:, :, None] == seq_ids[:, None, :]
-    keep = (same & causal & (seq_ids[:, None, :] >= 0)) | torch.eye(
+    prefix = (seq_ids[:, None, :] == PREFIX_SEQ) & (seq_ids[:, :, None] != -1)
+    keep = ((same | prefix) & causal & (seq_ids[:, None, :] != -1)) | torch.eye(
         length, dtype=torch.bool, device=seq_ids.device
     )
     keep = keep[:, None]
@@ -165,28 +249,34 @@ def mask_format_for(model: PreTrainedModel) -> tuple[MaskFormat, torch.dtype]:
 PACKED_ATTENTION = "tunesmith_packed_sdpa"
 
 
-def segment_bounds(position_ids: torch.Tensor) -> list[list[int]]:
-    """``[B, L]`` packed position ids -> per row ``[0, start_2, ..., start_k, L]``.
+def segment_bounds(seq_ids: torch.Tensor) -> list[tuple[int, list[int]]]:
+    """``[B, L]`` packed seq ids -> per row ``(prefix_len, [start_1, ..., start_k, L])``.
 
-    Examples start where the position resets to 0. Row padding continues the last example's
-    positions (see :func:`collate_packed`), so it joins the last segment: under causal
-    attention no real token attends to the padding after it.
+    ``prefix_len`` is the row's shared-prefix length (0 without one); the starts are where
+    each example (or the row's padding, which attends only to itself) begins after it.
     """
-    length = position_ids.shape[-1]
-    return [[*(row == 0).nonzero().flatten().tolist(), length] for row in position_ids.cpu()]
+    out = []
+    for row in seq_ids.cpu():
+        prefix = int((row == PREFIX_SEQ).sum())
+        rest = row[prefix:]
+        starts = (torch.nonzero(rest[1:] != rest[:-1]).flatten() + 1 + prefix).tolist()
+        out.append((prefix, [prefix, *starts, len(row)]))
+    return out
 
 
 def packed_sdpa_attention(
     module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-    packed_segments: list[list[int]] | None = None, **kwargs: object,
+    packed_segments: list[tuple[int, list[int]]] | None = None, **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: causal sdpa per packed example, else plain sdpa.
 
-    With ``packed_segments`` the block-diagonal ``attention_mask`` is redundant and ignored:
-    each example's queries attend to its own keys with ``is_causal``, which lets the kernel
-    skip the upper triangle and never touch the cross-example blocks. Shapes follow
-    transformers: query ``[B, H, L, D]``, key/value ``[B, H_kv, L, D]``, output ``[B, L, H, D]``.
+    With ``packed_segments`` (from :func:`segment_bounds`) the block-diagonal
+    ``attention_mask`` is redundant and ignored: each example's queries attend to its own keys
+    with ``is_causal``, which lets the kernel skip the upper triangle and never touch the
+    cross-example blocks; after a shared prefix, to the prefix's keys and then its own (causal).
+    Shapes follow transformers: query ``[B, H, L, D]``, key/value ``[B, H_kv, L, D]``, output
+    ``[B, L, H, D]``.
     """
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
@@ -195,15 +285,25 @@ def packed_sdpa_attention(
                                       scaling=scaling, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     rows = []
-    for q, k, v, bounds in zip(query.unbind(0), key.unbind(0), value.unbind(0), packed_segments, strict=True):
+    for q, k, v, (prefix, bounds) in zip(query.unbind(0), key.unbind(0), value.unbind(0), packed_segments,
+                                         strict=True):
         sizes = [end - start for start, end in itertools.pairwise(bounds)]
         # split (not slicing) so the backward pass concatenates gradients instead of summing zeros
-        parts = [
-            torch.nn.functional.scaled_dot_product_attention(
-                qs[None], ks[None], vs[None], dropout_p=dropout, scale=scaling, is_causal=True)
-            for qs, ks, vs in zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1), strict=True)
-        ]
+        qp, qs = q.split([prefix, q.shape[1] - prefix], 1)
+        kp, ks = k.split([prefix, k.shape[1] - prefix], 1)
+        vp, vs = v.split([prefix, v.shape[1] - prefix], 1)
+        parts = [sdpa(qp[None], kp[None], vp[None], dropout_p=dropout, scale=scaling, is_causal=True)] if prefix else []
+        for qi, ki, vi in zip(qs.split(sizes, 1), ks.split(sizes, 1), vs.split(sizes, 1), strict=True):
+            if not prefix:
+                parts.append(sdpa(qi[None], ki[None], vi[None], dropout_p=dropout, scale=scaling, is_causal=True))
+                continue
+            n = qi.shape[1]
+            mask = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device)
+            mask[:, prefix:] = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            parts.append(sdpa(qi[None], torch.cat([kp, ki], 1)[None], torch.cat([vp, vi], 1)[None],
+                              attn_mask=mask, dropout_p=dropout, scale=scaling))
         rows.append(torch.cat(parts, dim=2))
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 
@@ -259,10 +359,14 @@ def collate_packed(
             [torch.as_tensor(r.position_ids + _tail(r, length)) for r in rows]
         ),
     }
+    seq_ids = _pad([r.seq_ids for r in rows], length, -1)
+    batch["_seq_ids"] = seq_ids  # "_": not a model input (the trainer's per-example attention)
     if mask_format != "none":
-        seq_ids = _pad([r.seq_ids for r in rows], length, -1)
         dtype = torch.bool if mask_format == "bool" else mask_dtype
         batch["attention_mask"] = block_causal_mask(seq_ids, dtype=dtype)
+    elif any(r.prefix_len for r in rows):
+        raise TunesmithError("shared-prefix rows need sdpa or eager attention (flash-attention "
+                             "reads example boundaries from position ids): set train.share_prefix: false")
     return batch
 
 

@@ -147,7 +147,8 @@ class Trainer:
         examples = self._epoch_examples(epoch)
         bs = self.cfg.batch_size
         if self.cfg.packing:
-            rows = pack_examples(examples, max_length=self.cfg.max_length).rows
+            rows = pack_examples(examples, max_length=self.cfg.max_length,
+                                 share_prefix=self.cfg.share_prefix and self.mask_format != "none").rows
             order = np.random.default_rng([self.seed, epoch]).permutation(len(rows))
             return [[rows[i] for i in order[s : s + bs]] for s in range(0, len(order), bs)]
         sampler = LengthGroupedBatchSampler([len(e) for e in examples], bs, seed=self.seed)
@@ -158,7 +159,7 @@ class Trainer:
         c = self.cfg
         if c.packing:
             return collate_packed(group, pad_id=self.pad_id, mask_format=self.mask_format,
-                                  mask_dtype=self.mask_dtype) | {"_tokens": torch.tensor(sum(len(r) for r in group))}
+                                  mask_dtype=self.mask_dtype) | {"_tokens": torch.tensor(sum(r.example_tokens for r in group))}
         return collate_padded(group, pad_id=self.pad_id, max_length=c.max_length) | {
             "_tokens": torch.tensor(sum(min(len(e), c.max_length) for e in group))}
 
@@ -253,8 +254,8 @@ class Trainer:
 
     def _loss_sum(self, model: Any, batch: Batch) -> torch.Tensor:
         """Sum of token cross-entropies over the trained tokens of one micro-batch."""
-        extra = {"packed_segments": segment_bounds(batch["position_ids"])} if (
-            self.packed_attention and "position_ids" in batch) else {}
+        extra = {"packed_segments": segment_bounds(batch["_seq_ids"])} if (
+            self.packed_attention and "_seq_ids" in batch) else {}
         batch = {k: v.to(self.acc.device) for k, v in batch.items() if not k.startswith("_")}
         logits, targets = self._trained_logits(model, batch, extra)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
