@@ -23,7 +23,7 @@ import torch
 
 from tunesmith.train.masks import IGNORE_INDEX, TokenizedExample
 
-CONTENDERS = ("tunesmith", "hf_trainer", "trl_sft")
+CONTENDERS = ("tunesmith", "tunesmith_noshare", "hf_trainer", "trl_sft")
 
 
 @dataclass

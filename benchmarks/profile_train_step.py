@@ -53,7 +53,7 @@ def main() -> None:
     from tunesmith.config import TrainConfig
     from tunesmith.train.trainer import Trainer
 
-    spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=(args.rows + 2) * 4,
+    spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=(args.rows + 2) * 8,
                      val_examples=1, max_length=args.max_length)
     tok = tokenizer()
     train, _ = load_data(spec, tok)

@@ -1,7 +1,7 @@
 """LoRA training throughput: tunesmith's trainer vs transformers' Trainer and TRL's SFTTrainer.
 
     python benchmarks/train_throughput.py [--examples 96] [--val-examples 64] [--max-length 1024]
-        [--only tunesmith,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
+        [--only tunesmith,tunesmith_noshare,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
 
 Same model (the starter, SmolLM2-135M-Instruct, float32 weights), same data (the first N train
 examples of the support-triage sample project's snapshot, tokenised once by tunesmith, so the
@@ -13,7 +13,13 @@ do the same work), sdpa attention. About the same tokens per optimizer step: one
 ``max_length`` for the packers, ``--examples-per-step`` padded examples for the plain Trainer.
 
   * tunesmith:  ``tunesmith.train.trainer.Trainer`` with packing (best-fit-decreasing rows,
-                attention per packed example, logits only at trained positions).
+                attention per packed example, logits only at trained positions) and its
+                default shared-prefix packing (one copy of the system prompt per row). Its rows
+                are shortened until the epoch has as many rows (optimizer steps, ~3.4 examples
+                each) as plain packing, so every packer takes the same number of steps.
+                Tokens/s counts the examples' tokens (prefix included, as the others see them);
+                the FLOP/s utilisation counts only the positions it computed.
+  * tunesmith_noshare: the same with ``share_prefix: false``.
   * hf_trainer: ``transformers.Trainer`` + ``peft.get_peft_model``, ``DataCollatorForSeq2Seq``
                 dynamic padding (to the longest example of each random batch).
   * trl_sft:    ``trl.SFTTrainer`` with ``packing=True`` (its default BFD strategy: padding-free
@@ -69,13 +75,22 @@ from _train_bench import (
 # returned dict has at least "train_seconds" and "tokens" (non-padding tokens it was fed).
 
 
-def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[str, Any]:
+def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list, *, share_prefix: bool = True) -> dict[str, Any]:
     from tunesmith.config import TrainConfig
+    from tunesmith.train.packing import pack_examples
     from tunesmith.train.trainer import Trainer, precision_for
 
+    row_length = spec.max_length
+    if share_prefix:
+        # Same examples per optimizer step as the other packers: a row with a shared prefix
+        # holds ~2x the examples, so shorten it until the epoch has as many rows (steps) as
+        # plain packing gives; the validation loss then compares equal numbers of steps.
+        target = len(pack_examples(train, max_length=spec.max_length).rows)
+        while row_length > 64 and len(pack_examples(train, max_length=row_length - 16, share_prefix=True).rows) <= target:
+            row_length -= 16
     cfg = TrainConfig(
-        max_length=spec.max_length, packing=True, batch_size=spec.rows_per_step, grad_accum=1, epochs=1,
-        lr=spec.lr, scheduler="cosine", warmup_ratio=spec.warmup_ratio, max_grad_norm=1.0,
+        max_length=row_length, packing=True, share_prefix=share_prefix, batch_size=spec.rows_per_step, grad_accum=1,
+        epochs=1, lr=spec.lr, scheduler="cosine", warmup_ratio=spec.warmup_ratio, max_grad_norm=1.0,
         eval_every=10**6, save_every=10**6, early_stopping_patience=None, precision="auto",
         lora={"r": spec.r, "alpha": spec.alpha, "dropout": spec.dropout, "target_modules": "all-linear"},
         tracking={"mlflow": False, "tensorboard": False},
@@ -92,8 +107,12 @@ def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[st
         seconds = time.perf_counter() - t0
     steps = [h for h in fit.state.history if "trained_tokens" in h]  # step events (evals carry "event")
     return {"train_seconds": seconds, "setup_seconds": setup, "tokens": fit.state.tokens_seen, "positions": positions,
-            "steps": fit.state.step, "final_train_loss": steps[-1]["loss"],
+            "steps": fit.state.step, "final_train_loss": steps[-1]["loss"], "row_length": row_length,
             "precision": f"autocast {precision_for(cfg)}" if precision_for(cfg) != "no" else "fp32"}
+
+
+def run_tunesmith_noshare(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[str, Any]:
+    return run_tunesmith(spec, model, tok, train, share_prefix=False)
 
 
 def _hf_args(spec: BenchSpec, out_dir: str, batch: int) -> dict[str, Any]:
@@ -165,7 +184,8 @@ def run_trl_sft(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[str,
         return {**result, "setup_seconds": setup, "packing": args.packing_strategy}
 
 
-RUNNERS = {"tunesmith": run_tunesmith, "hf_trainer": run_hf_trainer, "trl_sft": run_trl_sft}
+RUNNERS = {"tunesmith": run_tunesmith, "tunesmith_noshare": run_tunesmith_noshare, "hf_trainer": run_hf_trainer,
+           "trl_sft": run_trl_sft}
 
 
 # --------------------------------------------------------------------------- one contender
@@ -272,24 +292,26 @@ def report(spec: BenchSpec, results: dict[str, dict], tokens: int, flops: tuple[
     print(f"\n{spec.examples} examples, {tokens} tokens, max_length {spec.max_length}, LoRA r{spec.r} "
           f"alpha {spec.alpha} all-linear, lr {spec.lr}; FLOPs/token = 4·N + attention = "
           f"{per_token / 1e6:.0f} M (N = {n_params / 1e6:.1f} M)")
-    print(f"{'contender':11s} {'tokens/s':>8s} {'vs hf':>6s} {'vs trl':>6s} {'tok/cpu-s':>9s} {'train s':>7s} "
+    print(f"{'contender':17s} {'tokens/s':>8s} {'vs hf':>6s} {'vs trl':>6s} {'tok/cpu-s':>9s} {'train s':>7s} "
           f"{'steps':>5s} {'peak RSS':>9s} {'val loss':>8s} {'val acc':>7s} {'bf16 util':>9s}  precision")
     rate = {n: r["tokens"] / r["train_seconds"] for n, r in results.items()}
     for name, r in results.items():
         if r["tokens"] != tokens:
             print(f"  !! {name} was fed {r['tokens']} tokens, expected {tokens}")
         ratio = {k: f"{rate[name] / rate[k]:.2f}x" if k in rate else "-" for k in ("hf_trainer", "trl_sft")}
-        util = rate[name] * per_token / peaks["bf16"]
-        print(f"{name:11s} {rate[name]:8.0f} {ratio['hf_trainer']:>6s} {ratio['trl_sft']:>6s} "
+        # FLOPs actually needed: computed positions when a shared prefix saves some, real
+        # (non-padding) tokens otherwise
+        util = min(r["positions"], r["tokens"]) / r["train_seconds"] * per_token / peaks["bf16"]
+        print(f"{name:17s} {rate[name]:8.0f} {ratio['hf_trainer']:>6s} {ratio['trl_sft']:>6s} "
               f"{r['tokens'] / r['cpu_seconds']:9.0f} {r['train_seconds']:7.1f} {r['steps']:5d} "
               f"{r['peak_rss_mib']:7.0f} M {r['val_loss']:8.4f} {r['val_token_accuracy']:7.3f} "
               f"{util:9.1%}  {r['precision']}")
-    print(f"{'base model':11s} {'':>8s} {'':>6s} {'':>6s} {'':>9s} {'':>7s} {'':>5s} {'':>9s} "
+    print(f"{'base model':17s} {'':>8s} {'':>6s} {'':>6s} {'':>9s} {'':>7s} {'':>5s} {'':>9s} "
           f"{base['val_loss']:8.4f} {base['val_token_accuracy']:7.3f}   (untrained)")
     print("\npadding (positions computed / real tokens), setup s (trainer construction), model load s, "
           "tokenise s, RSS after load, load average before->after training:")
     for n, r in results.items():
-        print(f"  {n:11s} {r['positions'] / r['tokens']:.3f}  {r['setup_seconds']:4.1f}  {r['load_seconds']:4.1f}  "
+        print(f"  {n:17s} {r['positions'] / r['tokens']:.3f}  {r['setup_seconds']:4.1f}  {r['load_seconds']:4.1f}  "
               f"{r['tokenize_seconds']:4.1f}  {r['rss_after_load_mib']:5.0f} MiB  "
               f"{r['load_avg'][0]:.1f}->{r['load_avg'][1]:.1f}")
 

@@ -363,13 +363,18 @@ def _eval_progress(console: Console) -> Callable[[dict[str, Any]], None]:
 
 
 def _print_eval(result: Any) -> None:
-    from tunesmith.evaluate.report import ladder_rows
+    from rich import box
+
+    from tunesmith.evaluate.report import compact_ladder_rows
 
     r = result.results
-    header, rows = ladder_rows(r)
-    table = Table(title=f"the ladder — headline {r['headline']} (mean [95% CI])")
-    for h in header:
-        table.add_column(h, justify="left" if h == "rung" else "right")
+    header, rows = compact_ladder_rows(r)
+    table = Table(title=f"the ladder: {r['cases']} cases, 95% CI on {r['headline']}", box=box.SIMPLE_HEAD,
+                  collapse_padding=True,
+                  pad_edge=False)
+    for i, h in enumerate(header):
+        width = max(len(h), *(len(row[i]) for row in rows))
+        table.add_column(h, justify="left" if h == "rung" else "right", no_wrap=True, min_width=width)
     for row in rows:
         table.add_row(*row)
     out.print(table)

@@ -379,6 +379,11 @@ class GenerationSettings(_Section):
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Longest answer generated.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (reproducible).")
     batch_size: int = Field(16, ge=1, description="Prompts in flight in the generation engine.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="fp32: greedy answers equal transformers' generate. bf16: autocast matmuls, ~1.4x faster on CPUs "
+        "with AVX512-BF16 and the precision a bf16-trained adapter was trained in, but some greedy answers change.",
+    )
 
 
 class OutputSpec(_Section):

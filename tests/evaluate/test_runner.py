@@ -95,3 +95,15 @@ def test_reference_outside_the_label_set_is_a_clear_error(tmp_path):
                            "kind: json, label_fields: [category]"))
     with pytest.raises(TunesmithError, match="label_fields"):
         evaluate(cfg)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_generation_precision_reaches_the_engine(tmp_path, monkeypatch, precision):
+    from tunesmith.evaluate import runner
+    from tunesmith.generate.engine import Engine
+
+    cfg = project(tmp_path, "{generation: {precision: %s, batch_size: 3}}" % precision)
+    seen = {}
+    monkeypatch.setattr(Engine, "load", classmethod(lambda cls, base, **kw: seen.update(kw) or "engine"))
+    assert runner._engine(cfg, None) == "engine"
+    assert seen["bf16_autocast"] is (precision == "bf16") and seen["max_batch_size"] == 3

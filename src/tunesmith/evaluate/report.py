@@ -43,6 +43,31 @@ def ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+SHORT_RUNG_NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "rag": "RAG", "finetuned": "fine-tuned",
+                    "finetuned_rag": "fine-tuned+RAG"}
+
+
+def compact_ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The ladder for an 80-column terminal: the headline with its 95% CI, the other key
+    metrics as means (the report has every CI)."""
+    first = next(iter(results["ladder"].values()))["metrics"]
+    headline = results["headline"]
+    means = [k for k in ("json_valid", *(k for k in first if k.startswith("field/"))) if k in first and k != headline]
+    if not any(k.startswith("field/") for k in means):
+        means += [k for k in ("token_f1", "rouge_l") if k in first and k != headline]
+    names = {"json_valid": "json"}
+    header = ["rung", headline, *(names.get(k, k.removeprefix("field/")) for k in means), "s/ans"]
+    rows = []
+    for rung, r in results["ladder"].items():
+        m = r["metrics"]
+        h = m.get(headline) or {}
+        ci = f"{h['mean']:.2f} ({h['low']:.2f}–{h['high']:.2f})" if h.get("mean") is not None else "–"
+        rows.append([SHORT_RUNG_NAMES.get(rung, rung), ci,
+                     *(f"{m[k]['mean']:.2f}" if m.get(k) and m[k].get("mean") is not None else "–" for k in means),
+                     f"{r['cost']['seconds_per_answer']:.2f}"])
+    return header, rows
+
+
 def worst_errors(results: dict[str, Any], pack: EvalPack, limit: int = 8) -> list[dict[str, Any]]:
     """Cases the fine-tuned model (else the best rung) got wrong, with every rung's answer."""
     headline, ladder = results["headline"], results["ladder"]

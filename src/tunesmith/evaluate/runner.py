@@ -81,7 +81,8 @@ def _engine(cfg: Config, version: Artifact | None) -> Any:
     record = json.loads((version.path / "model_version.json").read_text()) if version else {}
     base = record.get("base_location") or model_reference(cfg)
     adapters = {FT_ADAPTER: version.path} if version else None
-    return Engine.load(base, adapters=adapters, max_batch_size=cfg.eval.generation.batch_size,
+    gen = cfg.eval.generation
+    return Engine.load(base, adapters=adapters, max_batch_size=gen.batch_size, bf16_autocast=gen.precision == "bf16",
                        system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
 
 
