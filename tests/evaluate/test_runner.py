@@ -102,7 +102,7 @@ def test_generation_precision_reaches_the_engine(tmp_path, monkeypatch, precisio
     from tunesmith.evaluate import runner
     from tunesmith.generate.engine import Engine
 
-    cfg = project(tmp_path, "{generation: {precision: %s, batch_size: 3}}" % precision)
+    cfg = project(tmp_path, "{generation: {precision: " + precision + ", batch_size: 3}}")
     seen = {}
     monkeypatch.setattr(Engine, "load", classmethod(lambda cls, base, **kw: seen.update(kw) or "engine"))
     assert runner._engine(cfg, None) == "engine"
