@@ -107,6 +107,22 @@ def lora_model(spec: BenchSpec, model: Any) -> Any:
     return peft.get_peft_model(model, cfg)
 
 
+def tunesmith_config(spec: BenchSpec, *, row_length: int | None = None, share_prefix: bool = True,
+                     scheduler: str = "cosine") -> Any:
+    """tunesmith's TrainConfig for the benchmark's LoRA, optimiser and schedule (one epoch,
+    packed rows, no mid-run validation, checkpoints or trackers)."""
+    from tunesmith.config import TrainConfig
+
+    return TrainConfig(
+        max_length=row_length or spec.max_length, packing=True, share_prefix=share_prefix,
+        batch_size=spec.rows_per_step, grad_accum=1, epochs=1, lr=spec.lr, scheduler=scheduler,
+        warmup_ratio=spec.warmup_ratio, max_grad_norm=1.0, eval_every=10**6, save_every=10**6,
+        early_stopping_patience=None, precision="auto",
+        lora={"r": spec.r, "alpha": spec.alpha, "dropout": spec.dropout, "target_modules": "all-linear"},
+        tracking={"mlflow": False, "tensorboard": False},
+    )
+
+
 def bf16_autocast() -> bool:
     from tunesmith.train.trainer import cpu_has_bf16
 

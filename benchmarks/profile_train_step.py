@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _train_bench import BenchSpec, base_model, load_data, lora_model, tokenizer
+from _train_bench import BenchSpec, base_model, load_data, lora_model, tokenizer, tunesmith_config
 from train_throughput import sample_snapshot
 
 KINDS = (  # (kind, substrings of aten op names), first match wins
@@ -50,7 +50,6 @@ def main() -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
-    from tunesmith.config import TrainConfig
     from tunesmith.train.trainer import Trainer
 
     spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=(args.rows + 2) * 8,
@@ -58,13 +57,7 @@ def main() -> None:
     tok = tokenizer()
     train, _ = load_data(spec, tok)
     model = lora_model(spec, base_model())
-    cfg = TrainConfig(
-        max_length=spec.max_length, packing=True, batch_size=1, grad_accum=1, epochs=1, lr=spec.lr,
-        scheduler="constant", warmup_ratio=0.0, max_grad_norm=1.0, eval_every=10**6, save_every=10**6,
-        early_stopping_patience=None, precision="auto",
-        lora={"r": spec.r, "alpha": spec.alpha, "dropout": spec.dropout, "target_modules": "all-linear"},
-        tracking={"mlflow": False, "tensorboard": False},
-    )
+    cfg = tunesmith_config(spec, scheduler="constant")
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(model, cfg, train=train, validation=[], pad_id=tok.pad_token_id, seed=spec.seed,
                           run_dir=Path(run_dir))

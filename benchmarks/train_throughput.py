@@ -67,6 +67,7 @@ from _train_bench import (
     model_config,
     peak_rss_mib,
     tokenizer,
+    tunesmith_config,
     validation_loss,
 )
 
@@ -76,7 +77,6 @@ from _train_bench import (
 
 
 def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list, *, share_prefix: bool = True) -> dict[str, Any]:
-    from tunesmith.config import TrainConfig
     from tunesmith.train.packing import pack_examples
     from tunesmith.train.trainer import Trainer, precision_for
 
@@ -88,13 +88,7 @@ def run_tunesmith(spec: BenchSpec, model: Any, tok: Any, train: list, *, share_p
         target = len(pack_examples(train, max_length=spec.max_length).rows)
         while row_length > 64 and len(pack_examples(train, max_length=row_length - 16, share_prefix=True).rows) <= target:
             row_length -= 16
-    cfg = TrainConfig(
-        max_length=row_length, packing=True, share_prefix=share_prefix, batch_size=spec.rows_per_step, grad_accum=1,
-        epochs=1, lr=spec.lr, scheduler="cosine", warmup_ratio=spec.warmup_ratio, max_grad_norm=1.0,
-        eval_every=10**6, save_every=10**6, early_stopping_patience=None, precision="auto",
-        lora={"r": spec.r, "alpha": spec.alpha, "dropout": spec.dropout, "target_modules": "all-linear"},
-        tracking={"mlflow": False, "tensorboard": False},
-    )
+    cfg = tunesmith_config(spec, row_length=row_length, share_prefix=share_prefix)
     with tempfile.TemporaryDirectory() as run_dir:
         t0 = time.perf_counter()
         trainer = Trainer(model, cfg, train=train, validation=[], pad_id=tok.pad_token_id, seed=spec.seed,

@@ -296,14 +296,13 @@ def packed_sdpa_attention(
         vp, vs = v.split([prefix, v.shape[1] - prefix], 1)
         parts = [sdpa(qp[None], kp[None], vp[None], dropout_p=dropout, scale=scaling, is_causal=True)] if prefix else []
         for qi, ki, vi in zip(qs.split(sizes, 1), ks.split(sizes, 1), vs.split(sizes, 1), strict=True):
-            if not prefix:
-                parts.append(sdpa(qi[None], ki[None], vi[None], dropout_p=dropout, scale=scaling, is_causal=True))
-                continue
-            n = qi.shape[1]
-            mask = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device)
-            mask[:, prefix:] = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-            parts.append(sdpa(qi[None], torch.cat([kp, ki], 1)[None], torch.cat([vp, vi], 1)[None],
-                              attn_mask=mask, dropout_p=dropout, scale=scaling))
+            mask = None  # alone: plain causal
+            if prefix:  # the whole prefix, then causal within the example
+                n = qi.shape[1]
+                ki, vi = torch.cat([kp, ki], 1), torch.cat([vp, vi], 1)
+                mask = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device).tril(diagonal=prefix)
+            parts.append(sdpa(qi[None], ki[None], vi[None], attn_mask=mask, dropout_p=dropout, scale=scaling,
+                              is_causal=mask is None))
         rows.append(torch.cat(parts, dim=2))
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 

@@ -441,9 +441,9 @@ def use_bf16_frozen_weights(model: Any) -> int:
         if not isinstance(module, LoraLayer) or any(module.use_dora.values()):
             continue
         base = module.get_base_layer()
-        if not isinstance(base, (torch.nn.Linear, Conv1D)) or base.weight.requires_grad or owners[id(base.weight)] > 1:
-            continue
-        if base.weight.dtype != torch.float32:
+        w = getattr(base, "weight", None)
+        if (not isinstance(base, (torch.nn.Linear, Conv1D)) or w.requires_grad or w.dtype != torch.float32
+                or owners[id(w)] > 1):
             continue
         base.weight.data = base.weight.data.to(torch.bfloat16)
         if base.bias is not None and not base.bias.requires_grad:
