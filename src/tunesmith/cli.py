@@ -264,6 +264,10 @@ class _TrainProgress:
                 f"model ready in {event['seconds']} s: {event['trainable_params']:,} of "
                 f"{event['total_params']:,} parameters train (precision {event['precision']})"
             )
+        elif kind == "rehearsal" and not self.quiet:
+            how = "cached" if event["cached"] else f"of {event['asked']} finished"
+            self.console.print(f"rehearsal: the base model's own answers to {event['examples']} general "
+                               f"instructions ({how})")
         elif kind == "resumed":
             self.console.print(f"resumed from step {event['step']} ({event['checkpoint']})")
 

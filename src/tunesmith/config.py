@@ -285,6 +285,10 @@ class LoraConfig(_Section):
         "all-linear", description="Module names to adapt (e.g. [q_proj, v_proj]) or `all-linear`."
     )
     rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    plus_ratio: float = Field(
+        1.0, ge=1, le=64,
+        description="LoRA+: learning rate of the B matrices = lr × this (1 = plain LoRA; 4-16 often converges faster).",
+    )
 
 
 class PromptTuningConfig(_Section):
@@ -300,6 +304,11 @@ class RehearsalConfig(_Section):
     )
     ratio: float = Field(
         0.2, ge=0, lt=1, description="Share of each epoch's examples drawn from the rehearsal set."
+    )
+    self_distill: int = Field(
+        0, ge=0, le=64,
+        description="Also rehearse the base model's own answers to this many built-in general "
+        "instructions (answered before training, cached; against forgetting; 0 = off).",
     )
 
 

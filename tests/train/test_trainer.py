@@ -230,3 +230,67 @@ def test_mlflow_run_records_params_and_metrics(tmp_path):
     assert run.data.params["train.method"] == "lora" and "snapshot" in run.data.params
     assert "train_loss" in run.data.metrics and "val_loss" in run.data.metrics
     assert run.info.status == "FINISHED"
+
+
+def test_lora_plus_gives_b_matrices_a_faster_rate_through_the_schedule(tmp_path):
+    cfg = load_config(make_project(tmp_path, "{max_steps: 4, warmup_ratio: 0.5, lora: {plus_ratio: 8}}"))
+    trainer = _trainer(cfg, tmp_path / "run")
+    groups = trainer.optimizer.param_groups
+    assert len(groups) == 2
+    named = {id(p): n for n, p in trainer.model.named_parameters()}
+    slow, fast = ([named[id(p)] for p in g["params"]] for g in groups)
+    assert fast and all(".lora_B." in n for n in fast) and not any(".lora_B." in n for n in slow)
+    assert any(".lora_A." in n for n in slow)
+    for _ in range(3):  # warmup then decay: the ratio holds at every step
+        trainer.optimizer.step()  # no gradients yet: a no-op that keeps torch's order
+        trainer.scheduler.step()
+        lrs = [g["lr"] for g in groups]
+        assert lrs[1] == pytest.approx(8 * lrs[0])
+    # plain LoRA keeps one group at the configured rate
+    plain = _trainer(load_config(make_project(tmp_path / "plain")), tmp_path / "plain-run")
+    assert len(plain.optimizer.param_groups) == 1
+
+
+def _fake_answers(monkeypatch, finish=lambda i: "stop"):
+    """The tiny random model never ends a turn; give the engine answers of known shape."""
+    from tunesmith.generate.engine import Engine, Generation
+
+    calls = []
+
+    def generate(self, conversations, cfg=None, *, adapter=None):
+        calls.append(len(conversations))
+        return [Generation(f"answer {i}", 3, 10, finish(i), 0.0) for i in range(len(conversations))]
+
+    monkeypatch.setattr(Engine, "generate", generate)
+    return calls
+
+
+def test_self_rehearsal_keeps_finished_answers_and_caches_them(tmp_path, monkeypatch):
+    from models.tiny import build_model, build_tokenizer
+    from tunesmith.evaluate.probes import GENERAL_QA
+    from tunesmith.train.rehearsal import GENERAL_INSTRUCTIONS, self_rehearsal
+
+    tok = build_tokenizer()
+    model = build_model("llama", tok)
+    calls = _fake_answers(monkeypatch, finish=lambda i: "length" if i % 3 == 0 else "stop")
+    kw = {"fingerprint": "abc", "cache_dir": tmp_path}
+    got = self_rehearsal(model, tok, 9, **kw)
+    assert calls == [9] and len(got) == 6  # cut-off answers are dropped
+    assert got[0].messages == [{"role": "user", "content": GENERAL_INSTRUCTIONS[1]},
+                               {"role": "assistant", "content": "answer 1"}]
+    assert [e.messages for e in self_rehearsal(model, tok, 9, **kw)] == [e.messages for e in got]
+    assert calls == [9]  # second call: read from the cache, no generation
+    self_rehearsal(model, tok, 9, fingerprint="other-base", cache_dir=tmp_path)
+    assert calls == [9, 9]  # another base model answers afresh
+    # rehearsal must not teach the forgetting check's questions
+    assert not {q for q, _ in GENERAL_QA} & set(GENERAL_INSTRUCTIONS)
+
+
+def test_self_distilled_rehearsal_is_trained_and_recorded(tmp_path, monkeypatch):
+    _fake_answers(monkeypatch)
+    cfg = load_config(make_project(tmp_path, "{max_steps: 2, rehearsal: {self_distill: 5, ratio: 0.5}}"))
+    events = []
+    res = train(cfg, log=events.append)
+    assert any(e.get("event") == "preflight" and e["split"] == "rehearsal" and e["examples"] == 5 for e in events)
+    assert json.loads((res.path / "model_version.json").read_text())["rehearsal"] == "self:5"
+    assert list((cfg.workspace_dir / "cache").glob("self-rehearsal-*.jsonl"))

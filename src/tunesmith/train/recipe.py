@@ -165,7 +165,6 @@ def train(
     train_tok, report = _tokenize(cfg, tokenizer, train_ex, "train", log)
     val_tok, _ = _tokenize(cfg, tokenizer, val_ex, "validation", log) if val_ex else ([], {})
     rehearsal_ex, rehearsal_ref = _load_rehearsal(cfg, ws)
-    rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
     # 3. model + method
     device, dtype = _device_and_dtype(cfg, acc.device)
     from transformers import set_seed
@@ -176,6 +175,15 @@ def train(
     base = load_model(ref, dtype=dtype, device=device, trust_remote_code=cfg.model.trust_remote_code,
                       allow_pickle=cfg.model.allow_pickle)
     check_context_length(base, cfg.train.max_length)
+    if (n_self := cfg.train.rehearsal.self_distill) and cfg.train.rehearsal.ratio > 0:
+        from tunesmith.train.rehearsal import self_rehearsal
+
+        distilled = self_rehearsal(base, tokenizer, n_self, fingerprint=model_fingerprint(ref),
+                                   cache_dir=ws.root / "cache", system=cfg.model.system_prompt,
+                                   fallback_template=cfg.model.chat_template, log=log)
+        rehearsal_ex = rehearsal_ex + distilled
+        rehearsal_ref = "+".join(filter(None, [rehearsal_ref, f"self:{len(distilled)}"]))
+    rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
     if cfg.train.gradient_checkpointing:
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()

@@ -76,6 +76,19 @@ class FitResult:
     tokens_per_second: float
 
 
+def param_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Trained parameters as optimizer groups. With ``lora.plus_ratio`` > 1 (LoRA+, Hayou et
+    al. 2024) the B matrices learn that many times faster than the A matrices; the scheduler
+    scales every group's rate alike, so the ratio holds through warmup and decay."""
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    ratio = cfg.lora.plus_ratio if cfg.method in ("lora", "dora", "qlora") else 1.0
+    if ratio == 1.0:
+        return [{"params": [p for _, p in trained]}]
+    fast = [p for n, p in trained if ".lora_B." in n]
+    rest = [p for n, p in trained if ".lora_B." not in n]
+    return [{"params": rest}, {"params": fast, "lr": cfg.lr * ratio}]
+
+
 def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup:
@@ -109,8 +122,7 @@ class Trainer:
             use_bf16_frozen_weights(model)
         self.sparse_logits = cfg.method != "prompt_tuning" and supports_logits_mask(model)
         self.mask_format, self.mask_dtype = mask_format_for(model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.total_steps = self._count_steps()
         warmup = int(cfg.warmup_ratio * self.total_steps)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.scheduler, warmup, self.total_steps))
