@@ -22,8 +22,8 @@ from tunesmith.train.recipe import train
 CATS = ["billing", "shipping", "account"]
 
 
-def make_project(root: Path, train_cfg: str = "", n: int = 60) -> Path:
-    save_model_dir(root / "tiny", "llama")
+def make_project(root: Path, train_cfg: str = "", n: int = 60, arch: str = "llama") -> Path:
+    save_model_dir(root / "tiny", arch)
     (root / "data").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(n):
@@ -96,7 +96,7 @@ def test_grad_accumulation_equals_the_full_batch(tmp_path):
         torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-5, atol=1e-6)
 
 
-def _trainer(cfg, run_dir):
+def _trainer(cfg, run_dir, n_val=0):
     from tunesmith.data.pipeline import load_split
     from tunesmith.models.loading import load_model, load_tokenizer
     from tunesmith.train.masks import tokenize_examples
@@ -110,7 +110,8 @@ def _trainer(cfg, run_dir):
     examples = tokenize_examples(tok, load_split(snap, "train"))
     torch.manual_seed(0)
     model = apply_method(load_model(str(cfg.resolve("tiny"))), cfg.train, tok)
-    return Trainer(model, cfg.train, train=examples, validation=[], pad_id=tok.pad_token_id, seed=1, run_dir=run_dir)
+    return Trainer(model, cfg.train, train=examples, validation=examples[:n_val], pad_id=tok.pad_token_id,
+                   seed=1, run_dir=run_dir)
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -168,6 +169,28 @@ def test_other_methods_train_and_export(tmp_path, method):
     folder = "model" if method == "full" else "adapter"
     assert list((res.path / folder).glob("*.safetensors"))
     assert res.metrics["steps"] == 2
+
+
+def test_full_fine_tuning_of_tied_embeddings_checkpoints_and_reloads(tmp_path):
+    """Input embeddings and output head are one tensor (GPT-2, SmolLM2): saved once, and
+    the best weights reload with the tie intact."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = load_config(make_project(tmp_path, "{method: full, max_steps: 4}", arch="gpt2"))
+    trainer = _trainer(cfg, tmp_path / "run", n_val=6)
+    model = trainer._unwrapped()
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    trainer.fit()
+    trained = model.lm_head.weight.detach().clone()
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    trainer.load_best()
+    torch.testing.assert_close(model.transformer.wte.weight, model.lm_head.weight)
+    assert model.lm_head.weight.abs().sum() > 0 and trainer.state.best_step == 4
+    torch.testing.assert_close(model.lm_head.weight, trained)
+    res = train(cfg)  # and the exported model version loads as a plain HF checkpoint
+    exported = AutoModelForCausalLM.from_pretrained(res.path / "model")
+    torch.testing.assert_close(exported.lm_head.weight, exported.transformer.wte.weight)
 
 
 def test_qlora_on_cpu_is_a_clear_error_before_loading(tmp_path):

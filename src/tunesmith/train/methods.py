@@ -93,7 +93,26 @@ def trainable_state(model: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Tied weights (input embeddings = output head) are one tensor under two names;
+    # safetensors refuses to store both, and one copy is all a reload needs.
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen and v.numel():
+            continue
+        seen.add(v.data_ptr())
+        state[k] = v.detach().cpu().contiguous()
+    return state
+
+
+def _tied_aliases(model: Any) -> set[str]:
+    """State-dict names that share storage with an earlier name (tied weights)."""
+    seen: set[int] = set()
+    aliases = set()
+    for k, v in model.state_dict().items():
+        if v.data_ptr() in seen and v.numel():
+            aliases.add(k)
+        seen.add(v.data_ptr())
+    return aliases
 
 
 def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Tensor]) -> None:
@@ -108,6 +127,7 @@ def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Te
             raise TunesmithError(f"checkpoint does not match the model: unexpected keys {unexpected[:3]}")
         return
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in _tied_aliases(model)]
     if missing or unexpected:
         raise TunesmithError(
             f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
