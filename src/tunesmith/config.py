@@ -285,6 +285,11 @@ class LoraConfig(_Section):
         "all-linear", description="Module names to adapt (e.g. [q_proj, v_proj]) or `all-linear`."
     )
     rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    top_layers: int | None = Field(
+        None, ge=1,
+        description="Adapt only the last N transformer layers (null = all); the layers below run "
+        "forward only, so steps are faster (fewer layers learn).",
+    )
     plus_ratio: float = Field(
         1.0, ge=1, le=64,
         description="LoRA+: learning rate of the B matrices = lr × this (1 = plain LoRA; 4-16 often converges faster).",

@@ -357,6 +357,29 @@ def test_adapters_switch_without_reloading_the_base(tmp_path, monkeypatch):
         engine.generate(convs, cfg, adapter="nope")
 
 
+def test_a_full_fine_tune_is_served_beside_the_base(tmp_path):
+    from train.test_trainer import make_project
+    from tunesmith.config import load_config
+    from tunesmith.models.loading import load_model
+    from tunesmith.train.recipe import train
+
+    cfg = load_config(make_project(tmp_path, "{method: full, max_steps: 6, lr: 0.01}"))
+    version = train(cfg).path
+    engine = Engine.load(str(tmp_path / "tiny"), device="cpu", adapters={"ft": version})
+    plain = Engine.load(str(tmp_path / "tiny"), device="cpu")
+    alone = Engine(load_model(str(version / "model")), plain.tokenizer)
+    convs = [[{"role": "user", "content": f"ticket {i} about my billing problem, please help"}]
+             for i in range(3)]
+    cfg = GenerationConfig(max_new_tokens=6)
+    ids = lambda gens: [g.token_ids for g in gens]  # noqa: E731
+    base = engine.generate(convs, cfg)
+    tuned = engine.generate(convs, cfg, adapter="ft")
+    assert ids(tuned) == ids(alone.generate(convs, cfg)) != ids(base)
+    assert ids(engine.generate(convs, cfg)) == ids(base) == ids(plain.generate(convs, cfg))
+    assert engine.perplexity(["ticket 1 about billing"], adapter="ft") == pytest.approx(
+        alone.perplexity(["ticket 1 about billing"]))
+
+
 def test_adapter_paths_are_checked(tmp_path, tok):
     from peft import LoraConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -369,7 +392,7 @@ def test_adapter_paths_are_checked(tmp_path, tok):
         engine.add_adapter("x", model_dir)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "model_version.json").write_text('{"weights": "model"}')
-    with pytest.raises(AdapterError, match="full fine-tune"):
+    with pytest.raises(AdapterError, match="weights folder .*full/model is missing"):
         engine.add_adapter("x", tmp_path / "full")
     # an adapter whose model version was trained on another base is refused
     version = tmp_path / "other"

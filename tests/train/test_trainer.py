@@ -317,3 +317,34 @@ def test_self_distilled_rehearsal_is_trained_and_recorded(tmp_path, monkeypatch)
     assert any(e.get("event") == "preflight" and e["split"] == "rehearsal" and e["examples"] == 5 for e in events)
     assert json.loads((res.path / "model_version.json").read_text())["rehearsal"] == "self:5"
     assert list((cfg.workspace_dir / "cache").glob("self-rehearsal-*.jsonl"))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
+    from models.tiny import build_model, build_tokenizer
+    from tunesmith.config import TrainConfig
+    from tunesmith.train.methods import apply_method
+
+    tok = build_tokenizer()
+
+    def lora_modules(top):
+        cfg = TrainConfig(lora={"top_layers": top})
+        model = apply_method(build_model(arch, tok), cfg, tok)
+        return model, {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+
+    _, everywhere = lora_modules(None)
+    _, all_by_name = lora_modules(2)  # both tiny layers, selected by name: same modules as all-linear
+    assert all_by_name == everywhere
+    model, top = lora_modules(1)
+    assert top and top == {n for n in everywhere if ".1." in n}
+    model.train()
+    first = next(m for n, m in model.named_modules() if n.endswith(("layers.0", "h.0")))
+    seen = []
+    first.register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    ids = torch.randint(3, len(tok), (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert seen and not seen[0].requires_grad  # no autograd graph below the adapted layers
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(".1." in n for n in trained)
+    with pytest.raises(TunesmithError, match="top_layers: 3 is more than the model's 2 layers"):
+        apply_method(build_model(arch, tok), TrainConfig(lora={"top_layers": 3}), tok)

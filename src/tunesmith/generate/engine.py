@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base
+from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, read_record
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.kv import SharedPrefix
 from tunesmith.generate.sampling import (
@@ -159,6 +159,7 @@ class Engine:
         self.pad_id = pad if pad is not None else (self.stop_ids[0] if self.stop_ids else 0)
         self.context = getattr(model.config, "max_position_embeddings", None)
         self.adapters: dict[str, Path | None] = dict.fromkeys(model.peft_config) if _is_peft(model) else {}
+        self.full_models: dict[str, PreTrainedModel] = {}  # full fine-tunes, by name (see add_adapter)
         self.base_ref: ModelRef | None = None
         self.oom_backoffs = 0  # how often memory ran out (the limits shrank that often)
         self._lock = threading.RLock()  # one model, one caller at a time (the server shares it)
@@ -192,7 +193,8 @@ class Engine:
         return engine
 
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights.
+        """Load a PEFT adapter under ``name`` without touching (or reloading) the base weights;
+        a full fine-tune's model version loads as a second model under that name.
 
         Raises:
             AdapterError: the name is taken, the folder holds no adapter, the adapter was
@@ -202,11 +204,15 @@ class Engine:
 
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded (from {self.adapters[name]})")
-        folder = adapter_dir(path)
         if self.base_ref is not None:
             from tunesmith.models.loading import model_fingerprint
 
             check_base(Path(path), model_fingerprint(self.base_ref), self.base_ref.ref)
+        record = read_record(Path(path).expanduser())
+        if record and record.get("weights") == "model":
+            self._add_full_model(name, Path(path).expanduser() / "model")
+            return
+        folder = adapter_dir(path)
         if PeftConfig.from_pretrained(str(folder)).is_prompt_learning:
             raise AdapterError(
                 f"adapter {folder}: prompt-learning adapters (prompt tuning) are not supported by "
@@ -214,6 +220,19 @@ class Engine:
             )
         with self._lock:
             self._attach(name, folder)
+        self.adapters[name] = folder
+
+    def _add_full_model(self, name: str, folder: Path) -> None:
+        """A full fine-tune is a whole second model (same tokenizer, its own weights): loaded
+        beside the base in the base's dtype and device, and swapped in while it is in use."""
+        from tunesmith.models.loading import load_model
+
+        if not folder.is_dir():
+            raise AdapterError(f"model version {folder.parent}: its weights folder {folder} is missing")
+        first = next(self.model.parameters())
+        model = load_model(str(folder), dtype=first.dtype, device=str(first.device))
+        with self._lock:
+            self.full_models[name] = model
         self.adapters[name] = folder
 
     def _attach(self, name: str, folder: Path) -> None:
@@ -238,10 +257,16 @@ class Engine:
         if adapter is not None and adapter not in self.adapters:
             known = ", ".join(self.adapters) or "none"
             raise AdapterError(f"unknown adapter {adapter!r}; loaded adapters: {known}")
-        if adapter is not None:
+        if adapter in self.full_models:
+            base, self.model = self.model, self.full_models[adapter]
+            try:
+                yield
+            finally:
+                self.model = base
+        elif adapter is not None:
             self.model.set_adapter(adapter)
             yield
-        elif self.adapters:
+        elif _is_peft(self.model):
             with self.model.disable_adapter():
                 yield
         else:

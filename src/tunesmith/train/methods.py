@@ -60,9 +60,29 @@ def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrained
     lc = cfg.lora
     pcfg = peft.LoraConfig(
         task_type=peft.TaskType.CAUSAL_LM, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-        target_modules=lc.target_modules, use_rslora=lc.rslora, use_dora=cfg.method == "dora",
+        target_modules=_linear_names(model) if lc.top_layers and lc.target_modules == "all-linear" else lc.target_modules,
+        use_rslora=lc.rslora, use_dora=cfg.method == "dora", layers_to_transform=_top_layers(model, lc.top_layers),
     )
     return peft.get_peft_model(model, pcfg)
+
+
+def _linear_names(model: PreTrainedModel) -> list[str]:
+    """What PEFT's "all-linear" means, spelled out (PEFT needs names to select layers): every
+    linear (or GPT-2 Conv1D) module's name, except the output head."""
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if type(m).__name__ in ("Linear", "Conv1D") and m is not head})
+
+
+def _top_layers(model: PreTrainedModel, n: int | None) -> list[int] | None:
+    """Indices of the last ``n`` transformer layers (None = all). Nothing below them trains,
+    so autograd stops there: the lower layers run forward only, which shortens each step."""
+    if n is None:
+        return None
+    total = model.config.get_text_config().num_hidden_layers
+    if n > total:
+        raise TunesmithError(f"train.lora.top_layers: {n} is more than the model's {total} layers")
+    return list(range(total - n, total))
 
 
 def _prompt_tuning_from_text(model: Any, pcfg: Any, tokenizer: Any, text: str) -> Any:
