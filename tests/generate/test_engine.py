@@ -392,7 +392,7 @@ def test_adapter_paths_are_checked(tmp_path, tok):
         engine.add_adapter("x", model_dir)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "model_version.json").write_text('{"weights": "model"}')
-    with pytest.raises(AdapterError, match="weights folder .*full/model is missing"):
+    with pytest.raises(AdapterError, match=r"weights folder .*full/model is missing"):
         engine.add_adapter("x", tmp_path / "full")
     # an adapter whose model version was trained on another base is refused
     version = tmp_path / "other"
