@@ -375,16 +375,19 @@ model:
 # examples, one short pass. On a GPU, drop max_steps and train 2-3 epochs.
 train:
   method: lora
-  lora: {{r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}}
+  # top_layers: adapt the last 10 of 30 layers; backward stops there (1.65x faster steps)
+  lora: {{r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear, top_layers: 10}}
+  # the base model's own answers to 64 general instructions, 3% of the mix: against forgetting
+  rehearsal: {{self_distill: 64, ratio: 0.03}}
   max_length: 1024      # tickets ~280 tokens, 155 of them the shared system prompt
   packing: true         # with share_prefix (default) a row holds one prompt + ~7 tickets
   batch_size: 1         # one row (~6-7 tickets) per step: more updates in the time budget
-  max_steps: 120        # ~780 examples, a third of the train split (~8 min here)
+  max_steps: 200        # ~1,300 examples, 60% of the train split (~8 min here)
   lr: 2.0e-3
   warmup_ratio: 0.1
-  eval_every: 60
+  eval_every: 100
   eval_examples: 24
-  save_every: 60
+  save_every: 100
 
 eval:
   rungs: [zero_shot, few_shot, rag, finetuned, finetuned_rag]
