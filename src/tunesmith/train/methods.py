@@ -115,13 +115,8 @@ def trainable_state(model: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     # Tied weights (input embeddings = output head) are one tensor under two names;
     # safetensors refuses to store both, and one copy is all a reload needs.
-    state, seen = {}, set()
-    for k, v in model.state_dict().items():
-        if v.data_ptr() in seen and v.numel():
-            continue
-        seen.add(v.data_ptr())
-        state[k] = v.detach().cpu().contiguous()
-    return state
+    aliases = _tied_aliases(model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in aliases}
 
 
 def _tied_aliases(model: Any) -> set[str]:
