@@ -23,7 +23,7 @@ import torch
 
 from tunesmith.train.masks import IGNORE_INDEX, TokenizedExample
 
-CONTENDERS = ("tunesmith", "tunesmith_noshare", "hf_trainer", "trl_sft")
+CONTENDERS = ("tunesmith", "tunesmith_noshare", "tunesmith_top10", "hf_trainer", "trl_sft")
 
 
 @dataclass
@@ -45,6 +45,7 @@ class BenchSpec:
     alpha: int = 32
     dropout: float = 0.05
     threads: int = 0  # torch threads (0: torch's default, one per core)
+    top_layers: int = 0  # LoRA on the last N layers only (0 = all); set by the tunesmith_top10 child
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -101,9 +102,13 @@ def lora_model(spec: BenchSpec, model: Any) -> Any:
     import peft
     from transformers import set_seed
 
+    from tunesmith.train.methods import _linear_names, _top_layers
+
     set_seed(spec.seed)
+    top = spec.top_layers or None
     cfg = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
-                          lora_dropout=spec.dropout, target_modules="all-linear")
+                          lora_dropout=spec.dropout, target_modules=_linear_names(model) if top else "all-linear",
+                          layers_to_transform=_top_layers(model, top))
     return peft.get_peft_model(model, cfg)
 
 

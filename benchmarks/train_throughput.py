@@ -1,7 +1,7 @@
 """LoRA training throughput: tunesmith's trainer vs transformers' Trainer and TRL's SFTTrainer.
 
     python benchmarks/train_throughput.py [--examples 96] [--val-examples 64] [--max-length 1024]
-        [--only tunesmith,tunesmith_noshare,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
+        [--only tunesmith,tunesmith_noshare,tunesmith_top10,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
 
 Same model (the starter, SmolLM2-135M-Instruct, float32 weights), same data (the first N train
 examples of the support-triage sample project's snapshot, tokenised once by tunesmith, so the
@@ -20,6 +20,9 @@ do the same work), sdpa attention. About the same tokens per optimizer step: one
                 Tokens/s counts the examples' tokens (prefix included, as the others see them);
                 the FLOP/s utilisation counts only the positions it computed.
   * tunesmith_noshare: the same with ``share_prefix: false``.
+  * tunesmith_top10: the same with LoRA on the last 10 of 30 layers (``train.lora.top_layers``):
+                autograd stops below them. Not the same LoRA as the others: compare its speed
+                and its validation loss.
   * hf_trainer: ``transformers.Trainer`` + ``peft.get_peft_model``, ``DataCollatorForSeq2Seq``
                 dynamic padding (to the longest example of each random batch).
   * trl_sft:    ``trl.SFTTrainer`` with ``packing=True`` (its default BFD strategy: padding-free
@@ -178,8 +181,8 @@ def run_trl_sft(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[str,
         return {**result, "setup_seconds": setup, "packing": args.packing_strategy}
 
 
-RUNNERS = {"tunesmith": run_tunesmith, "tunesmith_noshare": run_tunesmith_noshare, "hf_trainer": run_hf_trainer,
-           "trl_sft": run_trl_sft}
+RUNNERS = {"tunesmith": run_tunesmith, "tunesmith_noshare": run_tunesmith_noshare,
+           "tunesmith_top10": run_tunesmith, "hf_trainer": run_hf_trainer, "trl_sft": run_trl_sft}
 
 
 # --------------------------------------------------------------------------- one contender
@@ -187,6 +190,8 @@ def child(name: str, spec: BenchSpec, out: Path) -> None:
     """Load, train one epoch, measure; then score the adapter with the shared function."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    if name == "tunesmith_top10":
+        spec.top_layers = 10  # the trade train.lora.top_layers makes: faster steps, fewer layers learn
     t0 = time.perf_counter()
     tok = tokenizer()
     train, val = load_data(spec, tok)
