@@ -102,14 +102,12 @@ def lora_model(spec: BenchSpec, model: Any) -> Any:
     import peft
     from transformers import set_seed
 
-    from tunesmith.train.methods import _linear_names, _top_layers
+    from tunesmith.config import LoraConfig
+    from tunesmith.train.methods import lora_config
 
     set_seed(spec.seed)
-    top = spec.top_layers or None
-    cfg = peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=spec.r, lora_alpha=spec.alpha,
-                          lora_dropout=spec.dropout, target_modules=_linear_names(model) if top else "all-linear",
-                          layers_to_transform=_top_layers(model, top))
-    return peft.get_peft_model(model, cfg)
+    lora = LoraConfig(r=spec.r, alpha=spec.alpha, dropout=spec.dropout, top_layers=spec.top_layers or None)
+    return peft.get_peft_model(model, lora_config(model, lora))
 
 
 def tunesmith_config(spec: BenchSpec, *, row_length: int | None = None, share_prefix: bool = True,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunesmith.config import LoraConfig as LoraSettings
 from tunesmith.config import TrainConfig
 from tunesmith.errors import MissingDependencyError, TunesmithError
 
@@ -57,13 +58,18 @@ def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrained
         return peft.get_peft_model(model, pcfg)
     if cfg.method == "qlora":
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    lc = cfg.lora
-    pcfg = peft.LoraConfig(
+    return peft.get_peft_model(model, lora_config(model, cfg.lora, dora=cfg.method == "dora"))
+
+
+def lora_config(model: PreTrainedModel, lc: LoraSettings, *, dora: bool = False) -> Any:
+    """PEFT's LoraConfig for ``train.lora`` on this model (``top_layers`` resolved to indices)."""
+    import peft
+
+    return peft.LoraConfig(
         task_type=peft.TaskType.CAUSAL_LM, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
         target_modules=_linear_names(model) if lc.top_layers and lc.target_modules == "all-linear" else lc.target_modules,
-        use_rslora=lc.rslora, use_dora=cfg.method == "dora", layers_to_transform=_top_layers(model, lc.top_layers),
+        use_rslora=lc.rslora, use_dora=dora, layers_to_transform=_top_layers(model, lc.top_layers),
     )
-    return peft.get_peft_model(model, pcfg)
 
 
 def _linear_names(model: PreTrainedModel) -> list[str]:

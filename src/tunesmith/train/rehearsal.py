@@ -118,13 +118,14 @@ def self_rehearsal(
     from tunesmith.generate.engine import Engine
     from tunesmith.generate.sampling import GenerationConfig
 
+    log = log or (lambda event: None)
     instructions = list(GENERAL_INSTRUCTIONS[: max(0, count)])
     if not instructions:
         return []
     path = cache_dir / f"self-rehearsal-{_cache_key(fingerprint, instructions)}.jsonl"
     if path.exists():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        (log or (lambda e: None))({"event": "rehearsal", "examples": len(rows), "cached": True})
+        log({"event": "rehearsal", "examples": len(rows), "cached": True})
     else:
         engine = Engine(model, tokenizer, system=system, fallback_template=fallback_template)
         convs = [[{"role": "user", "content": q}] for q in instructions]
@@ -135,8 +136,7 @@ def self_rehearsal(
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(path)
-        (log or (lambda e: None))({"event": "rehearsal", "examples": len(rows), "asked": len(instructions),
-                                   "cached": False})
+        log({"event": "rehearsal", "examples": len(rows), "asked": len(instructions), "cached": False})
     return [Example(id=f"self-rehearsal:{i}", messages=[{"role": "user", "content": r["instruction"]},
                                                         {"role": "assistant", "content": r["answer"]}],
                     meta={"source": "self-rehearsal"})
