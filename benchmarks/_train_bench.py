@@ -23,7 +23,7 @@ import torch
 
 from tunesmith.train.masks import IGNORE_INDEX, TokenizedExample
 
-CONTENDERS = ("tunesmith", "tunesmith_noshare", "tunesmith_top10", "hf_trainer", "trl_sft")
+CONTENDERS = ("tunesmith", "tunesmith_noshare", "tunesmith_top10", "tunesmith_full_top10", "hf_trainer", "trl_sft")
 
 
 @dataclass
@@ -46,6 +46,8 @@ class BenchSpec:
     dropout: float = 0.05
     threads: int = 0  # torch threads (0: torch's default, one per core)
     top_layers: int = 0  # LoRA on the last N layers only (0 = all); set by the tunesmith_top10 child
+    full_top_layers: int = 0  # full fine-tuning of the last N layers instead of LoRA (tunesmith_full_top10)
+    full_lr: float = 6e-4  # its learning rate (the sample project's demo setting)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -98,9 +100,16 @@ def base_model() -> Any:
 
 
 def lora_model(spec: BenchSpec, model: Any) -> Any:
-    """The same LoRA, initialised from the same seed, for every contender."""
+    """The same LoRA, initialised from the same seed, for every contender (or, with
+    ``full_top_layers``, the base with only its last layers and final norm trainable)."""
     import peft
     from transformers import set_seed
+
+    if spec.full_top_layers:
+        from tunesmith.config import TrainConfig
+        from tunesmith.train.methods import apply_method
+
+        return apply_method(model, TrainConfig(method="full", full={"top_layers": spec.full_top_layers}), None)
 
     from tunesmith.config import LoraConfig
     from tunesmith.train.methods import lora_config
@@ -116,9 +125,11 @@ def tunesmith_config(spec: BenchSpec, *, row_length: int | None = None, share_pr
     packed rows, no mid-run validation, checkpoints or trackers)."""
     from tunesmith.config import TrainConfig
 
+    full = spec.full_top_layers
     return TrainConfig(
+        method="full" if full else "lora", full={"top_layers": full or None},
         max_length=row_length or spec.max_length, packing=True, share_prefix=share_prefix,
-        batch_size=spec.rows_per_step, grad_accum=1, epochs=1, lr=spec.lr, scheduler=scheduler,
+        batch_size=spec.rows_per_step, grad_accum=1, epochs=1, lr=spec.full_lr if full else spec.lr, scheduler=scheduler,
         warmup_ratio=spec.warmup_ratio, max_grad_norm=1.0, eval_every=10**6, save_every=10**6,
         early_stopping_patience=None, precision="auto",
         lora={"r": spec.r, "alpha": spec.alpha, "dropout": spec.dropout, "target_modules": "all-linear"},
@@ -146,8 +157,11 @@ def peak_rss_mib() -> float:
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
+    """The trained weights: the LoRA adapter, or the trainable parameters of a full fine-tune."""
     from peft import get_peft_model_state_dict
 
+    if not hasattr(model, "peft_config"):
+        return {k: p.detach().float().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
@@ -164,7 +178,9 @@ def validation_loss(spec: BenchSpec, state: dict[str, torch.Tensor] | None,
     from tunesmith.train.packing import collate_padded
 
     model = base_model()
-    if state is not None:
+    if state is not None and spec.full_top_layers:
+        assert not model.load_state_dict(state, strict=False).unexpected_keys
+    elif state is not None:
         model = lora_model(spec, model)
         set_peft_model_state_dict(model, state)
     model.eval()

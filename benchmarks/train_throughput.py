@@ -1,7 +1,7 @@
 """LoRA training throughput: tunesmith's trainer vs transformers' Trainer and TRL's SFTTrainer.
 
     python benchmarks/train_throughput.py [--examples 96] [--val-examples 64] [--max-length 1024]
-        [--only tunesmith,tunesmith_noshare,tunesmith_top10,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
+        [--only tunesmith,tunesmith_noshare,tunesmith_top10,tunesmith_full_top10,hf_trainer,trl_sft] [--threads N] [--seed 13] [--sample-dir DIR]
 
 Same model (the starter, SmolLM2-135M-Instruct, float32 weights), same data (the first N train
 examples of the support-triage sample project's snapshot, tokenised once by tunesmith, so the
@@ -23,6 +23,8 @@ do the same work), sdpa attention. About the same tokens per optimizer step: one
   * tunesmith_top10: the same with LoRA on the last 10 of 30 layers (``train.lora.top_layers``):
                 autograd stops below them. Not the same LoRA as the others: compare its speed
                 and its validation loss.
+  * tunesmith_full_top10: full fine-tuning of the last 10 layers and the final norm
+                (``train.full.top_layers``, lr ``--full-lr``, the demo's 6e-4); no LoRA at all.
   * hf_trainer: ``transformers.Trainer`` + ``peft.get_peft_model``, ``DataCollatorForSeq2Seq``
                 dynamic padding (to the longest example of each random batch).
   * trl_sft:    ``trl.SFTTrainer`` with ``packing=True`` (its default BFD strategy: padding-free
@@ -182,7 +184,7 @@ def run_trl_sft(spec: BenchSpec, model: Any, tok: Any, train: list) -> dict[str,
 
 
 RUNNERS = {"tunesmith": run_tunesmith, "tunesmith_noshare": run_tunesmith_noshare,
-           "tunesmith_top10": run_tunesmith, "hf_trainer": run_hf_trainer, "trl_sft": run_trl_sft}
+           "tunesmith_top10": run_tunesmith, "tunesmith_full_top10": run_tunesmith, "hf_trainer": run_hf_trainer, "trl_sft": run_trl_sft}
 
 
 # --------------------------------------------------------------------------- one contender
@@ -192,6 +194,8 @@ def child(name: str, spec: BenchSpec, out: Path) -> None:
         torch.set_num_threads(spec.threads)
     if name == "tunesmith_top10":
         spec.top_layers = 10  # the trade train.lora.top_layers makes: faster steps, fewer layers learn
+    if name == "tunesmith_full_top10":
+        spec.full_top_layers = 10  # train.full.top_layers: those layers' whole weights learn, no LoRA
     t0 = time.perf_counter()
     tok = tokenizer()
     train, val = load_data(spec, tok)
@@ -241,6 +245,7 @@ def main() -> None:
     ap.add_argument("--examples-per-step", type=int, default=4, help="hf_trainer batch size")
     ap.add_argument("--rows-per-step", type=int, default=1, help="packed rows per step (tunesmith, trl_sft)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--full-lr", type=float, default=6e-4, help="learning rate of tunesmith_full_top10")
     ap.add_argument("--seed", type=int, default=13, help="LoRA init, data order and dropout seed")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per contender (0: torch's default)")
     ap.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated contenders")
@@ -253,7 +258,7 @@ def main() -> None:
         child(args.child, BenchSpec.load(args.spec), args.result)
         return
     spec = BenchSpec(snapshot=str(sample_snapshot(args.sample_dir)), examples=args.examples,
-                     val_examples=args.val_examples, max_length=args.max_length, lr=args.lr,
+                     val_examples=args.val_examples, max_length=args.max_length, lr=args.lr, full_lr=args.full_lr,
                      examples_per_step=args.examples_per_step, rows_per_step=args.rows_per_step,
                      threads=args.threads, seed=args.seed)
     run_all(spec, [c for c in args.only.split(",") if c])

@@ -296,6 +296,14 @@ class LoraConfig(_Section):
     )
 
 
+class FullConfig(_Section):
+    top_layers: int | None = Field(
+        None, ge=1,
+        description="Train only the last N transformer layers and the final norm (null = every weight); "
+        "embeddings and the layers below stay frozen and run forward only, so steps are faster.",
+    )
+
+
 class PromptTuningConfig(_Section):
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of trained soft-prompt tokens.")
     init_text: str | None = Field(
@@ -330,6 +338,7 @@ class TrainConfig(_Section):
         "lora", description="Fine-tuning method. `qlora` needs a CUDA GPU and bitsandbytes."
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    full: FullConfig = Field(default_factory=FullConfig)
     prompt_tuning: PromptTuningConfig = Field(default_factory=PromptTuningConfig)
     loss_on: Literal["assistant", "last_turn", "all"] = Field(
         "assistant", description="Trained tokens: every assistant turn, the last one only, or all text."

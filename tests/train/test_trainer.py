@@ -348,3 +348,67 @@ def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
     assert all(".1." in n for n in trained)
     with pytest.raises(TunesmithError, match="top_layers: 3 is more than the model's 2 layers"):
         apply_method(build_model(arch, tok), TrainConfig(lora={"top_layers": 3}), tok)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_full_top_layers_trains_the_last_layers_and_final_norm_only(tmp_path, arch):
+    from models.tiny import build_model, build_tokenizer
+    from tunesmith.config import TrainConfig
+    from tunesmith.train.methods import apply_method, load_trainable_state, trainable_state
+
+    tok = build_tokenizer()
+    cfg = TrainConfig(method="full", full={"top_layers": 1})
+    model = apply_method(build_model(arch, tok), cfg, tok)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    final_norm = "model.norm.weight" if arch == "llama" else "transformer.ln_f.weight"
+    assert final_norm in trained
+    assert all(".1." in n or "norm" in n or "ln_f" in n for n in trained)
+    assert not any("embed" in n or "wte" in n or "wpe" in n or "lm_head" in n for n in trained)
+    model.train()
+    first = next(m for n, m in model.named_modules() if n.endswith(("layers.0", "h.0")))
+    seen = []
+    first.register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    ids = torch.randint(3, len(tok), (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert seen and not seen[0].requires_grad  # no autograd graph below the trained layers
+    assert all((p.grad is not None) == (n in trained) for n, p in model.named_parameters())
+    # checkpoints hold the trained weights only, and load back into a fresh base
+    state = trainable_state(model, cfg)
+    assert set(state) == trained
+    fresh = apply_method(build_model(arch, tok), cfg, tok)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in trained:
+                p.add_(1.0)
+    load_trainable_state(fresh, cfg, trainable_state(model, cfg))
+    for n, p in fresh.named_parameters():
+        assert torch.equal(p, dict(model.named_parameters())[n]), n
+    with pytest.raises(TunesmithError, match="checkpoint does not match"):
+        load_trainable_state(fresh, cfg, {k: v for k, v in state.items() if k != final_norm})
+    with pytest.raises(TunesmithError, match="train.full.top_layers: 3 is more than the model's 2 layers"):
+        apply_method(build_model(arch, tok), TrainConfig(method="full", full={"top_layers": 3}), tok)
+
+
+def test_full_top_layers_trains_exports_and_resumes(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.train import trainer as trainer_mod
+
+    cfg = load_config(make_project(tmp_path, "{method: full, full: {top_layers: 1}, max_steps: 4, save_every: 100}"))
+    real = trainer_mod.Trainer._train_step
+
+    def interrupt_at_2(self, batches):
+        if self.state.step == 2:
+            raise KeyboardInterrupt
+        real(self, batches)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupt_at_2)
+    assert train(cfg).interrupted
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", real)
+    res = train(cfg, resume=True)
+    assert res.metrics["steps"] == 4
+    exported = AutoModelForCausalLM.from_pretrained(res.path / "model")
+    base = AutoModelForCausalLM.from_pretrained(cfg.resolve("tiny"))
+    same = {n for n, p in base.named_parameters() if torch.equal(p, dict(exported.named_parameters())[n])}
+    assert "model.embed_tokens.weight" in same and any("layers.0." in n for n in same)
+    assert not any("layers.1." in n for n in same)  # the trained layer changed

@@ -371,23 +371,24 @@ data:
 model:
   base: starter
 
-# Sized so `tunesmith demo` finishes in about 15 minutes on a 2-core CPU: a few hundred
-# examples, one short pass. On a GPU, drop max_steps and train 2-3 epochs.
+# Sized so `tunesmith demo` finishes in about 15 minutes on a 2-core CPU: ~1,700 examples,
+# one short pass. On a GPU, drop max_steps and train 2-3 epochs.
 train:
-  method: lora
-  # top_layers: adapt the last 10 of 30 layers; backward stops there (1.65x faster steps)
-  lora: {{r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear, top_layers: 10}}
+  method: full
+  # the last 10 of 30 layers and the final norm train; the layers below run forward only
+  # (faster steps than LoRA on all layers, and it learned faster than LoRA on the same 10)
+  full: {{top_layers: 10}}
   # the base model's own answers to 64 general instructions, 3% of the mix: against forgetting
   rehearsal: {{self_distill: 64, ratio: 0.03}}
   max_length: 1024      # tickets ~280 tokens, 155 of them the shared system prompt
   packing: true         # with share_prefix (default) a row holds one prompt + ~7 tickets
   batch_size: 1         # one row (~6-7 tickets) per step: more updates in the time budget
-  max_steps: 200        # ~1,300 examples, 60% of the train split (~8 min here)
-  lr: 2.0e-3
+  max_steps: 260        # ~1,700 examples, 75% of the train split (~9 min here)
+  lr: 6.0e-4
   warmup_ratio: 0.1
-  eval_every: 100
+  eval_every: 130
   eval_examples: 24
-  save_every: 100
+  save_every: 130
 
 eval:
   rungs: [zero_shot, few_shot, rag, finetuned, finetuned_rag]

@@ -40,8 +40,9 @@ def check_method_supported(cfg: TrainConfig) -> None:
 def apply_method(model: PreTrainedModel, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> Any:
     """Return the model ready to train with ``cfg.method`` (a PeftModel for PEFT methods)."""
     if cfg.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
+        trained = _top_layer_parameters(model, cfg.full.top_layers)
+        for name, p in model.named_parameters():
+            p.requires_grad_(trained is None or name in trained)
         return model
     import peft
 
@@ -68,7 +69,8 @@ def lora_config(model: PreTrainedModel, lc: LoraSettings, *, dora: bool = False)
     return peft.LoraConfig(
         task_type=peft.TaskType.CAUSAL_LM, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
         target_modules=_linear_names(model) if lc.top_layers and lc.target_modules == "all-linear" else lc.target_modules,
-        use_rslora=lc.rslora, use_dora=dora, layers_to_transform=_top_layers(model, lc.top_layers),
+        use_rslora=lc.rslora, use_dora=dora,
+        layers_to_transform=_top_layers(model, lc.top_layers, "train.lora.top_layers"),
     )
 
 
@@ -80,15 +82,36 @@ def _linear_names(model: PreTrainedModel) -> list[str]:
                    if type(m).__name__ in ("Linear", "Conv1D") and m is not head})
 
 
-def _top_layers(model: PreTrainedModel, n: int | None) -> list[int] | None:
+def _top_layers(model: PreTrainedModel, n: int | None, key: str) -> list[int] | None:
     """Indices of the last ``n`` transformer layers (None = all). Nothing below them trains,
     so autograd stops there: the lower layers run forward only, which shortens each step."""
     if n is None:
         return None
     total = model.config.get_text_config().num_hidden_layers
     if n > total:
-        raise TunesmithError(f"train.lora.top_layers: {n} is more than the model's {total} layers")
+        raise TunesmithError(f"{key}: {n} is more than the model's {total} layers")
     return list(range(total - n, total))
+
+
+def _top_layer_parameters(model: PreTrainedModel, n: int | None) -> set[str] | None:
+    """Names of the parameters a full fine-tune of the last ``n`` layers trains (None = all):
+    those layers' weights and what follows the layer stack (the final norm). Embeddings, the
+    output head and the layers below stay frozen."""
+    indices = _top_layers(model, n, "train.full.top_layers")
+    if indices is None:
+        return None
+    total = model.config.get_text_config().num_hidden_layers
+    stack = next((name for name, m in model.named_modules()
+                  if isinstance(m, torch.nn.ModuleList) and len(m) == total), None)
+    if stack is None:
+        raise TunesmithError(f"train.full.top_layers: cannot find the {total} transformer layers of "
+                             f"{type(model).__name__}; set it to null to train every weight")
+    frozen_modules = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    head = model.get_output_embeddings()
+    frozen = {id(p) for m in [*frozen_modules, head] if m is not None for p in m.parameters()}
+    keep = {f"{stack}.{i}." for i in indices}
+    return {name for name, p in model.named_parameters() if id(p) not in frozen and (
+        name.startswith(tuple(keep)) or not name.startswith(f"{stack}."))}
 
 
 def _prompt_tuning_from_text(model: Any, pcfg: Any, tokenizer: Any, text: str) -> Any:
@@ -114,11 +137,15 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 
 
 def trainable_state(model: Any, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint must hold: the adapter for PEFT methods, everything for full."""
+    """The weights a checkpoint must hold: the adapter for PEFT methods; for full fine-tuning
+    everything, or only the trained layers with ``full.top_layers`` (the rest is the base)."""
     if cfg.method in PEFT_METHODS:
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    if cfg.full.top_layers:
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in trained}
     # Tied weights (input embeddings = output head) are one tensor under two names;
     # safetensors refuses to store both, and one copy is all a reload needs.
     aliases = _tied_aliases(model)
@@ -148,7 +175,8 @@ def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Te
             raise TunesmithError(f"checkpoint does not match the model: unexpected keys {unexpected[:3]}")
         return
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in _tied_aliases(model)]
+    needed = {n for n, p in model.named_parameters() if p.requires_grad} if cfg.full.top_layers else None
+    missing = [k for k in missing if k not in _tied_aliases(model) and (needed is None or k in needed)]
     if missing or unexpected:
         raise TunesmithError(
             f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
