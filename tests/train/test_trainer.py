@@ -385,7 +385,7 @@ def test_full_top_layers_trains_the_last_layers_and_final_norm_only(tmp_path, ar
         assert torch.equal(p, dict(model.named_parameters())[n]), n
     with pytest.raises(TunesmithError, match="checkpoint does not match"):
         load_trainable_state(fresh, cfg, {k: v for k, v in state.items() if k != final_norm})
-    with pytest.raises(TunesmithError, match="train.full.top_layers: 3 is more than the model's 2 layers"):
+    with pytest.raises(TunesmithError, match=r"train\.full\.top_layers: 3 is more than the model's 2 layers"):
         apply_method(build_model(arch, tok), TrainConfig(method="full", full={"top_layers": 3}), tok)
 
 
