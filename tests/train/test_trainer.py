@@ -140,18 +140,26 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
         assert torch.equal(v, b[k]), k
 
 
+def _interrupt_after(monkeypatch, step: int):
+    """Make the trainer raise Ctrl-C once ``step`` steps are done; returns the real step function."""
+    from tunesmith.train import trainer as trainer_mod
+
+    real = trainer_mod.Trainer._train_step
+
+    def interrupting(self, batches):
+        if self.state.step == step:
+            raise KeyboardInterrupt
+        real(self, batches)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupting)
+    return real
+
+
 def test_keyboard_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
     from tunesmith.train import trainer as trainer_mod
 
     cfg = load_config(make_project(tmp_path, "{max_steps: 6, save_every: 100}"))
-    real = trainer_mod.Trainer._train_step
-
-    def interrupt_at_4(self, batches):
-        if self.state.step == 3:
-            raise KeyboardInterrupt
-        real(self, batches)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupt_at_4)
+    real = _interrupt_after(monkeypatch, 3)
     res = train(cfg)
     assert res.interrupted and res.model_id is None
     assert [p.name for p in (res.run_dir / "checkpoints").iterdir()] == ["step-000003"]
@@ -395,14 +403,7 @@ def test_full_top_layers_trains_exports_and_resumes(tmp_path, monkeypatch):
     from tunesmith.train import trainer as trainer_mod
 
     cfg = load_config(make_project(tmp_path, "{method: full, full: {top_layers: 1}, max_steps: 4, save_every: 100}"))
-    real = trainer_mod.Trainer._train_step
-
-    def interrupt_at_2(self, batches):
-        if self.state.step == 2:
-            raise KeyboardInterrupt
-        real(self, batches)
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupt_at_2)
+    real = _interrupt_after(monkeypatch, 2)
     assert train(cfg).interrupted
     monkeypatch.setattr(trainer_mod.Trainer, "_train_step", real)
     res = train(cfg, resume=True)
