@@ -265,9 +265,14 @@ class _TrainProgress:
                 f"{event['total_params']:,} parameters train (precision {event['precision']})"
             )
         elif kind == "rehearsal" and not self.quiet:
-            how = "cached" if event["cached"] else f"of {event['asked']} finished"
-            self.console.print(f"rehearsal: the base model's own answers to {event['examples']} general "
-                               f"instructions ({how})")
+            if event.get("kind") == "text":
+                how = "cached" if event["cached"] else f"of {event['asked']} openings"
+                self.console.print(f"rehearsal: the base model's own continuations of {event['examples']} "
+                                   f"general prose openings ({how})")
+            else:
+                how = "cached" if event["cached"] else f"of {event['asked']} finished"
+                self.console.print(f"rehearsal: the base model's own answers to {event['examples']} general "
+                                   f"instructions ({how})")
         elif kind == "resumed":
             self.console.print(f"resumed from step {event['step']} ({event['checkpoint']})")
 

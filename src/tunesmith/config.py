@@ -79,6 +79,12 @@ class SourceConfig(_Section):
     system: str | None = Field(
         None, description="System prompt added to chat records from this source that have none."
     )
+    instruction_as: Literal["user", "system"] = Field(
+        "user",
+        description="Alpaca records: `user` puts instruction + input in the user turn (the Alpaca "
+        "convention); `system` makes the instruction the system turn and the input the user turn "
+        "(for exports whose instruction is the same task prompt in every record).",
+    )
 
 
 # --------------------------------------------------------------------------- data: stages
@@ -322,6 +328,11 @@ class RehearsalConfig(_Section):
         0, ge=0, le=64,
         description="Also rehearse the base model's own answers to this many built-in general "
         "instructions (answered before training, cached; against forgetting; 0 = off).",
+    )
+    self_distill_text: int = Field(
+        0, ge=0, le=48,
+        description="Also rehearse the base model's own sampled continuations of this many built-in "
+        "prose openings, as plain text (keeps general-text perplexity; cached; 0 = off).",
     )
 
 

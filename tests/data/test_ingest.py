@@ -116,6 +116,24 @@ def test_alpaca_with_and_without_input(tmp_path: Path, extra: dict, user: str) -
     assert turns(good[0]) == [("user", user), ("assistant", "done")]
 
 
+def test_alpaca_instruction_as_system_turn(tmp_path: Path) -> None:
+    """An export whose instruction is the task prompt: it becomes the system turn, so the
+    records render like chat records with that system prompt (one prompt shape to learn)."""
+    records = jl(
+        {"instruction": "triage", "input": "ticket 1", "output": "a1"},
+        {"instruction": "triage", "output": "a2"},
+        {"instruction": "triage", "input": "ticket 3", "output": "a3", "system": "other"},
+    )
+    good, bad = read(tmp_path, "a.jsonl", records, format="alpaca", instruction_as="system", system="unused")
+    assert [turns(g) for g in good] == [[("system", "triage"), ("user", "ticket 1"), ("assistant", "a1")]]
+    assert [b.error for b in bad] == [
+        "missing key 'input' (alpaca record needs instruction/input/output (instruction_as: system); 'input' holds the user turn)",
+        "the record has both 'system' and 'instruction' (instruction_as: system); keep one, or set instruction_as: user",
+    ]
+    default, _ = read(tmp_path, "a.jsonl", records, format="alpaca")
+    assert turns(default[0]) == [("user", "triage\n\nticket 1"), ("assistant", "a1")]
+
+
 def test_prompt_completion_strings_and_conversational(tmp_path: Path) -> None:
     conv = {
         "prompt": [{"role": "user", "content": "p"}],

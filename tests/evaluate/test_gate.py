@@ -50,6 +50,14 @@ def test_negative_significant_difference_does_not_pass_significance():
     assert checks["lift"].passed and not checks["significant"].passed
 
 
+def test_a_lift_of_exactly_the_threshold_passes_despite_float_rounding():
+    diff = 32 / 60 - 26 / 60  # 0.09999999999999998
+    r = results(diff=diff, low=-0.05, high=0.25, excludes=0.0, cases=60)
+    lift = next(c for c in evaluate_gate(GateConfig(min_lift=0.1), r) if c.name == "lift")
+    assert diff < 0.1 and lift.passed
+    assert recommendation(r, min_lift=0.1).startswith("Inconclusive")
+
+
 def test_recommendations_follow_the_numbers():
     assert recommendation(results()).startswith("Fine-tune:")
     weak = results(diff=0.02, low=-0.1, high=0.12, excludes=0.0)
@@ -59,6 +67,13 @@ def test_recommendations_follow_the_numbers():
     poor = results(diff=0.01, low=-0.05, high=0.07, excludes=0.0)
     poor["ladder"] = ladder(zero_shot=0.0, few_shot=0.1, rag=0.05, finetuned=0.11)
     assert recommendation(poor).startswith("More data needed")
+    # a useful lead (>= min_lift) that the CI cannot confirm yet: say how many cases would
+    close = results(diff=0.12, low=-0.04, high=0.28, excludes=0.0, cases=60)
+    close["ladder"] = ladder(zero_shot=0.0, few_shot=0.43, rag=0.0, finetuned=0.55)
+    text = recommendation(close, min_lift=0.1)
+    assert text.startswith("Inconclusive: the fine-tuned model leads few_shot by +0.120")
+    assert "about 107 test cases (now 60)" in text  # 60 * (0.16 / 0.12)^2 = 106.7
+    assert recommendation(close, min_lift=0.15).startswith("Prompting is enough")  # lead below what matters
 
 
 def test_junit_xml_is_valid_and_counts_failures():

@@ -353,7 +353,7 @@ def test_score_example_structured_answer():
     assert scores["json_valid"] == 1.0 and scores["json_extracted"] == 1.0
     assert scores["schema_valid"] == 1.0
     assert scores["field/category"] == 1.0 and scores["field/urgency"] == 0.0
-    assert scores["fields_exact"] == 0.0
+    assert scores["fields_exact"] == 0.0 and scores["fields_mean"] == 0.5
     # F1/ROUGE-L read the values (refund issue_refund low vs refund issue_refund high),
     # not the shared keys, which would put two all-wrong answers at ~0.5. SQuAD's
     # normalisation splits "issue_refund" (3 of 4 tokens shared); ROUGE's \w+ does not.
@@ -373,6 +373,7 @@ def test_score_example_invalid_json_and_schema_violation():
     assert extra["schema_valid"] == 0.0
     missing_ref = score_example(REF, '{"urgency": "high"}', label_fields=["category", "urgency"])
     assert missing_ref["field/category"] is None and missing_ref["fields_exact"] is None
+    assert missing_ref["fields_mean"] == 1.0  # only the field the reference has counts
 
 
 def test_score_example_text_label_and_probes():

@@ -107,3 +107,19 @@ def test_generation_precision_reaches_the_engine(tmp_path, monkeypatch, precisio
     monkeypatch.setattr(Engine, "load", classmethod(lambda cls, base, **kw: seen.update(kw) or "engine"))
     assert runner._engine(cfg, None) == "engine"
     assert seen["bf16_autocast"] is (precision == "bf16") and seen["max_batch_size"] == 3
+
+
+@pytest.mark.parametrize(("answer", "reference", "ok"), [
+    ("The capital of France is Paris.", "Paris", True),
+    ("A spider has eight legs.", "8", True),
+    ("There are sixty minutes in an hour", "60", True),
+    ("A week has 7 days.", "7", True),
+    ("A spider has 800 feet of legs.", "8", False),   # whole words only
+    ("The answer is seventy-two", "7", False),
+    ("Paris, France", "Rome", False),
+    ("Plants absorb carbon dioxide (CO2)", "carbon dioxide", True),
+])
+def test_general_qa_match_is_whole_words_with_number_words(answer, reference, ok):
+    from tunesmith.evaluate.runner import qa_correct
+
+    assert qa_correct(answer, reference) is ok

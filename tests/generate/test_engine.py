@@ -192,6 +192,28 @@ def test_stop_string_cuts_the_text_and_sets_finish_reason(tok):
             assert after.text == before.text and after.finish_reason == "length"
 
 
+@pytest.mark.parametrize(("arch", "seed", "scale"), VARIED[:2])
+def test_complete_continues_raw_text_like_generate(tok, arch, seed, scale):
+    """Raw-text completion (no chat template): same tokens as one-at-a-time ``model.generate``,
+    ending at end-of-text as well as end-of-turn."""
+    model = varied_model(tok, arch, seed, scale)
+    eos = tok.eos_token_id
+    texts = [" ".join(random.Random(i).choice(WORDS) for _ in range(2 + i)) for i in range(6)]
+    engine = Engine(model, tok, system=SYSTEM, max_batch_size=4)
+    stops = sorted({*engine.stop_ids, eos})
+    got = engine.complete(texts, GenerationConfig(max_new_tokens=15))
+    with torch.inference_mode():
+        for text, g in zip(texts, got, strict=True):
+            ids = torch.tensor([tok(text)["input_ids"]])
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=15, do_sample=False,
+                                 eos_token_id=stops, pad_token_id=tok.pad_token_id)
+            want = out[0, ids.shape[1]:].tolist()
+            assert g.token_ids == want and g.prompt_tokens == ids.shape[1]
+            assert g.finish_reason == ("stop" if want[-1] in stops else "length")
+    with pytest.raises(GenerationError, match="text 1: empty prompt"):
+        engine.complete(["fine", ""])
+
+
 def test_max_new_tokens_ends_with_length(tok):
     engine = Engine(build_model("llama", tok, seed=1), tok, system=SYSTEM)
     out = engine.generate(conversations(3), GenerationConfig(max_new_tokens=5))
@@ -313,15 +335,30 @@ def test_loglikelihood_equals_a_direct_computation(tok):
     assert engine.perplexity(texts) == pytest.approx(torch.tensor(total).exp().item())
 
 
-def test_score_conversations_counts_only_the_answers(tok):
+@pytest.mark.parametrize(("head_at_scored_positions", "share_prefix"), [(True, True), (False, True), (True, False)])
+def test_score_conversations_counts_only_the_answers(tok, monkeypatch, head_at_scored_positions, share_prefix):
+    import tunesmith.generate.scoring as scoring
+
+    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model: head_at_scored_positions)
+    prefixes = []
+    real = scoring.scoring_prefix
+    monkeypatch.setattr("tunesmith.generate.engine.scoring_prefix", lambda m, r: prefixes.append(real(m, r)) or prefixes[-1])
     model = build_model("qwen2", tok)
-    engine = Engine(model, tok, system=SYSTEM)
-    convs = [[*c, {"role": "assistant", "content": "billing"}] for c in conversations(4)]
+    engine = Engine(model, tok, system=SYSTEM, max_batch_size=3, share_prefix=share_prefix)
+    # answers of different lengths in one batch: each row scores its own positions only
+    convs = [[*c, {"role": "assistant", "content": " ".join(["billing"] * (1 + i % 3))}]
+             for i, c in enumerate(conversations(4))]
     for conv, s in zip(convs, engine.score_conversations(convs), strict=True):
         rendered = render_for_training(tok, conv, system=SYSTEM)
         spans = rendered.token_spans()
         assert s.tokens == sum(b - a for a, b in spans) > 0
         assert s.nll == pytest.approx(_direct_nll(model, rendered.input_ids, spans), rel=1e-4)
+    if share_prefix:  # the system prompt ran once, every sequence's rest on top of it
+        (prefix,) = prefixes
+        system_ids = render_for_training(tok, [{"role": "user", "content": "x"}], system=SYSTEM).input_ids
+        assert prefix is not None and prefix.tokens == system_ids[: prefix.length] and prefix.length >= MIN_SHARED_PREFIX
+    else:
+        assert not prefixes
 
 
 # --------------------------------------------------------------------------- adapters

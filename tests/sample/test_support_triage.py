@@ -162,6 +162,22 @@ def test_chat_jsonl_has_the_planted_malformed_and_blank_lines(project):
     assert all([m["role"] for m in r["messages"]] == ["system", "user", "assistant"] for r in good)
 
 
+def test_all_three_exports_read_as_one_prompt_shape(project):
+    """Chat, alpaca (instruction_as: system) and CSV (source system prompt) records all read as
+    [system prompt, ticket, answer]: the model learns one prompt shape, eval prompts share it."""
+    from tunesmith.data.example import Example
+    from tunesmith.data.ingest import read_source
+    from tunesmith.sample.triage_docs import SYSTEM_PROMPT
+
+    out, _ = project
+    cfg = load_config(out)
+    for src in cfg.data.sources:
+        good = [x for x in read_source(src, cfg.resolve(src.path), base_dir=out, max_line_bytes=1 << 20) if isinstance(x, Example)]
+        assert good and all([m["role"] for m in ex.messages] == ["system", "user", "assistant"] for ex in good)
+        assert {ex.messages[0]["content"] for ex in good} == {SYSTEM_PROMPT}, src.path
+        assert sum(ex.messages[1]["content"].startswith("Subject:") for ex in good) > 0.9 * len(good), src.path
+
+
 def test_alpaca_json_is_an_array_with_two_broken_records(project):
     out, summary = project
     items = json.loads((out / ALPACA_FILE).read_text("utf-8"))

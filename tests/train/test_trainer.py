@@ -327,6 +327,38 @@ def test_self_distilled_rehearsal_is_trained_and_recorded(tmp_path, monkeypatch)
     assert list((cfg.workspace_dir / "cache").glob("self-rehearsal-*.jsonl"))
 
 
+def test_text_rehearsal_samples_the_base_once_and_trains_on_plain_text(tmp_path, monkeypatch):
+    from tunesmith.evaluate.probes import GENERAL_TEXT
+    from tunesmith.generate.engine import Engine, Generation
+    from tunesmith.train.rehearsal import GENERAL_OPENINGS
+
+    calls = []
+
+    def complete(self, texts, cfg=None, *, adapter=None):
+        calls.append((len(texts), cfg.temperature, cfg.seed))
+        return [Generation(f"and then {i}.", 4, 10, "stop", 0.0) for i in range(len(texts))]
+
+    monkeypatch.setattr(Engine, "complete", complete)
+    _fake_answers(monkeypatch)
+    cfg = load_config(make_project(tmp_path, "{max_steps: 2, rehearsal: {self_distill: 3, self_distill_text: 4, ratio: 0.5}}"))
+    events = []
+    res = train(cfg, log=events.append)
+    assert calls == [(4, 1.0, cfg.seed)]  # sampled from the base model's own distribution, seeded
+    assert any(e.get("event") == "preflight" and e["split"] == "rehearsal" and e["examples"] == 7 for e in events)
+    assert json.loads((res.path / "model_version.json").read_text())["rehearsal"] == "self:3+self-text:4"
+    cached = list((cfg.workspace_dir / "cache").glob("self-rehearsal-text-*.jsonl"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text().splitlines()[0]) == {
+        "text": f"{GENERAL_OPENINGS[0]} and then 0."}
+    # a second run on the same base reads the cache
+    from tunesmith.train.rehearsal import self_rehearsal_text
+
+    again = self_rehearsal_text(None, None, 4, fingerprint=json.loads((res.path / "model_version.json").read_text())["base_fingerprint"],
+                                cache_dir=cfg.workspace_dir / "cache", seed=cfg.seed)
+    assert calls == [(4, 1.0, cfg.seed)] and again[1].text == f"{GENERAL_OPENINGS[1]} and then 1." and not again[1].is_chat
+    # rehearsal must not teach the forgetting check's text
+    assert not any(o.split()[:4] == t.split()[:4] for o in GENERAL_OPENINGS for t in GENERAL_TEXT)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
     from models.tiny import build_model, build_tokenizer

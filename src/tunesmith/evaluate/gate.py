@@ -11,6 +11,7 @@ The gate passes when every configured check passes:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 from xml.sax.saxutils import escape
@@ -35,13 +36,18 @@ def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | Non
     return max(scored, key=lambda rm: rm[1])[0] if scored else None
 
 
+# Means of 0/1 scores differ by multiples of 1/n, which floats miss by ~1e-17: 32/60 - 26/60
+# is 0.09999999999999998. A lift of exactly the threshold passes.
+TOLERANCE = 1e-9
+
+
 def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
     """``results`` is the eval's results dict (ladder, comparisons, forgetting, probes)."""
     checks: list[Check] = []
     cmp = results.get("finetuned_vs_best_baseline")
     if cmp:
         diff = cmp["diff"]
-        checks.append(Check("lift", diff is not None and diff >= cfg.min_lift, diff, cfg.min_lift,
+        checks.append(Check("lift", diff is not None and diff >= cfg.min_lift - TOLERANCE, diff, cfg.min_lift,
                             f"fine-tuned − {cmp['baseline']} on {results['headline']}"))
         if cfg.require_significant:
             ok = bool(cmp["excludes_zero"]) and (diff or 0) > 0
@@ -69,8 +75,13 @@ def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def recommendation(results: dict[str, Any]) -> str:
-    """One sentence a domain expert can act on, derived from the ladder and the CIs."""
+def recommendation(results: dict[str, Any], *, min_lift: float = 0.05) -> str:
+    """One sentence a domain expert can act on, derived from the ladder and the CIs.
+
+    ``min_lift``: the smallest lift worth a fine-tune (the gate's ``min_lift``). A lead at least
+    that large whose CI still includes 0 is *inconclusive*, not "the baseline is as good": the
+    sentence then says how many test cases would settle it (the CI narrows as 1/sqrt(n)).
+    """
     cmp = results.get("finetuned_vs_best_baseline")
     ladder, headline = results.get("ladder", {}), results["headline"]
 
@@ -86,6 +97,13 @@ def recommendation(results: dict[str, Any]) -> str:
                 f"{cmp['diff']:+.3f} on {headline} (95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}]).")
     base = best_baseline(ladder, headline)
     ft = mean("finetuned")
+    diff = (cmp or {}).get("diff")
+    if cmp and diff is not None and diff > 0 and diff >= min_lift - TOLERANCE and results.get("cases"):
+        n = int(results["cases"])
+        need = math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2)
+        return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
+                f"but the 95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}] includes 0; about {need} test cases "
+                f"(now {n}) would settle a lead this size (eval.max_cases).")
     if ft is not None and ft < 0.5 and (cmp is None or not cmp["excludes_zero"]):
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
                 f"fine-tuning is not significantly better than {base}.")

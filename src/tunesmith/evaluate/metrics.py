@@ -24,6 +24,8 @@ Keys ``score_example`` returns:
 ``schema_valid``        1 if the extracted object satisfies the JSON Schema (0 if no object).
 ``field/<name>``        1 if the answer's value of label field ``name`` equals the reference's.
 ``fields_exact``        1 if every label field is right (the JSON headline metric).
+``fields_mean``         the share of label fields that are right (partial credit per case;
+                        fields the reference lacks are left out).
 ``label_acc``           single-label answers: 1 if the parsed label equals the reference.
 ``label_valid``         single-label answers: 1 if the answer names one label of the set.
 ``hallucination``       unsupported share of the answer's claim units (``hallucination_proxy``).
@@ -768,6 +770,8 @@ def _json_scores(prediction: str, reference: str, schema: Mapping[str, Any] | No
         right.append(out[f"field/{name}"])
     if fields:
         out["fields_exact"] = None if None in right else float(all(right))
+        scored = [r for r in right if r is not None]
+        out["fields_mean"] = sum(scored) / len(scored) if scored else None
     return out
 
 

@@ -29,7 +29,7 @@ def _metric_columns(results: dict[str, Any]) -> list[str]:
     first = next(iter(results["ladder"].values()))["metrics"]
     wanted = [results["headline"], "json_valid", "schema_valid"]
     wanted += [k for k in first if k.startswith("field/")]
-    wanted += ["exact_match", "token_f1", "rouge_l", "label_acc", "hallucination"]
+    wanted += ["fields_mean", "exact_match", "token_f1", "rouge_l", "label_acc", "hallucination"]
     return [k for k in dict.fromkeys(wanted) if k in first]
 
 

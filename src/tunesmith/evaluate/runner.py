@@ -203,11 +203,21 @@ def _probes(pack: EvalPack, engine: Any, cfg: Config, spec: OutputSpec, has_ft: 
     return out
 
 
-def _qa_correct(answer: str, reference: str) -> bool:
-    """Lenient exact match for short general answers: the reference appears as whole words."""
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+          "fifteen sixteen seventeen eighteen nineteen twenty")
+_TENS = "thirty forty fifty sixty seventy eighty ninety"
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(_UNITS.split())} | {
+    w: str(10 * i) for i, w in enumerate(_TENS.split(), start=3)}
+
+
+def qa_correct(answer: str, reference: str) -> bool:
+    """Lenient exact match for short general answers: the reference appears as whole words,
+    number words counting as their digits ("a spider has eight legs" answers "8")."""
     import re
 
-    norm = lambda t: " ".join(re.findall(r"\w+", t.casefold()))  # noqa: E731
+    def norm(text: str) -> str:
+        return " ".join(_NUMBER_WORDS.get(w, w) for w in re.findall(r"\w+", text.casefold()))
+
     return f" {norm(reference)} " in f" {norm(answer)} "
 
 
@@ -227,7 +237,7 @@ def _forgetting(pack: EvalPack, engine: Any, cfg: Config, has_ft: bool) -> dict[
         acc = {}
         for who, adapter in (("before", None), ("after", FT_ADAPTER)):
             answers = engine.generate(convs, gcfg, adapter=adapter)
-            acc[who] = float(np.mean([_qa_correct(a.text, q["answer"]) for a, q in zip(answers, pack.general_qa, strict=True)]))
+            acc[who] = float(np.mean([qa_correct(a.text, q["answer"]) for a, q in zip(answers, pack.general_qa, strict=True)]))
         out |= {"qa_before": acc["before"], "qa_after": acc["after"], "qa_drop": acc["before"] - acc["after"]}
     return out
 
@@ -318,7 +328,7 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     results["test_perplexity"] = _test_perplexity(pack, engine, has_ft)
     checks = gate_mod.evaluate_gate(gate_cfg, results)
     results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
-    results["recommendation"] = gate_mod.recommendation(results)
+    results["recommendation"] = gate_mod.recommendation(results, min_lift=max(gate_cfg.min_lift, 0.05))
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["input_key"] = key
     return _publish(ws, cfg, pack, version, results, checks)

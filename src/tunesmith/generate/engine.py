@@ -56,6 +56,7 @@ from tunesmith.generate.scoring import (
     corpus_perplexity,
     plan_batches,
     score_batch,
+    scoring_prefix,
 )
 from tunesmith.models.chat import (
     ChatTemplateError,
@@ -297,11 +298,34 @@ class Engine:
                 context, or does not fit in memory even alone.
             AdapterError: ``adapter`` is not loaded.
         """
-        cfg = cfg or GenerationConfig()
+        return self._generate(self._encode_all(conversations), cfg or GenerationConfig(), adapter, self.stop_ids)
+
+    def complete(
+        self, texts: list[str], cfg: GenerationConfig | None = None, *, adapter: str | None = None,
+    ) -> list[Generation]:
+        """Continue each raw text (no chat template): plain language-model completion, e.g.
+        for self-distilled general text. Ends at the tokenizer's end-of-text token, an
+        end-of-turn token, a stop string or the token budget.
+
+        Raises:
+            GenerationError: a text is empty or longer than the model's context.
+        """
+        prompts = []
+        for i, text in enumerate(texts):
+            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            if not ids:
+                raise GenerationError(f"text {i}: empty prompt; give at least one token to continue")
+            prompts.append(ids)
+        eos = self.tokenizer.eos_token_id
+        stop_ids = [*self.stop_ids, *([eos] if eos is not None and eos not in self.stop_ids else [])]
+        return self._generate(prompts, cfg or GenerationConfig(), adapter, stop_ids)
+
+    def _generate(self, prompts: list[list[int]], cfg: GenerationConfig, adapter: str | None,
+                  stop_ids: list[int]) -> list[Generation]:
         device = next(self.model.parameters()).device
         requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
-                    for i, p in enumerate(self._encode_all(conversations))]
-        checker = StopChecker(self.tokenizer, self.stop_ids, cfg.stop)
+                    for i, p in enumerate(prompts)]
+        checker = StopChecker(self.tokenizer, stop_ids, cfg.stop)
 
         def retry() -> None:
             for r in requests:
@@ -458,12 +482,14 @@ class Engine:
 
         def attempt() -> None:
             todo = [i for i, s in enumerate(results) if s is None]
+            prefix = scoring_prefix(self.model, [requests[i] for i in todo]) if self.share_prefix else None
+            skip = prefix.length if prefix is not None else 0
             tokens = min(SCORE_TOKENS, self.max_batch_tokens or SCORE_TOKENS)
-            for batch in plan_batches([len(requests[i].ids) for i in todo],
+            for batch in plan_batches([len(requests[i].ids) - skip for i in todo],
                                       max_rows=self.max_batch_size, max_tokens=tokens):
                 idx = [todo[j] for j in batch]
                 self._peak = max(self._peak, len(idx))
-                scores = score_batch(self.model, [requests[i] for i in idx], self.pad_id)
+                scores = score_batch(self.model, [requests[i] for i in idx], self.pad_id, prefix)
                 for i, s in zip(idx, scores, strict=True):
                     results[i] = s
 

@@ -183,6 +183,14 @@ def train(
                                    fallback_template=cfg.model.chat_template, log=log)
         rehearsal_ex = rehearsal_ex + distilled
         rehearsal_ref = "+".join(filter(None, [rehearsal_ref, f"self:{len(distilled)}"]))
+    if (n_text := cfg.train.rehearsal.self_distill_text) and cfg.train.rehearsal.ratio > 0:
+        from tunesmith.train.rehearsal import self_rehearsal_text
+
+        prose = self_rehearsal_text(base, tokenizer, n_text, fingerprint=model_fingerprint(ref),
+                                    cache_dir=ws.root / "cache", seed=cfg.seed,
+                                    bf16=precision_for(cfg.train) == "bf16", log=log)
+        rehearsal_ex = rehearsal_ex + prose
+        rehearsal_ref = "+".join(filter(None, [rehearsal_ref, f"self-text:{len(prose)}"]))
     rehearsal_tok = _tokenize(cfg, tokenizer, rehearsal_ex, "rehearsal", log)[0] if rehearsal_ex else []
     if cfg.train.gradient_checkpointing:
         base.gradient_checkpointing_enable()

@@ -141,3 +141,105 @@ def self_rehearsal(
                                                         {"role": "assistant", "content": r["answer"]}],
                     meta={"source": "self-rehearsal"})
             for i, r in enumerate(rows)]
+
+
+# Openings of everyday prose for text rehearsal: the base model writes the rest. Written for
+# tunesmith; none of them is (or continues into) the forgetting check's general text
+# (``evaluate.probes.GENERAL_TEXT``).
+GENERAL_OPENINGS: tuple[str, ...] = (
+    "The first thing you notice about the town is the smell of the bakery on the corner.",
+    "Every spring the farmers on the hill wait for the last frost before they plant.",
+    "Our neighbour has kept chickens in her garden for almost twenty years.",
+    "The museum reopened last month after a long renovation.",
+    "Most people who learn to swim as adults say the hardest part is trusting the water.",
+    "The lighthouse has not had a keeper since the light was automated.",
+    "When my grandfather was young, the only telephone in the village was at the post office.",
+    "Tea was first brought to Europe by merchants who traded along the coast of China.",
+    "The school bus stops outside our house at a quarter past seven.",
+    "A good pair of walking boots can last for many years if they are looked after.",
+    "The city council voted on Tuesday to build a new cycle path along the river.",
+    "Cats spend a large part of the day asleep, often in the warmest spot they can find.",
+    "The orchestra tuned their instruments while the audience found their seats.",
+    "Volcanoes form where molten rock from deep inside the earth reaches the surface.",
+    "He opened the old wooden box and found a bundle of letters tied with string.",
+    "Gardening in a small flat is possible with a sunny windowsill and a few pots.",
+    "The ferry crossing takes about forty minutes when the sea is calm.",
+    "Children often ask why the moon seems to follow the car at night.",
+    "Bread rises because yeast produces gas as it feeds on the sugars in the dough.",
+    "The football match was delayed by heavy rain in the second half.",
+    "In the north of the country, winter days are short and the nights are long.",
+    "The new teacher asked the class to write about their favourite place.",
+    "Copper has been used by people for thousands of years, first for tools and later for wires.",
+    "After the harvest, the village holds a festival with music and dancing in the square.",
+    "The hotel stood at the end of a long avenue lined with chestnut trees.",
+    "Learning to cook a few simple meals is one of the most useful skills a student can have.",
+    "Owls hunt mostly at night, using their hearing to find mice in the dark.",
+    "The painter worked from early morning, when the light over the harbour was softest.",
+    "Many old houses in the valley were built from stone taken from the riverbed.",
+    "The shop on the high street sells everything from nails to garden chairs.",
+    "Rain forests cover a small part of the earth but hold a large share of its species.",
+    "She had never travelled by plane before, and she arrived at the airport far too early.",
+    "Recycling paper saves water and energy compared with making it from new wood.",
+    "The choir practises every Thursday evening in the hall behind the church.",
+    "A compass needle points north because it lines up with the earth's magnetic field.",
+    "The two brothers opened a small repair shop for bicycles near the station.",
+    "Snow had fallen during the night, and the fields were white and silent.",
+    "The recipe called for three eggs, but there were only two left in the fridge.",
+    "Long before clocks, people told the time by the position of the sun.",
+    "The zoo's oldest tortoise is said to be more than a hundred years old.",
+    "Our family usually spends the summer holidays at a campsite by the lake.",
+    "Glass is made by heating sand until it melts and then letting it cool.",
+    "The marathon route passes the castle, the park and the old market.",
+    "Each morning the fishing boats leave the harbour before sunrise.",
+    "The village library lends tools as well as books.",
+    "Elephants can recognise the voices of members of their family from far away.",
+    "The committee met to plan the summer fair and to choose a date.",
+    "At the top of the hill there is a bench with a view over the whole valley.",
+)
+
+TEXT_NEW_TOKENS = 96
+TEXT_TEMPERATURE = 1.0  # ancestral sampling: the continuations follow the base model's own distribution
+
+
+def self_rehearsal_text(
+    model: Any, tokenizer: Any, count: int, *, fingerprint: str, cache_dir: Path, seed: int = 0,
+    bf16: bool = False, log: Callable[[dict[str, Any]], None] | None = None,
+) -> list[Example]:
+    """Raw-text rehearsal: the base model's own sampled continuations of ``count`` built-in
+    prose openings, as plain-text examples (language-model loss on every token).
+
+    Chat rehearsal keeps the base model's *answers*; this keeps its *language model*: a
+    fine-tune that only sees one chat format drifts away from ordinary prose (its perplexity
+    on general text rises). Training on samples drawn from the base model itself pulls the
+    fine-tune back towards the base distribution (in expectation, the loss is the KL from
+    the base model plus a constant), without teaching it anything the base did not know.
+
+    Sampling is seeded per opening, so the set is the same on every run; it is cached per
+    (base model fingerprint, openings, settings, seed, precision). ``bf16``: sample under
+    bfloat16 autocast (the precision training runs in; ~1.4x faster on CPUs with AVX512-BF16).
+    """
+    from tunesmith.generate.engine import Engine
+    from tunesmith.generate.sampling import GenerationConfig
+
+    log = log or (lambda event: None)
+    openings = list(GENERAL_OPENINGS[: max(0, count)])
+    if not openings:
+        return []
+    blob = json.dumps({"base": fingerprint, "openings": openings, "max_new_tokens": TEXT_NEW_TOKENS,
+                       "temperature": TEXT_TEMPERATURE, "seed": seed, "bf16": bf16, "v": 1}, sort_keys=True)
+    path = cache_dir / f"self-rehearsal-text-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.jsonl"
+    if path.exists():
+        texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+        log({"event": "rehearsal", "kind": "text", "examples": len(texts), "cached": True})
+    else:
+        engine = Engine(model, tokenizer, bf16_autocast=bf16)
+        gens = engine.complete(openings, GenerationConfig(max_new_tokens=TEXT_NEW_TOKENS,
+                                                          temperature=TEXT_TEMPERATURE, seed=seed))
+        texts = [f"{o} {g.text.strip()}" for o, g in zip(openings, gens, strict=True) if g.text.strip()]
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        tmp.replace(path)
+        log({"event": "rehearsal", "kind": "text", "examples": len(texts), "asked": len(openings), "cached": False})
+    return [Example(id=f"self-rehearsal-text:{i}", messages=[], text=t, meta={"source": "self-rehearsal-text"})
+            for i, t in enumerate(texts)]

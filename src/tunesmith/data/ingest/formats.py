@@ -236,10 +236,26 @@ def _from_columns(
     return _pair(own or system, prompt, completion), None
 
 
+def _alpaca_instruction_as_system(data: dict, noun: str, system: str | None) -> tuple[Turns, None]:
+    """Alpaca whose ``instruction`` is really a system prompt (the same task text in every
+    record): instruction -> system turn, ``input`` -> user turn. The records then render like
+    the project's chat records (same system prompt, same user turn), so training and eval see
+    one prompt shape, and the shared system prompt is computed once per packed row / batch."""
+    need = "alpaca record needs instruction/input/output (instruction_as: system)"
+    instruction = _text(data, "instruction", noun, need)
+    user = _text(data, "input", noun, need + "; 'input' holds the user turn")
+    if _optional_text(data, "system", noun):
+        raise RecordError("the record has both 'system' and 'instruction' (instruction_as: system); "
+                          "keep one, or set instruction_as: user")
+    return _pair(instruction, user, _text(data, "output", noun, need)), None
+
+
 def _convert(data: dict, src: SourceConfig, noun: str) -> tuple[Turns, str | None]:
     if src.columns is not None:
         return _from_columns(data, src.columns, noun, src.system)
     fmt = detect_format(data, noun) if src.format == "auto" else src.format
+    if fmt == "alpaca" and src.instruction_as == "system":
+        return _alpaca_instruction_as_system(data, noun, src.system)
     return CONVERTERS[fmt](data, noun, src.system)
 
 
