@@ -406,6 +406,9 @@ def eval_command(
     gate: Annotated[bool, typer.Option("--gate", help="Exit non-zero when the gate fails (for CI).")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write the gate as JUnit XML here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Also write the report as Markdown here.")] = None,
+    max_cases: Annotated[int | None, typer.Option(
+        "--max-cases", min=1, help="Test cases in the eval pack (overrides eval.max_cases; more cases, tighter CIs).",
+    )] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare zero-shot, few-shot, RAG, fine-tuned and fine-tuned + RAG on one frozen eval pack."""
@@ -414,6 +417,11 @@ def eval_command(
     from tunesmith.evaluate.runner import evaluate
 
     cfg = load_config(config)
+    if max_cases is not None:
+        if cfg.eval.pack:
+            raise TunesmithError(f"--max-cases builds a new eval pack, but eval.pack pins {cfg.eval.pack!r} "
+                                 f"in {config}; drop one of them")
+        cfg.eval.max_cases = max_cases
     result = evaluate(cfg, model=model, snapshot=snapshot, log=_eval_progress(err if as_json else out))
     if junit:
         shutil.copyfile(result.path / "gate.xml", junit)

@@ -75,6 +75,9 @@ def test_cli_run_gate_exit_code_and_json(tmp_path):
     assert summary["passed"] is False and set(summary["seconds"]) == {"prepare", "train", "eval"}
     res = CliRunner().invoke(app, ["eval", "-c", str(cfg.base_dir), "--junit", str(junit)])
     assert res.exit_code == 0 and "<testsuite" in junit.read_text()
+    res = CliRunner().invoke(app, ["eval", "-c", str(cfg.base_dir), "--max-cases", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert {m["n"] for m in json.loads(res.stdout.strip().splitlines()[-1])["ladder"].values()} == {3}
 
 
 def test_clear_errors_for_missing_pieces(tmp_path):
@@ -123,3 +126,10 @@ def test_general_qa_match_is_whole_words_with_number_words(answer, reference, ok
     from tunesmith.evaluate.runner import qa_correct
 
     assert qa_correct(answer, reference) is ok
+
+
+def test_max_cases_flag_refuses_a_pinned_pack(tmp_path):
+    cfg = project(tmp_path, EVAL.replace("{", "{pack: 1234abcd, ", 1))
+    res = CliRunner().invoke(app, ["eval", "-c", str(cfg.base_dir), "--max-cases", "3"])
+    assert res.exit_code == 2
+    assert "--max-cases builds a new eval pack, but eval.pack pins '1234abcd'" in res.output

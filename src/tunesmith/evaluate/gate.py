@@ -103,7 +103,7 @@ def recommendation(results: dict[str, Any], *, min_lift: float = 0.05) -> str:
         need = math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2)
         return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
                 f"but the 95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}] includes 0; about {need} test cases "
-                f"(now {n}) would settle a lead this size (eval.max_cases).")
+                f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`).")
     if ft is not None and ft < 0.5 and (cmp is None or not cmp["excludes_zero"]):
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
                 f"fine-tuning is not significantly better than {base}.")
