@@ -74,6 +74,8 @@ def test_recommendations_follow_the_numbers():
     assert text.startswith("Inconclusive: the fine-tuned model leads few_shot by +0.120")
     assert "about 107 test cases (now 60)" in text  # 60 * (0.16 / 0.12)^2 = 106.7
     assert recommendation(close, min_lift=0.15).startswith("Prompting is enough")  # lead below what matters
+    edge = results(diff=0.15, low=0.0, high=0.3, excludes=0.0, cases=60)  # CI touching 0: more than 60
+    assert "about 61 test cases (now 60)" in recommendation(edge, min_lift=0.1)
 
 
 def test_junit_xml_is_valid_and_counts_failures():

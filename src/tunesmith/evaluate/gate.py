@@ -100,7 +100,8 @@ def recommendation(results: dict[str, Any], *, min_lift: float = 0.05) -> str:
     diff = (cmp or {}).get("diff")
     if cmp and diff is not None and diff > 0 and diff >= min_lift - TOLERANCE and results.get("cases"):
         n = int(results["cases"])
-        need = math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2)
+        # a CI whose lower end sits on 0 needs more than n (the estimate alone would say n)
+        need = max(math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2), n + 1)
         return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
                 f"but the 95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}] includes 0; about {need} test cases "
                 f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`).")

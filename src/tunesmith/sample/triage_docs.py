@@ -387,12 +387,12 @@ train:
   max_length: 1024      # tickets ~280 tokens, 155 of them the shared system prompt
   packing: true         # with share_prefix (default) a row holds one prompt + ~7 tickets
   batch_size: 1         # one row (~6-7 tickets) per step: more updates in the time budget
-  max_steps: 250        # ~1,650 examples, 75% of the train split (~9 min here)
+  max_steps: 230        # ~1,500 examples, 70% of the train split (~8.5 min here)
   lr: 6.0e-4
   warmup_ratio: 0.1
-  eval_every: 125
+  eval_every: 115
   eval_examples: 24
-  save_every: 125
+  save_every: 115
 
 eval:
   rungs: [zero_shot, few_shot, rag, finetuned, finetuned_rag]
