@@ -359,6 +359,17 @@ def test_text_rehearsal_samples_the_base_once_and_trains_on_plain_text(tmp_path,
     assert not any(o.split()[:4] == t.split()[:4] for o in GENERAL_OPENINGS for t in GENERAL_TEXT)
 
 
+def _backward_stops_above_layer_0(model, tok) -> None:
+    """One training step; the first layer's output must carry no autograd graph."""
+    model.train()
+    first = next(m for n, m in model.named_modules() if n.endswith(("layers.0", "h.0")))
+    seen = []
+    first.register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
+    ids = torch.randint(3, len(tok), (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert seen and not seen[0].requires_grad  # no autograd graph below the trained layers
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
     from models.tiny import build_model, build_tokenizer
@@ -377,13 +388,7 @@ def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
     assert all_by_name == everywhere
     model, top = lora_modules(1)
     assert top and top == {n for n in everywhere if ".1." in n}
-    model.train()
-    first = next(m for n, m in model.named_modules() if n.endswith(("layers.0", "h.0")))
-    seen = []
-    first.register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
-    ids = torch.randint(3, len(tok), (2, 12))
-    model(input_ids=ids, labels=ids).loss.backward()
-    assert seen and not seen[0].requires_grad  # no autograd graph below the adapted layers
+    _backward_stops_above_layer_0(model, tok)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert all(".1." in n for n in trained)
     with pytest.raises(TunesmithError, match="top_layers: 3 is more than the model's 2 layers"):
@@ -404,13 +409,7 @@ def test_full_top_layers_trains_the_last_layers_and_final_norm_only(tmp_path, ar
     assert final_norm in trained
     assert all(".1." in n or "norm" in n or "ln_f" in n for n in trained)
     assert not any("embed" in n or "wte" in n or "wpe" in n or "lm_head" in n for n in trained)
-    model.train()
-    first = next(m for n, m in model.named_modules() if n.endswith(("layers.0", "h.0")))
-    seen = []
-    first.register_forward_hook(lambda mod, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
-    ids = torch.randint(3, len(tok), (2, 12))
-    model(input_ids=ids, labels=ids).loss.backward()
-    assert seen and not seen[0].requires_grad  # no autograd graph below the trained layers
+    _backward_stops_above_layer_0(model, tok)
     assert all((p.grad is not None) == (n in trained) for n, p in model.named_parameters())
     # checkpoints hold the trained weights only, and load back into a fresh base
     state = trainable_state(model, cfg)

@@ -39,6 +39,7 @@ def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | Non
 # Means of 0/1 scores differ by multiples of 1/n, which floats miss by ~1e-17: 32/60 - 26/60
 # is 0.09999999999999998. A lift of exactly the threshold passes.
 TOLERANCE = 1e-9
+MIN_USEFUL_LIFT = 0.05  # a smaller lead is "as good" in the recommendation, even with gate.min_lift 0
 
 
 def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
@@ -75,7 +76,7 @@ def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def recommendation(results: dict[str, Any], *, min_lift: float = 0.05) -> str:
+def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT) -> str:
     """One sentence a domain expert can act on, derived from the ladder and the CIs.
 
     ``min_lift``: the smallest lift worth a fine-tune (the gate's ``min_lift``). A lead at least
@@ -98,6 +99,7 @@ def recommendation(results: dict[str, Any], *, min_lift: float = 0.05) -> str:
     base = best_baseline(ladder, headline)
     ft = mean("finetuned")
     diff = (cmp or {}).get("diff")
+    min_lift = max(min_lift, MIN_USEFUL_LIFT)
     if cmp and diff is not None and diff > 0 and diff >= min_lift - TOLERANCE and results.get("cases"):
         n = int(results["cases"])
         # a CI whose lower end sits on 0 needs more than n (the estimate alone would say n)

@@ -328,7 +328,7 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     results["test_perplexity"] = _test_perplexity(pack, engine, has_ft)
     checks = gate_mod.evaluate_gate(gate_cfg, results)
     results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
-    results["recommendation"] = gate_mod.recommendation(results, min_lift=max(gate_cfg.min_lift, 0.05))
+    results["recommendation"] = gate_mod.recommendation(results, min_lift=gate_cfg.min_lift)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["input_key"] = key
     return _publish(ws, cfg, pack, version, results, checks)

@@ -7,6 +7,7 @@ because the logits of one batch are rows x length x vocabulary floats (2048 toke
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from dataclasses import dataclass
@@ -63,7 +64,12 @@ def plan_batches(lengths: list[int], *, max_rows: int, max_tokens: int) -> list[
 def _accepts_logits_to_keep(model: Any) -> bool:
     """Whether the causal LM (under a PEFT wrapper, if any) can return logits at chosen positions."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _forward_takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(cls: type) -> bool:  # per model class, not per batch
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def score_batch(model: Any, requests: list[ScoreRequest], pad_id: int, prefix: SharedPrefix | None = None) -> list[Score]:

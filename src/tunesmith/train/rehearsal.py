@@ -97,10 +97,20 @@ GENERAL_INSTRUCTIONS: tuple[str, ...] = (
 MAX_NEW_TOKENS = 96
 
 
-def _cache_key(fingerprint: str, instructions: list[str]) -> str:
-    blob = json.dumps({"base": fingerprint, "instructions": instructions, "max_new_tokens": MAX_NEW_TOKENS,
-                       "v": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _cached_rows(cache_dir: Path, stem: str, settings: dict[str, Any],
+                 make_rows: Callable[[], list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], bool]:
+    """The rows cached under ``cache_dir/<stem>-<hash of settings>.jsonl``, else ``make_rows()``
+    written there (atomically: a killed run leaves no half file). Returns (rows, cached)."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"{stem}-{key}.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()], True
+    rows = make_rows()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+    return rows, False
 
 
 def self_rehearsal(
@@ -122,21 +132,17 @@ def self_rehearsal(
     instructions = list(GENERAL_INSTRUCTIONS[: max(0, count)])
     if not instructions:
         return []
-    path = cache_dir / f"self-rehearsal-{_cache_key(fingerprint, instructions)}.jsonl"
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        log({"event": "rehearsal", "examples": len(rows), "cached": True})
-    else:
+    def answer() -> list[dict[str, Any]]:
         engine = Engine(model, tokenizer, system=system, fallback_template=fallback_template)
         convs = [[{"role": "user", "content": q}] for q in instructions]
         answers = engine.generate(convs, GenerationConfig(max_new_tokens=MAX_NEW_TOKENS))
-        rows = [{"instruction": q, "answer": a.text.strip()} for q, a in zip(instructions, answers, strict=True)
+        return [{"instruction": q, "answer": a.text.strip()} for q, a in zip(instructions, answers, strict=True)
                 if a.finish_reason == "stop" and a.text.strip()]
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
-        log({"event": "rehearsal", "examples": len(rows), "asked": len(instructions), "cached": False})
+
+    settings = {"base": fingerprint, "instructions": instructions, "max_new_tokens": MAX_NEW_TOKENS, "v": 1}
+    rows, cached = _cached_rows(cache_dir, "self-rehearsal", settings, answer)
+    log({"event": "rehearsal", "examples": len(rows), "cached": cached,
+         **({} if cached else {"asked": len(instructions)})})
     return [Example(id=f"self-rehearsal:{i}", messages=[{"role": "user", "content": r["instruction"]},
                                                         {"role": "assistant", "content": r["answer"]}],
                     meta={"source": "self-rehearsal"})
@@ -225,21 +231,17 @@ def self_rehearsal_text(
     openings = list(GENERAL_OPENINGS[: max(0, count)])
     if not openings:
         return []
-    blob = json.dumps({"base": fingerprint, "openings": openings, "max_new_tokens": TEXT_NEW_TOKENS,
-                       "temperature": TEXT_TEMPERATURE, "seed": seed, "bf16": bf16, "v": 1}, sort_keys=True)
-    path = cache_dir / f"self-rehearsal-text-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.jsonl"
-    if path.exists():
-        texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
-        log({"event": "rehearsal", "kind": "text", "examples": len(texts), "cached": True})
-    else:
+    def continue_openings() -> list[dict[str, Any]]:
         engine = Engine(model, tokenizer, bf16_autocast=bf16)
         gens = engine.complete(openings, GenerationConfig(max_new_tokens=TEXT_NEW_TOKENS,
                                                           temperature=TEXT_TEMPERATURE, seed=seed))
-        texts = [f"{o} {g.text.strip()}" for o, g in zip(openings, gens, strict=True) if g.text.strip()]
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-        tmp.replace(path)
-        log({"event": "rehearsal", "kind": "text", "examples": len(texts), "asked": len(openings), "cached": False})
+        return [{"text": f"{o} {g.text.strip()}"} for o, g in zip(openings, gens, strict=True) if g.text.strip()]
+
+    settings = {"base": fingerprint, "openings": openings, "max_new_tokens": TEXT_NEW_TOKENS,
+                "temperature": TEXT_TEMPERATURE, "seed": seed, "bf16": bf16, "v": 1}
+    rows, cached = _cached_rows(cache_dir, "self-rehearsal-text", settings, continue_openings)
+    texts = [r["text"] for r in rows]
+    log({"event": "rehearsal", "kind": "text", "examples": len(texts), "cached": cached,
+         **({} if cached else {"asked": len(openings)})})
     return [Example(id=f"self-rehearsal-text:{i}", messages=[], text=t, meta={"source": "self-rehearsal-text"})
             for i, t in enumerate(texts)]
