@@ -366,7 +366,9 @@ def _eval_progress(console: Console) -> Callable[[dict[str, Any]], None]:
             console.print(f"  {event['rung']:<14} done in {event['seconds']} s, headline "
                           f"{'n/a' if head is None else f'{head:.3f}'}")
         elif kind == "probes_start":
-            console.print("  probes + forgetting check …")
+            console.print("  probes, forgetting check, test-split perplexity …")
+        elif kind == "phase_done":
+            console.print(f"  {event['phase'].replace('_', ' '):<14} done in {event['seconds']} s")
 
     return log
 
@@ -378,9 +380,9 @@ def _print_eval(result: Any) -> None:
 
     r = result.results
     header, rows = compact_ladder_rows(r)
+    # no cell padding: SIMPLE_HEAD's column divider is the one space between columns (80 columns fit 8)
     table = Table(title=f"the ladder: {r['cases']} cases, 95% CI on {r['headline']}", box=box.SIMPLE_HEAD,
-                  collapse_padding=True,
-                  pad_edge=False)
+                  padding=(0, 0), pad_edge=False)
     for i, h in enumerate(header):
         width = max(len(h), *(len(row[i]) for row in rows))
         table.add_column(h, justify="left" if h == "rung" else "right", no_wrap=True, min_width=width)
@@ -390,6 +392,11 @@ def _print_eval(result: Any) -> None:
     cmp = r.get("finetuned_vs_best_baseline")
     if cmp and cmp.get("diff") is not None:
         out.print(f"fine-tuned − {cmp['baseline']}: {cmp['diff']:+.3f} [{cmp['low']:+.3f}, {cmp['high']:+.3f}]")
+        fields = r.get("fields_vs_best_baseline") or {}
+        if fields:
+            for f, c in fields.items():
+                if c.get("diff") is not None:
+                    out.print(f"  {f:<14} {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]")
     out.print(f"[bold]recommendation:[/] {r['recommendation']}")
     gate = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
     failed = [c.name for c in result.checks if not c.passed]

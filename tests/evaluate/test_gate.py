@@ -84,3 +84,19 @@ def test_junit_xml_is_valid_and_counts_failures():
     root = ElementTree.fromstring(xml)
     assert root.tag == "testsuite" and root.get("failures") == "2"
     assert len(root.findall("testcase/failure")) == 2
+
+
+def test_recommendation_names_the_fields_the_fine_tune_does_not_win():
+    fields = {"category": {"diff": 0.3, "low": 0.18, "high": 0.42, "excludes_zero": 1.0},
+              "urgency": {"diff": -0.017, "low": -0.15, "high": 0.1, "excludes_zero": 0.0},
+              "next_action": {"diff": 0.217, "low": 0.083, "high": 0.35, "excludes_zero": 1.0}}
+    text = recommendation(results(fields_vs_best_baseline=fields))
+    assert text.startswith("Fine-tune:")
+    assert text.endswith("Per field: it wins on category (+0.300), next_action (+0.217); on urgency "
+                         "(-0.017, CI [-0.150, +0.100]) it is not better than few_shot.")
+    # every field a significant win: nothing to add
+    wins = {k: v for k, v in fields.items() if k != "urgency"}
+    assert "Per field" not in recommendation(results(fields_vs_best_baseline=wins))
+    # an inconclusive lead gets the same breakdown
+    close = results(diff=0.15, low=0.0, high=0.3, excludes=0.0, cases=60, fields_vs_best_baseline=fields)
+    assert "on urgency (-0.017" in recommendation(close, min_lift=0.1)

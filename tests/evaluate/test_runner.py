@@ -52,6 +52,8 @@ def test_eval_runs_the_ladder_and_writes_the_report(tmp_path):
     assert r["finetuned_vs_best_baseline"]["baseline"] in ("zero_shot", "rag")
     assert {"ppl_before", "ppl_after", "qa_before", "qa_after"} <= set(r["forgetting"])
     assert r["probes"]["finetuned"]["injection_probes"] == 6
+    timed = [e["phase"] for e in events if e["event"] == "phase_done"]
+    assert timed == ["probes", "forgetting", "test_perplexity"]
     for name in ("report.html", "report.md", "gate.xml", "results.json", "ladder.png"):
         assert (res.path / name).exists(), name
     assert "Recommendation" in (res.path / "report.md").read_text()
@@ -133,3 +135,29 @@ def test_max_cases_flag_refuses_a_pinned_pack(tmp_path):
     res = CliRunner().invoke(app, ["eval", "-c", str(cfg.base_dir), "--max-cases", "3"])
     assert res.exit_code == 2
     assert "--max-cases builds a new eval pack, but eval.pack pins '1234abcd'" in res.output
+
+
+def test_per_field_differences_against_the_best_baseline():
+    from tunesmith.config import Config
+    from tunesmith.evaluate.report import compact_ladder_rows
+    from tunesmith.evaluate.runner import _comparisons
+
+    def rung(cat, urg):  # per-case 0/1 scores for two label fields
+        scores = [{"field/category": c, "field/urgency": u, "fields_exact": float(c and u),
+                   "fields_mean": (c + u) / 2} for c, u in zip(cat, urg, strict=True)]
+        metrics = {k: {"mean": sum(s[k] for s in scores) / len(scores), "low": 0.0, "high": 1.0}
+                   for k in scores[0]}
+        return {"scores": scores, "metrics": metrics, "cost": {"seconds_per_answer": 0.1}}
+
+    n = 40
+    ladder = {"few_shot": rung([1.0] * 20 + [0.0] * 20, [1.0] * 30 + [0.0] * 10),
+              "finetuned": rung([1.0] * n, [1.0] * 30 + [0.0] * 10)}
+    cfg = Config.model_validate({"data": {"sources": [{"path": "x.jsonl"}]}, "eval": {"bootstrap_resamples": 500}})
+    out = _comparisons(ladder, "fields_mean", cfg)
+    fields = out["fields_vs_best_baseline"]
+    assert set(fields) == {"category", "urgency"}
+    assert fields["category"]["diff"] == pytest.approx(0.5) and fields["category"]["excludes_zero"]
+    assert fields["urgency"]["diff"] == 0 and not fields["urgency"]["excludes_zero"]
+    # the terminal table shows all-fields exact match beside a fields_mean headline
+    header, rows = compact_ladder_rows({"headline": "fields_mean", "ladder": ladder})
+    assert header[:3] == ["rung", "fields_mean", "exact"] and rows[1][2] == "0.75"

@@ -95,7 +95,8 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
             return (f"Fine-tune and add retrieval: fine-tuned + RAG beats fine-tuned by "
                     f"{rag_cmp['diff']:+.3f} and fine-tuned beats {cmp['baseline']} by {cmp['diff']:+.3f} on {headline}.")
         return (f"Fine-tune: the fine-tuned model beats the best baseline ({cmp['baseline']}) by "
-                f"{cmp['diff']:+.3f} on {headline} (95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}]).")
+                f"{cmp['diff']:+.3f} on {headline} (95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}])."
+                + field_note(results))
     base = best_baseline(ladder, headline)
     ft = mean("finetuned")
     diff = (cmp or {}).get("diff")
@@ -106,7 +107,8 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
         need = max(math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2), n + 1)
         return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
                 f"but the 95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}] includes 0; about {need} test cases "
-                f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`).")
+                f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`)."
+                + field_note(results))
     if ft is not None and ft < 0.5 and (cmp is None or not cmp["excludes_zero"]):
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
                 f"fine-tuning is not significantly better than {base}.")
@@ -115,6 +117,23 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
     if base in ("few_shot", "zero_shot"):
         return f"Prompting is enough: {base.replace('_', '-')} on the base model is as good as fine-tuning on {headline}."
     return "Inconclusive: run more test cases (the confidence intervals overlap)."
+
+
+def field_note(results: dict[str, Any]) -> str:
+    """" Per field: ..." naming the label fields the fine-tune wins on (CI above 0) and those
+    it does not, or "" when every field is a win (or there are no label fields)."""
+    fields = results.get("fields_vs_best_baseline") or {}
+    cmp = results.get("finetuned_vs_best_baseline") or {}
+    wins = [f for f, c in fields.items() if c.get("excludes_zero") and (c.get("diff") or 0) > 0]
+    rest = [f for f in fields if f not in wins]
+    if not fields or not rest:
+        return ""
+    won = ", ".join(f"{f} ({fields[f]['diff']:+.3f})" for f in wins)
+    lost = ", ".join(f"{f} ({fields[f]['diff']:+.3f}, CI [{fields[f]['low']:+.3f}, {fields[f]['high']:+.3f}])"
+                     for f in rest if fields[f].get("diff") is not None)
+    baseline = cmp.get("baseline", "the best baseline")
+    parts = ([f"it wins on {won}"] if wins else []) + ([f"on {lost} it is not better than {baseline}"] if lost else [])
+    return " Per field: " + "; ".join(parts) + "."
 
 
 def junit_xml(checks: list[Check], *, suite: str = "tunesmith-eval-gate") -> str:

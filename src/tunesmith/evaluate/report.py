@@ -52,10 +52,11 @@ def compact_ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[s
     metrics as means (the report has every CI)."""
     first = next(iter(results["ladder"].values()))["metrics"]
     headline = results["headline"]
-    means = [k for k in ("json_valid", *(k for k in first if k.startswith("field/"))) if k in first and k != headline]
+    shown = ("fields_exact", "json_valid", *(k for k in first if k.startswith("field/")))
+    means = [k for k in shown if k in first and k != headline]
     if not any(k.startswith("field/") for k in means):
         means += [k for k in ("token_f1", "rouge_l") if k in first and k != headline]
-    names = {"json_valid": "json"}
+    names = {"json_valid": "json", "fields_exact": "exact"}
     header = ["rung", headline, *(names.get(k, k.removeprefix("field/")) for k in means), "s/ans"]
     rows = []
     for rung, r in results["ladder"].items():
@@ -163,6 +164,11 @@ def _sections(results: dict[str, Any], pack: EvalPack) -> list[tuple[str, list[s
     for rung, c in (results.get("vs_zero_shot") or {}).items():
         cmp_rows.append([f"{rung} − zero_shot", _diff(c)])
     sections.append((f"Paired differences on {results['headline']}", ["comparison", "difference [95% CI], p"], cmp_rows))
+    fields = results.get("fields_vs_best_baseline") or {}
+    if fields:
+        base = results["finetuned_vs_best_baseline"]["baseline"]
+        sections.append((f"Per label field: fine-tuned − {base} (accuracy)", ["field", "difference [95% CI], p"],
+                         [[f, _diff(c)] for f, c in fields.items()]))
     for name, cm in results.get("confusion", {}).items():
         per = cm["per_label"]
         sections.append((f"{name}: per-label precision / recall / F1 ({cm['rung']})", ["label", "precision", "recall", "f1", "support"],

@@ -262,6 +262,12 @@ def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str
     if "finetuned" in ladder and base:
         out["finetuned_vs_best_baseline"] = {
             "baseline": base, **compare(ladder["finetuned"]["scores"], ladder[base]["scores"], headline, **kw)}
+        # where the lift comes from: the same paired difference on every label field
+        fields = [k for k in ladder["finetuned"]["metrics"] if k.startswith("field/")]
+        if fields:
+            out["fields_vs_best_baseline"] = {
+                f.removeprefix("field/"): compare(ladder["finetuned"]["scores"], ladder[base]["scores"], f, **kw)
+                for f in fields}
     if "finetuned_rag" in ladder and "finetuned" in ladder:
         out["finetuned_rag_vs_finetuned"] = compare(ladder["finetuned_rag"]["scores"], ladder["finetuned"]["scores"], headline, **kw)
     out["vs_zero_shot"] = {r: compare(ladder[r]["scores"], ladder["zero_shot"]["scores"], headline, **kw)
@@ -323,9 +329,12 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
         "confusion": _confusion(ladder, pack.cases, spec) if spec.label_fields else {},
     }
     log({"event": "probes_start"})
-    results["probes"] = _probes(pack, engine, cfg, spec, has_ft)
-    results["forgetting"] = _forgetting(pack, engine, cfg, has_ft)
-    results["test_perplexity"] = _test_perplexity(pack, engine, has_ft)
+    for name, phase in (("probes", lambda: _probes(pack, engine, cfg, spec, has_ft)),
+                        ("forgetting", lambda: _forgetting(pack, engine, cfg, has_ft)),
+                        ("test_perplexity", lambda: _test_perplexity(pack, engine, has_ft))):
+        started = time.perf_counter()
+        results[name] = phase()
+        log({"event": "phase_done", "phase": name, "seconds": round(time.perf_counter() - started, 1)})
     checks = gate_mod.evaluate_gate(gate_cfg, results)
     results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
     results["recommendation"] = gate_mod.recommendation(results, min_lift=gate_cfg.min_lift)
