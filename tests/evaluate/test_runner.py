@@ -147,7 +147,8 @@ def test_per_field_differences_against_the_best_baseline():
                    "fields_mean": (c + u) / 2} for c, u in zip(cat, urg, strict=True)]
         metrics = {k: {"mean": sum(s[k] for s in scores) / len(scores), "low": 0.0, "high": 1.0}
                    for k in scores[0]}
-        return {"scores": scores, "metrics": metrics, "cost": {"seconds_per_answer": 0.1}}
+        return {"scores": scores, "metrics": metrics, "cost": {"seconds_per_answer": 0.1, "prompt_tokens": 90.0,
+                                                          "answer_tokens": 20.0}}
 
     n = 40
     ladder = {"few_shot": rung([1.0] * 20 + [0.0] * 20, [1.0] * 30 + [0.0] * 10),
@@ -161,3 +162,12 @@ def test_per_field_differences_against_the_best_baseline():
     # the terminal table shows all-fields exact match beside a fields_mean headline
     header, rows = compact_ladder_rows({"headline": "fields_mean", "ladder": ladder})
     assert header[:3] == ["rung", "fields_mean", "exact"] and rows[1][2] == "0.75"
+    # and the report has a per-field table
+    from tunesmith.evaluate.report import _sections
+
+    ladder["finetuned"]["scores"] = [dict(s, fields_mean=1.0) for s in ladder["finetuned"]["scores"]]
+    results = {"headline": "fields_mean", "ladder": ladder, "gate": {"passed": True, "checks": []}, **out}
+    tables = {title: rows for title, _, rows in _sections(results, pack=None)}
+    per_field = tables["Per label field: fine-tuned − few_shot (accuracy)"]
+    assert [row[0] for row in per_field] == ["category", "urgency"]
+    assert per_field[0][1].startswith("+0.500 [") and per_field[1][1].startswith("+0.000 [")

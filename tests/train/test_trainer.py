@@ -286,10 +286,15 @@ def _fake_answers(monkeypatch, finish=lambda i: "stop"):
     """The tiny random model never ends a turn; give the engine answers of known shape."""
     from tunesmith.generate.engine import Engine, Generation
 
-    calls = []
+    class Calls(list):
+        engines: list  # (max_batch_size, bf16_autocast) of each engine asked
+
+    calls = Calls()
+    engines = calls.engines = []
 
     def generate(self, conversations, cfg=None, *, adapter=None):
         calls.append(len(conversations))
+        engines.append((self.max_batch_size, self.bf16_autocast))
         return [Generation(f"answer {i}", 3, 10, finish(i), 0.0) for i in range(len(conversations))]
 
     monkeypatch.setattr(Engine, "generate", generate)
@@ -313,6 +318,9 @@ def test_self_rehearsal_keeps_finished_answers_and_caches_them(tmp_path, monkeyp
     assert calls == [9]  # second call: read from the cache, no generation
     self_rehearsal(model, tok, 9, fingerprint="other-base", cache_dir=tmp_path)
     assert calls == [9, 9]  # another base model answers afresh
+    self_rehearsal(model, tok, 9, bf16=True, **kw)
+    assert calls == [9, 9, 9]  # another precision answers afresh
+    assert calls.engines == [(9, False), (9, False), (9, True)]  # every instruction in flight at once
     # rehearsal must not teach the forgetting check's questions
     assert not {q for q, _ in GENERAL_QA} & set(GENERAL_INSTRUCTIONS)
 

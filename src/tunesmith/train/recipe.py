@@ -180,7 +180,8 @@ def train(
 
         distilled = self_rehearsal(base, tokenizer, n_self, fingerprint=model_fingerprint(ref),
                                    cache_dir=ws.root / "cache", system=cfg.model.system_prompt,
-                                   fallback_template=cfg.model.chat_template, log=log)
+                                   fallback_template=cfg.model.chat_template,
+                                   bf16=precision_for(cfg.train) == "bf16", log=log)
         rehearsal_ex = rehearsal_ex + distilled
         rehearsal_ref = "+".join(filter(None, [rehearsal_ref, f"self:{len(distilled)}"]))
     if (n_text := cfg.train.rehearsal.self_distill_text) and cfg.train.rehearsal.ratio > 0:

@@ -115,7 +115,7 @@ def _cached_rows(cache_dir: Path, stem: str, settings: dict[str, Any],
 
 def self_rehearsal(
     model: Any, tokenizer: Any, count: int, *, fingerprint: str, cache_dir: Path,
-    system: str | None = None, fallback_template: str | None = None,
+    system: str | None = None, fallback_template: str | None = None, bf16: bool = False,
     log: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[Example]:
     """The base model's greedy answers to ``count`` built-in general instructions, as chat
@@ -124,6 +124,9 @@ def self_rehearsal(
 
     Call it on the base model, before any adapter is attached. ``system`` is the model's
     default system prompt (``model.system_prompt``); ``None`` leaves the chat template's own.
+    ``bf16``: answer under bfloat16 autocast (the precision training runs in). Every
+    instruction is in flight at once: on a CPU, 64 rows per decode step instead of 16 and
+    bf16 took the starter's 64 answers from 42 s to 17 s.
     """
     from tunesmith.generate.engine import Engine
     from tunesmith.generate.sampling import GenerationConfig
@@ -133,13 +136,15 @@ def self_rehearsal(
     if not instructions:
         return []
     def answer() -> list[dict[str, Any]]:
-        engine = Engine(model, tokenizer, system=system, fallback_template=fallback_template)
+        engine = Engine(model, tokenizer, system=system, fallback_template=fallback_template,
+                        max_batch_size=len(instructions), bf16_autocast=bf16)
         convs = [[{"role": "user", "content": q}] for q in instructions]
         answers = engine.generate(convs, GenerationConfig(max_new_tokens=MAX_NEW_TOKENS))
         return [{"instruction": q, "answer": a.text.strip()} for q, a in zip(instructions, answers, strict=True)
                 if a.finish_reason == "stop" and a.text.strip()]
 
-    settings = {"base": fingerprint, "instructions": instructions, "max_new_tokens": MAX_NEW_TOKENS, "v": 1}
+    settings = {"base": fingerprint, "instructions": instructions, "max_new_tokens": MAX_NEW_TOKENS,
+                "bf16": bf16, "v": 1}
     rows, cached = _cached_rows(cache_dir, "self-rehearsal", settings, answer)
     log({"event": "rehearsal", "examples": len(rows), "cached": cached,
          **({} if cached else {"asked": len(instructions)})})
@@ -232,7 +237,7 @@ def self_rehearsal_text(
     if not openings:
         return []
     def continue_openings() -> list[dict[str, Any]]:
-        engine = Engine(model, tokenizer, bf16_autocast=bf16)
+        engine = Engine(model, tokenizer, bf16_autocast=bf16, max_batch_size=len(openings))  # all in flight
         gens = engine.complete(openings, GenerationConfig(max_new_tokens=TEXT_NEW_TOKENS,
                                                           temperature=TEXT_TEMPERATURE, seed=seed))
         return [{"text": f"{o} {g.text.strip()}"} for o, g in zip(openings, gens, strict=True) if g.text.strip()]
