@@ -468,6 +468,20 @@ class GateConfig(_Section):
     )
 
 
+class LmEvalConfig(_Section):
+    """lm-evaluation-harness tasks run on the base and the fine-tuned model (forgetting)."""
+
+    tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness task names (e.g. [arc_easy, hellaswag]); needs `pip install lm-eval` "
+                    "and the tasks' datasets reachable (hub or local). Empty = off.",
+    )
+    limit: int | None = Field(200, ge=1, description="Documents per task (null = all).")
+    include_path: str | None = Field(
+        None, description="Folder of extra task YAMLs (e.g. a task over a local JSON file), relative to the config.")
+    batch_size: int = Field(8, ge=1, description="Harness batch size.")
+
+
 class EvalConfig(_Section):
     rungs: list[Rung] = Field(
         default_factory=lambda: ["zero_shot", "few_shot", "rag", "finetuned", "finetuned_rag"],
@@ -489,6 +503,7 @@ class EvalConfig(_Section):
     output: OutputSpec = Field(default_factory=OutputSpec)
     probes: bool = Field(True, description="Run refusal and prompt-injection probes.")
     forgetting: bool = Field(True, description="Compare general perplexity and general Q&A before vs after.")
+    lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
     gate: GateConfig = Field(default_factory=GateConfig)
 

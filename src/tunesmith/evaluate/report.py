@@ -181,7 +181,10 @@ def _sections(results: dict[str, Any], pack: EvalPack) -> list[tuple[str, list[s
     if f:
         sections.append(("Forgetting (general ability before → after fine-tuning)", ["measure", "before", "after", "change"],
                          [["general-text perplexity", _num(f.get("ppl_before")), _num(f.get("ppl_after")), _pct(f.get("ppl_relative_change"))],
-                          ["general Q&A exact match", _num(f.get("qa_before")), _num(f.get("qa_after")), _num(-(f.get("qa_drop") or 0))]]))
+                          ["general Q&A exact match", _num(f.get("qa_before")), _num(f.get("qa_after")), _num(-(f.get("qa_drop") or 0))],
+                          *([f"lm-eval {task} {metric}", _num(v.get("before")), _num(v.get("after")),
+                             _num(v["after"] - v["before"]) if {"before", "after"} <= set(v) else "–"]
+                            for task, metrics in (f.get("lm_eval") or {}).items() for metric, v in metrics.items())]))
     ppl = results.get("test_perplexity") or {}
     if ppl:
         sections.append(("Test-split answer perplexity", ["model", "perplexity"], [[k, _num(v)] for k, v in ppl.items()]))

@@ -224,7 +224,7 @@ def qa_correct(answer: str, reference: str) -> bool:
 def _forgetting(pack: EvalPack, engine: Any, cfg: Config, has_ft: bool) -> dict[str, Any]:
     from tunesmith.generate.sampling import GenerationConfig
 
-    if not has_ft or not (pack.general_text or pack.general_qa):
+    if not has_ft or not (pack.general_text or pack.general_qa or cfg.eval.lm_eval.tasks):
         return {}
     out: dict[str, Any] = {}
     if pack.general_text:
@@ -239,6 +239,12 @@ def _forgetting(pack: EvalPack, engine: Any, cfg: Config, has_ft: bool) -> dict[
             answers = engine.generate(convs, gcfg, adapter=adapter)
             acc[who] = float(np.mean([qa_correct(a.text, q["answer"]) for a, q in zip(answers, pack.general_qa, strict=True)]))
         out |= {"qa_before": acc["before"], "qa_after": acc["after"], "qa_drop": acc["before"] - acc["after"]}
+    harness = cfg.eval.lm_eval
+    if harness.tasks:
+        from tunesmith.evaluate.harness import run_harness
+
+        include = cfg.resolve(harness.include_path) if harness.include_path else None
+        out["lm_eval"] = run_harness(engine, harness, include_dir=include, adapter=FT_ADAPTER)
     return out
 
 
