@@ -389,14 +389,15 @@ def _print_eval(result: Any) -> None:
     for row in rows:
         table.add_row(*row)
     out.print(table)
+    def with_ci(c: dict[str, Any]) -> str:
+        return f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+
     cmp = r.get("finetuned_vs_best_baseline")
     if cmp and cmp.get("diff") is not None:
-        out.print(f"fine-tuned − {cmp['baseline']}: {cmp['diff']:+.3f} [{cmp['low']:+.3f}, {cmp['high']:+.3f}]")
-        fields = r.get("fields_vs_best_baseline") or {}
-        if fields:
-            for f, c in fields.items():
-                if c.get("diff") is not None:
-                    out.print(f"  {f:<14} {c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]")
+        out.print(f"fine-tuned − {cmp['baseline']}: {with_ci(cmp)}")
+        for f, c in (r.get("fields_vs_best_baseline") or {}).items():
+            if c.get("diff") is not None:
+                out.print(f"  {f:<14} {with_ci(c)}")
     out.print(f"[bold]recommendation:[/] {r['recommendation']}")
     gate = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
     failed = [c.name for c in result.checks if not c.passed]

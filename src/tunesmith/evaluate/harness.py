@@ -54,7 +54,7 @@ def run_harness(engine: Any, cfg: LmEvalConfig, *, include_dir: Path | None, ada
     for who, name in (("before", None), ("after", adapter)):
         if who == "after" and adapter is None:
             break
-        with engine._running(name):
+        with engine.running(name):
             lm = HFLM(pretrained=engine.model, tokenizer=engine.tokenizer, batch_size=cfg.batch_size)
             try:
                 out = lm_eval.simple_evaluate(model=lm, tasks=list(cfg.tasks), limit=cfg.limit,

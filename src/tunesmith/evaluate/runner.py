@@ -266,14 +266,14 @@ def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str
     out: dict[str, Any] = {}
     base = gate_mod.best_baseline(ladder, headline)
     if "finetuned" in ladder and base:
-        out["finetuned_vs_best_baseline"] = {
-            "baseline": base, **compare(ladder["finetuned"]["scores"], ladder[base]["scores"], headline, **kw)}
+        def vs_base(metric: str) -> dict[str, Any]:
+            return compare(ladder["finetuned"]["scores"], ladder[base]["scores"], metric, **kw)
+
+        out["finetuned_vs_best_baseline"] = {"baseline": base, **vs_base(headline)}
         # where the lift comes from: the same paired difference on every label field
         fields = [k for k in ladder["finetuned"]["metrics"] if k.startswith("field/")]
         if fields:
-            out["fields_vs_best_baseline"] = {
-                f.removeprefix("field/"): compare(ladder["finetuned"]["scores"], ladder[base]["scores"], f, **kw)
-                for f in fields}
+            out["fields_vs_best_baseline"] = {f.removeprefix("field/"): vs_base(f) for f in fields}
     if "finetuned_rag" in ladder and "finetuned" in ladder:
         out["finetuned_rag_vs_finetuned"] = compare(ladder["finetuned_rag"]["scores"], ladder["finetuned"]["scores"], headline, **kw)
     out["vs_zero_shot"] = {r: compare(ladder[r]["scores"], ladder["zero_shot"]["scores"], headline, **kw)

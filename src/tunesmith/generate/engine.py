@@ -273,6 +273,11 @@ class Engine:
         else:
             yield
 
+    def running(self, adapter: str | None) -> contextlib.AbstractContextManager[None]:
+        """``self.model`` as ``adapter`` (None = the base), under the engine's lock, precision and
+        inference mode, for callers that drive the model themselves (lm-evaluation-harness)."""
+        return self._running(adapter)
+
     @contextlib.contextmanager
     def _running(self, adapter: str | None) -> Iterator[None]:
         device = next(self.model.parameters()).device
