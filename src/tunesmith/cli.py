@@ -2,20 +2,26 @@
 
 Each command parses its options, calls one plain function, and prints a summary (a rich table,
 or with ``--json`` one JSON object on stdout). User mistakes (TunesmithError) print a clear
-message on stderr and exit with status 2, never a traceback.
+message on stderr and exit with status 2, never a traceback. Any other exception prints one line
+(what failed, in which stage, its message) and the log file that holds the full traceback; exit
+status 1. ``tunesmith --debug COMMAND`` shows the traceback inline instead.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,8 +33,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tunesmith import __version__
-from tunesmith.config import CONFIG_FILENAME, config_schema, load_config
+from tunesmith import __version__, deps
+from tunesmith.config import CONFIG_FILENAME, Config, config_schema
+from tunesmith.config import load_config as _load_config
 from tunesmith.errors import TunesmithError
 
 app = typer.Typer(
@@ -48,19 +55,72 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to tunesmi
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON summary on stdout.")]
 
 
+class _Session:
+    """What the error handler needs to know about the command that is running."""
+
+    debug = False
+    workspace: Path | None = None  # set once the config is loaded: error logs go there
+
+
+def load_config(path: Path) -> Config:
+    cfg = _load_config(path)
+    _Session.workspace = cfg.workspace_dir
+    return cfg
+
+
+def _error_log(command: str, exc: BaseException) -> Path | None:
+    """Write the full traceback to ``<workspace>/logs/`` (or the cache folder before a config
+    is known); None if nothing could be written."""
+    if _Session.workspace is not None:
+        folder = _Session.workspace / "logs"
+    else:
+        from tunesmith.models.loading import CACHE_ENV
+
+        folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tunesmith") / "logs"
+    path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{command}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"tunesmith {__version__} {command}: {' '.join(sys.argv[1:])}\n\n"
+                        + "".join(traceback.format_exception(exc)), encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def _unexpected(command: str, exc: Exception) -> None:
+    """One line: what failed, where, the exception's own message, and where the traceback is."""
+    stage = getattr(exc, "tunesmith_stage", None)
+    where = f"stage '{stage}' of `tunesmith {command}`" if stage else f"`tunesmith {command}`"
+    hint = deps.hint_for(exc)
+    if _Session.debug:
+        err.print_exception()
+    log = None if _Session.debug else _error_log(command, exc)
+    tail = "" if log is None else f" (full traceback: {log}; `tunesmith --debug {command} ...` shows it here)"
+    message = hint or f"{type(exc).__name__}: {exc}"
+    err.print(f"[bold red]error:[/] {escape(where)} failed: {escape(message)}{escape(tail)}",
+              highlight=False, soft_wrap=True)
+
+
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn TunesmithError into a clean message + exit code 2 (no traceback)."""
+    """Turn TunesmithError into a clean message + exit code 2; anything else into one line,
+    a log file with the traceback and exit code 1. Never a bare traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        command = fn.__name__.removesuffix("_command")
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except TunesmithError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            _unexpected(command, exc)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -105,7 +165,11 @@ class _RichProgress:
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")] = False,
+) -> None:
+    _Session.debug = debug
     if version:
         out.print(f"tunesmith {__version__}")
         raise typer.Exit()
@@ -178,6 +242,7 @@ def prepare(
     if executor not in ("local", "ray"):
         raise TunesmithError(f"--executor must be 'local' or 'ray', got '{executor}'")
     cfg = load_config(config)
+    deps.preflight(cfg, ["prepare"], executor=executor)
     bars = _RichProgress(err if as_json else out)
     try:
         result = run_prepare(cfg, dry_run=dry_run, dry_run_records=sample, executor=executor, progress=bars)  # type: ignore[arg-type]
@@ -274,7 +339,10 @@ class _TrainProgress:
                 self.console.print(f"rehearsal: the base model's own answers to {event['examples']} general "
                                    f"instructions ({how})")
         elif kind == "resumed":
-            self.console.print(f"resumed from step {event['step']} ({event['checkpoint']})")
+            run_dir = Path(event["checkpoint"]).parent.parent
+            self.console.print(f"[yellow]resuming[/] the interrupted training run of this config from step "
+                               f"{event['step']} ({escape(event['checkpoint'])}); to start over instead, "
+                               f"delete {escape(str(run_dir))}")
 
     def close(self) -> None:
         if self.task is not None:
@@ -291,6 +359,7 @@ def train(
 ) -> None:
     """Fine-tune the base model on a dataset snapshot; registers a model version."""
     cfg = load_config(config)
+    deps.preflight(cfg, ["train"])  # before torch is imported: a missing package fails in milliseconds
     from tunesmith.train.recipe import train as run_train
 
     progress = _TrainProgress(err if as_json else out, quiet=as_json)
@@ -322,7 +391,10 @@ def export(
     config: ConfigOpt = Path(CONFIG_FILENAME),
     model: Annotated[str | None, typer.Option(help="Model version id (or prefix); default the latest.")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder; default <workspace>/exports/<id>.")] = None,
-    gguf: Annotated[bool, typer.Option(help="Also write a GGUF file (Llama-architecture models).")] = True,
+    gguf: Annotated[str, typer.Option(
+        help="auto: also write a GGUF file where the architecture allows (Llama), say why not elsewhere; "
+             "on: always (fails for other architectures); off: never.",
+    )] = "auto",
     gguf_dtype: Annotated[str, typer.Option(help="f32, f16 or q8_0.")] = "f16",
     as_json: JsonOpt = False,
 ) -> None:
@@ -332,6 +404,8 @@ def export(
     from tunesmith.workspace import Workspace
 
     quiet_libraries()
+    if gguf not in ("auto", "on", "off"):
+        raise TunesmithError(f"--gguf must be auto, on or off, got '{gguf}'")
     if gguf_dtype not in ("f32", "f16", "q8_0"):
         raise TunesmithError(f"--gguf-dtype must be f32, f16 or q8_0, got '{gguf_dtype}'")
     cfg = load_config(config)
@@ -340,15 +414,18 @@ def export(
     if version is None:
         raise TunesmithError(f"no model version in {ws.root}; run `tunesmith train` first")
     console = err if as_json else out
-    result = export_model(ws, version.id, out_dir=out_dir, gguf=gguf, gguf_dtype=gguf_dtype,  # type: ignore[arg-type]
+    write_gguf = {"auto": "auto", "on": True, "off": False}[gguf]
+    result = export_model(ws, version.id, out_dir=out_dir, gguf=write_gguf, gguf_dtype=gguf_dtype,  # type: ignore[arg-type]
                           log=lambda e: console.print(f"  {e['phase']}: {e['seconds']:.1f} s"))
     if as_json:
         _emit_json({"model_id": version.id, "merged": result.merged_dir, "gguf": result.gguf_path,
-                    "checks": result.checks})
+                    "gguf_skipped": result.gguf_skipped, "checks": result.checks})
         return
     out.print(f"[green]merged[/] {result.merged_dir}")
     if result.gguf_path:
         out.print(f"[green]gguf[/] {result.gguf_path}")
+    elif result.gguf_skipped:
+        out.print(f"[yellow]no GGUF file[/]: {escape(result.gguf_skipped)}")
     out.print(f"equivalence checks passed: {result.report_path}")
 
 
@@ -422,9 +499,10 @@ def eval_command(
     """Compare zero-shot, few-shot, RAG, fine-tuned and fine-tuned + RAG on one frozen eval pack."""
     import shutil
 
+    cfg = load_config(config)
+    deps.preflight(cfg, ["eval"])
     from tunesmith.evaluate.runner import evaluate
 
-    cfg = load_config(config)
     if max_cases is not None:
         if cfg.eval.pack:
             raise TunesmithError(f"--max-cases builds a new eval pack, but eval.pack pins {cfg.eval.pack!r} "
@@ -502,18 +580,23 @@ def run(
 @_user_errors
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the sample project.")] = Path("tunesmith-demo"),
-    seed: Annotated[int, typer.Option(help="Seed of the generated sample data.")] = 7,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the generated sample data (default 7); only used when the project is generated.",
+    )] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The whole loop on the generated support-triage project with the starter model, offline."""
-    import time
-
     from tunesmith.sample import TEMPLATES
 
     started = time.perf_counter()
+    console = err if as_json else out
     if not (directory / CONFIG_FILENAME).exists():
-        TEMPLATES["support-triage"](directory, seed=seed)
-        (err if as_json else out).print(f"generated the support-triage sample project in {directory}")
+        TEMPLATES["support-triage"](directory, seed=7 if seed is None else seed)
+        console.print(f"generated the support-triage sample project in {directory}")
+    else:
+        console.print(f"using the existing project in {directory}" + (
+            f" ([yellow]--seed {seed} is ignored[/]: it applies only when the project is generated; "
+            f"choose a new folder or delete this one to regenerate it)" if seed is not None else ""))
     cfg = load_config(directory)
     summary = _run_and_report(cfg, as_json)
     total = round(time.perf_counter() - started, 1)

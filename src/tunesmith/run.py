@@ -34,7 +34,11 @@ def run_loop(
     cfg: Config, *, prepare_progress: Any = None, train_log: LogFn | None = None, eval_log: LogFn | None = None,
     stage_log: LogFn | None = None,
 ) -> RunSummary:
-    """Run (or reuse) the three stages in order; raise StageError naming the failing one."""
+    """Run (or reuse) the three stages in order; raise StageError naming the failing one.
+    Every optional package the config needs is checked first, before any stage starts."""
+    from tunesmith.deps import preflight
+
+    preflight(cfg, ["prepare", "train", "eval"])
     from tunesmith.data.pipeline import prepare
     from tunesmith.evaluate.runner import evaluate
     from tunesmith.train.recipe import train
@@ -55,6 +59,9 @@ def run_loop(
             result = fn()
         except TunesmithError as exc:
             raise StageError(name, exc) from exc
+        except Exception as exc:
+            exc.tunesmith_stage = name  # type: ignore[attr-defined]  # the CLI names the stage
+            raise
         summary.seconds[name] = round(time.perf_counter() - t0, 1)
         if name == "prepare" and hasattr(prepare_progress, "close"):
             prepare_progress.close()  # its bars must not stay live under the next stage

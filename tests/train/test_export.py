@@ -222,13 +222,17 @@ def test_prompt_tuning_is_refused_with_the_reason(tmp_path):
 
 
 @pytest.mark.slow
-def test_non_llama_gguf_is_refused_before_work_but_merges_without_gguf(tmp_path):
+def test_non_llama_gguf_auto_skips_with_the_reason_on_refuses_off_merges(tmp_path):
     _, ws, res = _train(tmp_path, "{max_steps: 2}", arch="qwen2")
-    with pytest.raises(TunesmithError, match=r"Llama-architecture.*'qwen2'.*gguf=False"):
-        export_model(ws, res.model_id, out_dir=tmp_path / "q")
+    with pytest.raises(TunesmithError, match=r"Llama-architecture.*'qwen2'.*--gguf off"):
+        export_model(ws, res.model_id, gguf=True, out_dir=tmp_path / "q")
     assert not (tmp_path / "q").exists()
-    out = export_model(ws, res.model_id, gguf=False, out_dir=tmp_path / "q")
+    out = export_model(ws, res.model_id, out_dir=tmp_path / "q")  # the default: auto
     assert out.gguf_path is None and out.checks["merged"]["passed"]
+    assert "'qwen2'" in out.gguf_skipped and not list((tmp_path / "q").glob("*.gguf"))
+    assert json.loads(out.report_path.read_text())["gguf_skipped"] == out.gguf_skipped
+    off = export_model(ws, res.model_id, gguf=False, out_dir=tmp_path / "off")
+    assert off.gguf_path is None and off.gguf_skipped is None
 
 
 def test_unknown_model_id_and_bad_dtype_are_clear_errors(tmp_path):

@@ -15,7 +15,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from tunesmith.errors import MissingDependencyError
+from tunesmith.deps import RAY, require
 
 BatchFn = Callable[..., pa.Table]
 ExecutorName = Literal["local", "ray"]
@@ -46,11 +46,10 @@ def run_pool(batches: Iterable[pa.Table], fn: BatchFn, *args: object, workers: i
 
 def run_ray(batches: Iterable[pa.Table], fn: BatchFn, *args: object, window: int = 16) -> Iterator[pa.Table]:
     """Ray Data ``map_batches`` over windows of Arrow batches, order preserved."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingDependencyError("ray", "ray", "Running prepare on Ray") from None
+    require(RAY)
+    import ray
+    import ray.data
+
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().execution_options.preserve_order = True

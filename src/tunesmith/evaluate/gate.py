@@ -76,47 +76,74 @@ def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT) -> str:
-    """One sentence a domain expert can act on, derived from the ladder and the CIs.
+def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT,
+                   checks: list[Check] | None = None) -> str:
+    """One sentence a domain expert can act on, derived from the same paired comparison on the
+    headline metric that the gate reads, so the two never contradict each other.
 
-    ``min_lift``: the smallest lift worth a fine-tune (the gate's ``min_lift``). A lead at least
-    that large whose CI still includes 0 is *inconclusive*, not "the baseline is as good": the
-    sentence then says how many test cases would settle it (the CI narrows as 1/sqrt(n)).
+    - CI of (fine-tuned − best baseline) above 0 and a lead ≥ ``min_lift``: "Fine-tune", unless
+      another gate check (``checks``: forgetting, JSON validity, injection, ...) failed, then
+      "Do not deploy yet" naming it. A lead below ``min_lift``: "not worth it by the gate".
+    - CI below 0: the baseline is better; do not deploy this fine-tune.
+    - CI includes 0: *inconclusive* when the lead is worth having (≥ ``min_lift``, with the
+      number of test cases that would settle it: the CI narrows as 1/sqrt(n)); otherwise the
+      cheaper baseline is as good.
     """
     cmp = results.get("finetuned_vs_best_baseline")
     ladder, headline = results.get("ladder", {}), results["headline"]
-
-    def mean(rung: str) -> float | None:
-        return ladder.get(rung, {}).get("metrics", {}).get(headline, {}).get("mean")
-
-    if cmp and cmp["excludes_zero"] and (cmp["diff"] or 0) > 0:
+    base = best_baseline(ladder, headline)
+    if not cmp or cmp.get("diff") is None:
+        if base is None:
+            return f"No verdict: no rung produced a {headline} to compare."
+        return (f"No fine-tuned model was compared: the best baseline is {_rung(base)} "
+                f"({headline} {ladder[base]['metrics'][headline]['mean']:.3f}).")
+    diff, low, high, rival = cmp["diff"], cmp["low"], cmp["high"], _rung(cmp["baseline"])
+    ci = f"95% CI [{low:+.3f}, {high:+.3f}]"
+    min_lift = max(min_lift, MIN_USEFUL_LIFT)
+    worth = diff >= min_lift - TOLERANCE
+    if low > 0:
+        if not worth:
+            return (f"Not worth a fine-tune by the gate's standard: the fine-tuned model beats {rival} by "
+                    f"{diff:+.3f} on {headline} ({ci}), less than the {min_lift:.3f} the gate asks "
+                    f"(gate.min_lift); {rival} on the base model is cheaper.")
+        others = [c for c in checks or [] if not c.passed and c.name not in ("lift", "significant")]
+        if others:
+            failed = ", ".join(f"{c.name} ({_fmt(c.value)} vs {_fmt(c.threshold)})" for c in others)
+            return (f"Do not deploy yet: the fine-tuned model beats {rival} by {diff:+.3f} on {headline} "
+                    f"({ci}), but the gate fails on {failed}.")
         rag_cmp = results.get("finetuned_rag_vs_finetuned")
         if rag_cmp and rag_cmp["excludes_zero"] and (rag_cmp["diff"] or 0) > 0:
             return (f"Fine-tune and add retrieval: fine-tuned + RAG beats fine-tuned by "
-                    f"{rag_cmp['diff']:+.3f} and fine-tuned beats {cmp['baseline']} by {cmp['diff']:+.3f} on {headline}.")
+                    f"{rag_cmp['diff']:+.3f} and fine-tuned beats {rival} by {diff:+.3f} on {headline}.")
         return (f"Fine-tune: the fine-tuned model beats the best baseline ({cmp['baseline']}) by "
-                f"{cmp['diff']:+.3f} on {headline} (95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}])."
-                + field_note(results))
-    base = best_baseline(ladder, headline)
-    ft = mean("finetuned")
-    diff = (cmp or {}).get("diff")
-    min_lift = max(min_lift, MIN_USEFUL_LIFT)
-    if cmp and diff is not None and diff > 0 and diff >= min_lift - TOLERANCE and results.get("cases"):
-        n = int(results["cases"])
+                f"{diff:+.3f} on {headline} ({ci})." + field_note(results))
+    if high < 0:
+        return (f"{rival.capitalize()} is better by {-diff:.3f} on {headline} ({ci} of fine-tuned − "
+                f"{rival}): do not deploy this fine-tune; use {rival} on the base model. More training "
+                f"(train.time_budget or train.max_steps) or more labelled data could change this.")
+    n = int(results.get("cases") or 0)
+    if diff > 0 and worth and n:
         # a CI whose lower end sits on 0 needs more than n (the estimate alone would say n)
-        need = max(math.ceil(n * ((cmp["high"] - cmp["low"]) / 2 / diff) ** 2), n + 1)
+        need = max(math.ceil(n * ((high - low) / 2 / diff) ** 2), n + 1)
         return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
-                f"but the 95% CI [{cmp['low']:+.3f}, {cmp['high']:+.3f}] includes 0; about {need} test cases "
+                f"but the {ci} includes 0; about {need} test cases "
                 f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`)."
-                + field_note(results))
-    if ft is not None and ft < 0.5 and (cmp is None or not cmp["excludes_zero"]):
+                + field_note(results)
+                + (" The gate passes only because gate.require_significant is off."
+                   if checks and all(c.passed for c in checks) else ""))
+    ft = ladder.get("finetuned", {}).get("metrics", {}).get(headline, {}).get("mean")
+    if ft is not None and ft < 0.5:
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
-                f"fine-tuning is not significantly better than {base}.")
-    if base == "rag":
-        return f"Retrieval is enough: RAG on the base model is as good as fine-tuning on {headline}, and cheaper."
-    if base in ("few_shot", "zero_shot"):
-        return f"Prompting is enough: {base.replace('_', '-')} on the base model is as good as fine-tuning on {headline}."
-    return "Inconclusive: run more test cases (the confidence intervals overlap)."
+                f"fine-tuning is not significantly better than {rival} ({diff:+.3f}, {ci}).")
+    if cmp["baseline"] == "rag":
+        return (f"Retrieval is enough: RAG on the base model is as good as fine-tuning on {headline} "
+                f"({diff:+.3f}, {ci}), and cheaper.")
+    return (f"Prompting is enough: {rival} on the base model is as good as fine-tuning on {headline} "
+            f"({diff:+.3f}, {ci}), and cheaper.")
+
+
+def _rung(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def field_note(results: dict[str, Any]) -> str:

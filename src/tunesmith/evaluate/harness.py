@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import LmEvalConfig
+from tunesmith.deps import LM_EVAL, require
 from tunesmith.errors import TunesmithError
-
-INSTALL = "pip install lm-eval"
 
 
 def _metrics(task_result: dict[str, Any]) -> dict[str, float]:
@@ -36,12 +35,11 @@ def run_harness(engine: Any, cfg: LmEvalConfig, *, include_dir: Path | None, ada
         TunesmithError: lm-eval is not installed, a task name is unknown, or a task's dataset
             cannot be loaded (offline without a local copy).
     """
-    try:
-        import lm_eval
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
-    except ImportError:
-        raise TunesmithError(f"eval.lm_eval.tasks needs lm-evaluation-harness: {INSTALL}") from None
+    require(LM_EVAL)
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
     include = str(include_dir) if include_dir is not None else None
     if include_dir is not None and not include_dir.is_dir():
         raise TunesmithError(f"eval.lm_eval.include_path: folder not found: {include_dir}")

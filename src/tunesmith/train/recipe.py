@@ -22,6 +22,7 @@ from tunesmith import __version__
 from tunesmith.config import Config, SourceConfig
 from tunesmith.data.example import Example
 from tunesmith.data.pipeline import load_split
+from tunesmith.deps import preflight as check_dependencies
 from tunesmith.errors import TunesmithError
 from tunesmith.train.masks import enforce_preflight, preflight, tokenize_examples
 from tunesmith.train.methods import (
@@ -146,6 +147,7 @@ def train(
     log = log or (lambda e: None)
     quiet_libraries()
     # 1. fail before any loading
+    check_dependencies(cfg, ["train"])
     check_method_supported(cfg.train)
     ws = Workspace(cfg.workspace_dir)
     snapshot_id, snap_dir = resolve_snapshot(ws, snapshot)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import TrackingConfig
+from tunesmith.deps import MLFLOW, TENSORBOARD, require
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,6 +37,7 @@ class Tracker:
         self.mlflow_run_id: str | None = None
         if not enabled:
             return
+        require(*([TENSORBOARD] if cfg.tensorboard else []), *([MLFLOW] if cfg.mlflow else []))
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
