@@ -95,10 +95,12 @@ def test_bit_parallel_lcs_equals_dynamic_programming(a, b):
 
 
 def test_rouge_l_matches_rouge_score_on_ascii():
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    from rouge_score import rouge_scorer  # a dev dependency: this comparison never skips
+
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rng = np.random.default_rng(0)
-    vocab = ["refund", "order", "the", "a", "charged", "twice", "app", "hub", "42"]
+    vocab = ["refund", "order", "the", "a", "charged", "twice", "app", "hub", "42", "reship_order",
+             "next-action", "{\"urgency\":", "3.5", "N/A", "__init__", "e-mail,"]
     for _ in range(50):
         ref = " ".join(rng.choice(vocab, rng.integers(1, 30)))
         pred = " ".join(rng.choice(vocab, rng.integers(1, 30)))
@@ -204,7 +206,7 @@ def test_confusion_matrix_counts_and_invalid_column():
 
 
 def test_confusion_matrix_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    from sklearn import metrics  # a dev dependency: this comparison never skips
     rng = np.random.default_rng(1)
     refs = list(rng.choice(URGENCIES, 200))
     preds = [r if rng.random() < 0.6 else rng.choice([*URGENCIES, "urgent"]) for r in refs]
@@ -356,9 +358,9 @@ def test_score_example_structured_answer():
     assert scores["fields_exact"] == 0.0 and scores["fields_mean"] == 0.5
     # F1/ROUGE-L read the values (refund issue_refund low vs refund issue_refund high),
     # not the shared keys, which would put two all-wrong answers at ~0.5. SQuAD's
-    # normalisation splits "issue_refund" (3 of 4 tokens shared); ROUGE's \w+ does not.
+    # normalisation splits "issue_refund", and so does ROUGE's (as rouge-score): 3 of 4 shared.
     assert scores["token_f1"] == pytest.approx(3 / 4)
-    assert scores["rouge_l"] == pytest.approx(2 / 3)
+    assert scores["rouge_l"] == pytest.approx(3 / 4)
     # Labels are supported; "issue_refund" is not in the enum but is in the reference.
     assert scores["hallucination"] == 0.0
     assert "refused" not in scores and "injection_followed" not in scores

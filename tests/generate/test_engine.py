@@ -457,3 +457,26 @@ def test_unrenderable_conversation_names_its_index(tok):
     engine = Engine(build_model("llama", tok), tok)
     with pytest.raises(GenerationError, match="conversation 1"):
         engine.generate([conversations(1)[0], [{"role": "assistant", "content": "hi"}]])
+
+
+# --------------------------------------------------------------------------- library warnings
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generation_and_scoring_pass_the_cache_the_installed_transformers_wants(tok, arch, caplog):
+    """No deprecation warning from transformers: the cache goes in under the name its forward
+    takes (``cache`` since 5.24, ``past_key_values`` before)."""
+    import logging
+    import warnings
+
+    logging.Logger.warning_once.cache_clear()  # transformers logs some warnings once per process
+    hf = logging.getLogger("transformers")
+    hf.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            engine = Engine(build_model(arch, tok), tok, system=SYSTEM)
+            engine.generate(conversations(4), GenerationConfig(max_new_tokens=6))
+            engine.score_conversations([[*c, {"role": "assistant", "content": "refund"}] for c in conversations(3)])
+    finally:
+        hf.removeHandler(caplog.handler)
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "deprecated" in m], said

@@ -452,3 +452,24 @@ def test_full_top_layers_trains_exports_and_resumes(tmp_path, monkeypatch):
     same = {n for n, p in base.named_parameters() if torch.equal(p, dict(exported.named_parameters())[n])}
     assert "model.embed_tokens.weight" in same and any("layers.0." in n for n in same)
     assert not any("layers.1." in n for n in same)  # the trained layer changed
+
+
+def test_default_tracking_writes_tensorboard_events_and_an_mlflow_run(tmp_path):
+    """The README's set-up must carry what the default config turns on (TensorBoard + MLflow)."""
+    import mlflow
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = make_project(tmp_path, "{max_steps: 2}")
+    data = yaml.safe_load(path.read_text())
+    del data["train"]["tracking"]  # the defaults, as a user's config has them
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    assert cfg.train.tracking.tensorboard and cfg.train.tracking.mlflow
+    res = train(cfg)
+    events = EventAccumulator(str(res.run_dir / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/loss"} <= set(events.Tags()["scalars"])
+    run_id = (res.run_dir / "mlflow_run_id").read_text().strip()
+    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cfg.workspace_dir / 'mlflow.db'}").get_run(run_id)
+    assert run.info.status == "FINISHED" and "train_loss" in run.data.metrics

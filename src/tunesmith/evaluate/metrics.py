@@ -15,9 +15,9 @@ Keys ``score_example`` returns:
                         formatting do not matter).
 ``token_f1``            SQuAD F1 of the bags of normalised tokens (lowercase, punctuation
                         split off, articles a/an/the removed).
-``rouge_l``             ROUGE-L F1: longest common token subsequence over lowercase ``\\w+``
-                        tokens (no stemming, no stopword removal, as ``rouge-score``'s
-                        default). For a JSON reference both compare the objects' values,
+``rouge_l``             ROUGE-L F1: longest common token subsequence over lowercase runs of
+                        letters and digits (``_`` and punctuation split, as in
+                        ``rouge-score``; no stemming, no stopword removal, as its default). For a JSON reference both compare the objects' values,
                         not their keys (``_overlap_texts``).
 ``json_valid``          1 if a JSON object can be extracted from the answer (``extract_json``).
 ``json_extracted``      among valid answers: 1 if prose or code fences had to be stripped.
@@ -86,6 +86,7 @@ INVALID = "<invalid>"  # the confusion matrix's column for unparseable/missing/o
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
+_ROUGE_WORD = re.compile(r"[^\W_]+")  # letters and digits: rouge-score splits `reship_order` too
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
@@ -115,7 +116,7 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 over lowercase word tokens (two empty answers agree: 1.0)."""
-    pred, ref = _WORD.findall(prediction.lower()), _WORD.findall(reference.lower())
+    pred, ref = _ROUGE_WORD.findall(prediction.lower()), _ROUGE_WORD.findall(reference.lower())
     if not pred or not ref:
         return float(pred == ref)
     lcs = _lcs_length(pred, ref)

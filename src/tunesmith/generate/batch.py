@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tunesmith.generate.kv import GrowingLayer, SharedPrefix, fork, new_cache
+from tunesmith.generate.kv import (
+    GrowingLayer,
+    SharedPrefix,
+    cache_kwargs,
+    fork,
+    new_cache,
+    returned_cache,
+)
 
 if TYPE_CHECKING:
     from tunesmith.generate.sampling import FinishReason
@@ -132,15 +139,16 @@ class DecodeBatch:
         for r in requests:
             r.started = now
         out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        batch = cls(requests, out.past_key_values, mask, position_ids[:, -1] + 1)
+                    **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1)
+        batch = cls(requests, returned_cache(out), mask, position_ids[:, -1] + 1)
         return batch, out.logits[:, -1, :]
 
     def step(self, model: Any) -> torch.Tensor:
         """Feed each row's last token; returns the next logits [B, V]."""
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self), 1)], dim=1)
         out = model(input_ids=self.last[:, None], attention_mask=self.mask,
-                    position_ids=self.positions[:, None], past_key_values=self.cache, use_cache=True)
+                    position_ids=self.positions[:, None], **cache_kwargs(model, self.cache),
+                    use_cache=True)
         self.positions = self.positions + 1
         return out.logits[:, -1, :]
 

@@ -13,6 +13,8 @@ values, so only the part after it is recomputed per prompt.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -90,6 +92,25 @@ class GrowingLayer(DynamicLayer):
             self._v[:, :, :n] = old_v
 
 
+@functools.cache
+def _cache_kwarg_of(model_class: type) -> str:
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` under the name the installed transformers' forward takes: ``cache``
+    (transformers >= 5.24) or ``past_key_values`` (before; the old name now warns)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {_cache_kwarg_of(type(inner)): cache}
+
+
+def returned_cache(output: Any) -> Any:
+    """The cache a forward returned, under either name (see :func:`cache_kwargs`)."""
+    cache = output.get("cache")
+    return cache if cache is not None else output.past_key_values
+
+
 def growing_cache_supported(model: Any) -> bool:
     """True when every layer of the model's default cache is a plain full-attention layer
     (sliding-window or recurrent layers need their own cache classes)."""
@@ -156,6 +177,6 @@ class SharedPrefix:
         device = next(model.parameters()).device
         ids = torch.tensor([common], device=device)
         cache = new_cache(model)
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), **cache_kwargs(model, cache),
               use_cache=True, logits_to_keep=1)
         return cls(list(common), cache)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.generate.kv import SharedPrefix, fork
+from tunesmith.generate.kv import SharedPrefix, cache_kwargs, fork
 
 SCORE_TOKENS = 2048  # tokens per scoring forward pass unless max_batch_tokens is smaller
 
@@ -99,7 +99,7 @@ def score_batch(model: Any, requests: list[ScoreRequest], pad_id: int, prefix: S
     ids, mask, weight, keep = ids.to(device), mask.to(device), weight.to(device), keep.to(device)
     kw: dict[str, Any] = {"use_cache": False}
     if prefix is not None:  # columns [prefix][sequence][padding]: positions continue from the prefix
-        kw = {"past_key_values": fork(prefix.cache, len(requests)), "use_cache": True}
+        kw = {**cache_kwargs(model, fork(prefix.cache, len(requests))), "use_cache": True}
         mask = torch.cat([mask.new_ones(len(requests), skip), mask], dim=1)
     if _accepts_logits_to_keep(model):
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **kw).logits

@@ -14,6 +14,7 @@ Why the care:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -22,7 +23,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -205,6 +206,23 @@ def gguf_cache_dir(ref: ModelRef) -> Path:
     return cache_root() / "models" / f"{ref.name}-{digest}"
 
 
+@contextlib.contextmanager
+def _without_gguf_progress_bar() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar, which ignores its
+    ``disable_progress_bar()``; the command's own output is what the user reads."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """Dequantise a GGUF file into a transformers directory (safetensors + tokenizer)."""
     require(GGUF)
@@ -212,9 +230,10 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
 
     folder, name = str(gguf_path.parent), gguf_path.name
     # dequantize=True gives a plain dense model: trainable, and serialisable as safetensors.
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype="float32"
-    )
+    with _without_gguf_progress_bar():
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype="float32"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
