@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,7 +72,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log_file(project, monkeypatch
     assert lines[0].startswith("error: `tunesmith prepare` failed: RuntimeError: disk [quota] exceeded (full traceback: ")
     log = re.search(r"full traceback: (\S+);", lines[0]).group(1)
     assert log.startswith(str(project / ".tunesmith" / "logs" / "error-"))
-    text = open(log).read()
+    text = Path(log).read_text()
     assert "Traceback (most recent call last)" in text and "RuntimeError: disk [quota] exceeded" in text
 
     shown = runner.invoke(app, ["--debug", "prepare", "-c", str(project)])
