@@ -93,7 +93,8 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
         reqs += [ACCELERATE]
         reqs += [TENSORBOARD] if t.tracking.tensorboard else []
         reqs += [MLFLOW] if t.tracking.mlflow else []
-        reqs += [BITSANDBYTES] if t.method == "qlora" else []
+        # qlora's bitsandbytes is checked by train.methods.check_method_supported, after the
+        # CUDA check: on a CPU the missing GPU is the thing to say
     if "eval" in stages:
         e = cfg.eval
         rag = {"rag", "finetuned_rag"} & set(e.rungs)
