@@ -290,11 +290,22 @@ def _print_prepare_summary(result: Any, dry_run: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- train
-class _TrainProgress:
-    """Renders the trainer's events: one bar with loss, tokens/s and ETA; eval lines."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
-    def __init__(self, console: Console, quiet: bool):
+
+class _TrainProgress:
+    """Renders the trainer's events: one bar with loss, tokens/s and ETA on a terminal (a plain
+    line every ``every`` seconds when the output is a file or a pipe); eval lines."""
+
+    def __init__(self, console: Console, quiet: bool, every: float = 30.0):
         self.console, self.quiet = console, quiet
+        self.plain, self.every = not console.is_terminal, every
+        self.started = self.last_line = 0.0
+        self.first_step = 0  # the first step this process ran (a resumed run starts later)
         self.bar = Progress(
             SpinnerColumn(), TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -306,14 +317,22 @@ class _TrainProgress:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "step":
+            self.tokens += event["tokens"]
+            self.seconds += event["seconds"]
+            info = f"loss {event['loss']:.4f}  {self.tokens / max(self.seconds, 1e-9):,.0f} tok/s"
+            if self.plain:
+                self._plain_line(event, info)
+                return
             if self.task is None:
                 self.bar.start()
                 self.task = self.bar.add_task("train", total=event["total_steps"], info="",
                                               completed=event["step"] - 1)
-            self.tokens += event["tokens"]
-            self.seconds += event["seconds"]
-            info = f"loss {event['loss']:.4f}  {self.tokens / max(self.seconds, 1e-9):,.0f} tok/s"
-            self.bar.update(self.task, completed=event["step"], info=info)
+            self.bar.update(self.task, completed=event["step"], total=event["total_steps"], info=info)
+        elif kind == "budget":
+            self.console.print(
+                f"time budget {_duration(event['budget_seconds'])}: {event['seconds_per_step']:.2f} s per step "
+                f"and {event['eval_seconds']:.0f} s per validation → {event['total_steps']} steps "
+                f"(planned {event['planned_steps']})")
         elif kind == "eval":
             self.console.print(
                 f"step {event['step']}: val loss {event['val_loss']:.4f}, token accuracy "
@@ -343,6 +362,22 @@ class _TrainProgress:
             self.console.print(f"[yellow]resuming[/] the interrupted training run of this config from step "
                                f"{event['step']} ({escape(event['checkpoint'])}); to start over instead, "
                                f"delete {escape(str(run_dir))}")
+
+    def _plain_line(self, event: dict[str, Any], info: str) -> None:
+        """Without a terminal (CI logs, nohup, a pipe) rich draws no bar: say where we are."""
+        now = time.perf_counter()
+        if not self.started:
+            self.started = self.last_line = now - event["seconds"]
+            self.first_step = event["step"]
+        step, total = event["step"], event["total_steps"]
+        if now - self.last_line < self.every and step not in (self.first_step, total):
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        done = max(step - self.first_step + 1, 1)
+        eta = elapsed / done * (total - step)
+        self.console.print(f"step {step}/{total}  {info}  elapsed {_duration(elapsed)}  ETA {_duration(eta)}",
+                           highlight=False)
 
     def close(self) -> None:
         if self.task is not None:

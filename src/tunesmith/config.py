@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunesmith.errors import ConfigError
 
@@ -369,6 +370,12 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (loss normalised by trained tokens).")
     epochs: float = Field(2, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
+    time_budget: str | None = Field(
+        None,
+        description="Wall-clock budget of the training loop, e.g. `15m`, `2h`, `1h30m`, `900s`: the step time is "
+        "measured in the first steps and the step count (and LR schedule) set to fit, validation included. "
+        "It shortens training, never lengthens it beyond max_steps/epochs.",
+    )
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
@@ -390,6 +397,32 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the model (helps on GPUs; slow to start).")
     rehearsal: RehearsalConfig = Field(default_factory=RehearsalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("time_budget")
+    @classmethod
+    def _check_budget(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # raises ValueError with the expected form
+        return value
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return parse_duration(self.time_budget) if self.time_budget else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``15m``, ``2h``, ``1h30m``, ``90s`` or ``1.5h``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"{text!r} is not a duration; expected e.g. 15m, 2h, 1h30m or 900s")
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the budget must be longer than 0")
+    return seconds
 
 
 # --------------------------------------------------------------------------- eval
@@ -429,7 +462,19 @@ class OutputSpec(_Section):
         default_factory=list, description="JSON fields scored as labels (accuracy, P/R/F1, confusion matrix)."
     )
     labels: list[str] | None = Field(
-        None, description="The label set when the whole answer is one label (kind: label)."
+        None, description="The label set when the whole answer is one label (kind: label); default: the "
+        "distinct answers of the train split.",
+    )
+    field_values: dict[str, list[str]] | None = Field(
+        None, description="Allowed values per label field when the schema has no enum for it; default: the "
+        "values the train split's answers use.",
+    )
+    decoding: Literal["constrained", "rank", "free"] = Field(
+        "constrained",
+        description="How label answers are produced: `constrained` generation within the allowed values (a "
+        "label, or JSON that fits the schema with label fields among their values); `rank` scores every "
+        "label by log-likelihood and answers the likeliest (kind: label; gives its probability); `free` "
+        "generation (for comparison).",
     )
     headline: str | None = Field(
         None, description="Metric the ladder and the gate rank by; default: all-fields exact match for json, else exact_match."

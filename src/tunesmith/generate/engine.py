@@ -41,6 +41,7 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, read_record
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
+from tunesmith.generate.constrain import Constrainer
 from tunesmith.generate.kv import SharedPrefix
 from tunesmith.generate.sampling import (
     FinishReason,
@@ -165,6 +166,7 @@ class Engine:
         self.oom_backoffs = 0  # how often memory ran out (the limits shrank that often)
         self._lock = threading.RLock()  # one model, one caller at a time (the server shares it)
         self._peak = 0  # most rows run together in the current attempt
+        self._constrainer: Constrainer | None = None  # built on the first constrained call
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -330,6 +332,10 @@ class Engine:
         device = next(self.model.parameters()).device
         requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
                     for i, p in enumerate(prompts)]
+        if cfg.grammar is not None:
+            constrainer = self.constrainer()
+            for r in requests:
+                r.matcher = constrainer.matcher(cfg.grammar)
         checker = StopChecker(self.tokenizer, stop_ids, cfg.stop)
 
         def retry() -> None:
@@ -343,6 +349,13 @@ class Engine:
         with self._running(adapter):
             self._with_backoff(attempt, retry, what="generation")
         return [self._result(r, checker) for r in requests]
+
+    def constrainer(self) -> Constrainer:
+        """The grammar engine for this tokenizer (built once; see :mod:`.constrain`)."""
+        if self._constrainer is None:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._constrainer = Constrainer(self.tokenizer, self.stop_ids, vocab)
+        return self._constrainer
 
     def _encode_all(self, conversations: list[Messages]) -> list[list[int]]:
         prompts = []
@@ -380,12 +393,12 @@ class Engine:
             fresh = self._admit(pending, batch, skip)
             for group in prefill_groups(fresh, skip):
                 new, logits = DecodeBatch.prefill(self.model, group, self.pad_id, prefix)
-                new.last = self._advance(group, logits, cfg, checker)
+                new.last = self._advance(group, logits, cfg, checker, self._constrainer)
                 batch = new if batch is None else batch.merge(new)
             if not fresh:
                 assert batch is not None
                 logits = batch.step(self.model)
-                batch.last = self._advance(batch.requests, logits, cfg, checker)
+                batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer)
             batch = batch.retire()
 
     def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
@@ -411,11 +424,16 @@ class Engine:
 
     @staticmethod
     def _advance(requests: list[Request], logits: torch.Tensor, cfg: GenerationConfig,
-                 checker: StopChecker) -> torch.Tensor:
-        """Pick each row's next token, record it, and mark rows that are done."""
+                 checker: StopChecker, constrainer: Constrainer | None = None) -> torch.Tensor:
+        """Pick each row's next token (among those its grammar allows, if it has one), record
+        it, and mark rows that are done."""
+        if constrainer is not None:
+            constrainer.mask(logits, [r.matcher for r in requests])
         tokens = pick_tokens(logits, cfg, [r.generator for r in requests])
         now = time.perf_counter()
         for r, token in zip(requests, tokens.tolist(), strict=True):
+            if r.matcher is not None:
+                Constrainer.consume(r.matcher, token)
             r.generated.append(token)
             r.finish = checker.finished(r.generated, r.budget)
             if r.finish is not None:
@@ -476,6 +494,18 @@ class Engine:
             spans = [(max(a, 1), b) for a, b in rendered.token_spans() if b > max(a, 1)]
             requests.append(ScoreRequest(rendered.input_ids, spans))
         return self._score(requests, adapter)
+
+    def rank(self, conversations: list[Messages], choices: list[str], *,
+             adapter: str | None = None) -> list[list[float]]:
+        """Rank classification: for each conversation, the log-probability of each choice as
+        the whole answer (its tokens and the end-of-turn token). Each conversation's prompt
+        runs once; its keys/values are shared by the choices (the scorer's common prefix)."""
+        out = []
+        for conv in conversations:
+            scores = self.score_conversations([[*conv, {"role": "assistant", "content": c}] for c in choices],
+                                              adapter=adapter)
+            out.append([-s.nll for s in scores])
+        return out
 
     def _score(self, requests: list[ScoreRequest], adapter: str | None) -> list[Score]:
         for i, r in enumerate(requests):

@@ -17,6 +17,8 @@ from tunesmith.errors import TunesmithError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from tunesmith.generate.constrain import Grammar
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -29,6 +31,7 @@ class GenerationConfig:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+    grammar: Grammar | None = None  # constrained decoding: every answer follows it
 
     def __post_init__(self) -> None:
         problems = []

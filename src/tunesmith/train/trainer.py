@@ -66,6 +66,8 @@ class TrainerState:
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     ckpt_scores: dict[str, float] = field(default_factory=dict)
+    total_steps: int = 0  # the step count in force (0: as planned); train.time_budget may cut it
+    seconds: float = 0.0  # wall time of the training loop so far, across resumes
 
 
 @dataclass
@@ -87,6 +89,37 @@ def param_groups(model: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
     fast = [p for n, p in trained if ".lora_B." in n]
     rest = [p for n, p in trained if ".lora_B." not in n]
     return [{"params": rest}, {"params": fast, "lr": cfg.lr * ratio}]
+
+
+CALIBRATION_STEPS = 6  # steps timed (the first one, warming caches up, is left out) before the budget acts
+
+
+@dataclass
+class _Budget:
+    """Measures step and validation times and says how many steps fit in ``seconds``."""
+
+    seconds: float
+    eval_every: int
+    step_times: list[float] = field(default_factory=list)
+    eval_seconds: list[float] = field(default_factory=list)
+
+    def ready(self, step: int, evaluated: bool) -> bool:
+        """Re-plan once the first steps are timed, then after each validation."""
+        timed = len(self.step_times)
+        return timed >= CALIBRATION_STEPS and (timed == CALIBRATION_STEPS or evaluated)
+
+    def step_seconds(self) -> float:
+        return float(np.median(self.step_times[1:] or self.step_times))
+
+    def eval_cost(self, estimate: float) -> float:
+        return float(np.mean(self.eval_seconds)) if self.eval_seconds else estimate
+
+    def steps_that_fit(self, step: int, used: float, eval_cost: float) -> int:
+        """``step`` plus the k more steps whose time, with a validation every ``eval_every``
+        steps and one at the end, fits in what is left of the budget."""
+        left = self.seconds - used - eval_cost
+        per_step = self.step_seconds() + eval_cost / self.eval_every
+        return step + max(0, math.floor(left / per_step)) if per_step > 0 else step
 
 
 def _lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -130,6 +163,8 @@ class Trainer:
         self.scheduler = sched
         self.state = TrainerState()
         self.ckpt_dir = run_dir / "checkpoints"
+        self.planned_steps = self.total_steps  # from max_steps / epochs: the budget never exceeds it
+        self.budget = _Budget(cfg.budget_seconds, cfg.eval_every) if cfg.budget_seconds else None
 
     # ------------------------------------------------------------------ data plan
     @property
@@ -189,13 +224,21 @@ class Trainer:
         if resume:
             self._resume()
         start, tokens_at_start = time.perf_counter(), self.state.tokens_seen
+        used_before = self.state.seconds
         interrupted = False
         kill_at = int(os.environ.get(KILL_ENV, "0"))
         try:
             for batches in self._steps():
                 self._train_step(batches)
-                if self.state.step % self.cfg.eval_every == 0 or self.state.step == self.total_steps:
+                evaluated = self.state.step % self.cfg.eval_every == 0 or self.state.step == self.total_steps
+                if evaluated:
+                    t0 = time.perf_counter()
                     self._evaluate()
+                    if self.budget:
+                        self.budget.eval_seconds.append(time.perf_counter() - t0)
+                self.state.seconds = used_before + time.perf_counter() - start
+                if self.budget and self.budget.ready(self.state.step, evaluated):
+                    self._fit_to_budget()
                 if self.state.step % self.cfg.save_every == 0:
                     self.save()
                 if kill_at and self.state.step == kill_at:
@@ -207,8 +250,39 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.save()  # the state as of the last completed step
         elapsed = time.perf_counter() - start
+        self.state.seconds = used_before + elapsed
         rate = (self.state.tokens_seen - tokens_at_start) / max(elapsed, 1e-9)
         return FitResult(self.state, interrupted, elapsed, rate)
+
+    def _fit_to_budget(self) -> None:
+        """Set the step count so the loop ends within ``train.time_budget`` (validation included),
+        and stretch or squeeze the LR schedule to it; never beyond the planned steps."""
+        assert self.budget is not None
+        st = self.state
+        eval_cost = self.budget.eval_cost(self._estimated_eval_seconds())
+        total = self.budget.steps_that_fit(st.step, st.seconds, eval_cost)
+        total = max(st.step + 1, min(total, self.planned_steps))
+        if total == self.total_steps:
+            return
+        self._set_total_steps(total)
+        self.log({"event": "budget", "step": st.step, "total_steps": total, "planned_steps": self.planned_steps,
+                  "budget_seconds": self.budget.seconds, "used_seconds": round(st.seconds, 1),
+                  "seconds_per_step": round(self.budget.step_seconds(), 3), "eval_seconds": round(eval_cost, 1)})
+
+    def _estimated_eval_seconds(self) -> float:
+        """Before the first validation: its forward passes cost about a third of a training
+        step's forward + backward per token."""
+        examples = self.val_set[: self.cfg.eval_examples] if self.cfg.eval_examples else self.val_set
+        val_tokens = sum(min(len(e), self.cfg.max_length) for e in examples)
+        steps = [e for e in self.state.history if "event" not in e]
+        step_tokens = np.mean([e["tokens"] for e in steps]) if steps else 1.0
+        return self.budget.step_seconds() * val_tokens / max(step_tokens, 1.0) / 3 if self.budget else 0.0
+
+    def _set_total_steps(self, total: int) -> None:
+        self.total_steps = self.state.total_steps = total
+        warmup = int(self.cfg.warmup_ratio * total)
+        self.scheduler.lr_lambdas = [_lr_lambda(self.cfg.scheduler, warmup, total)
+                                     for _ in self.scheduler.lr_lambdas]
 
     def _steps(self) -> Iterator[list[Batch]]:
         """Yield the global micro-batches of each remaining optimizer step."""
@@ -244,6 +318,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = self.acc.reduce(step_loss, reduction="sum") if self.world > 1 else step_loss
         real_tokens = sum(int(b["_tokens"]) for b in batches)
+        if self.budget:
+            self.budget.step_times.append(time.perf_counter() - t0)
         self.state.step += 1
         self.state.micro += len(batches)
         self.state.tokens_seen += real_tokens
@@ -375,6 +451,8 @@ class Trainer:
         if rank_rng and len(rank_rng) == self.world:  # else: rank 0's RNG, restored above
             _set_rng_state(rank_rng[self.acc.process_index], self.acc.device)
         self.state = TrainerState(**state)
+        if self.state.total_steps:  # a budget had set it: the schedule resumes as it was
+            self._set_total_steps(self.state.total_steps)
         self.log({"event": "resumed", "step": self.state.step, "checkpoint": str(ckpts[-1])})
 
     def _rank_rng_states(self) -> list[dict[str, str]]:
