@@ -355,6 +355,12 @@ class TrainConfig(_Section):
     loss_on: Literal["assistant", "last_turn", "all"] = Field(
         "assistant", description="Trained tokens: every assistant turn, the last one only, or all text."
     )
+    fewshot_k: int = Field(
+        0, ge=0, le=16,
+        description="Train with this many retrieved solved examples from the train split (itself excluded, "
+        "the few-shot rung's selection and eval.few_shot.token_budget) before each example, only its own "
+        "answer trained; the finetuned_fewshot rung then answers the same way. 0 = off.",
+    )
     on_bad_examples: Literal["fail", "drop"] = Field(
         "fail", description="Examples with no trainable tokens / truncated answers: fail the run or drop them."
     )
@@ -426,7 +432,7 @@ def parse_duration(text: str) -> float:
 
 
 # --------------------------------------------------------------------------- eval
-Rung = Literal["zero_shot", "few_shot", "rag", "finetuned", "finetuned_rag"]
+Rung = Literal["zero_shot", "few_shot", "rag", "finetuned", "finetuned_rag", "finetuned_fewshot"]
 RUNGS: tuple[str, ...] = Rung.__args__  # type: ignore[attr-defined]
 
 

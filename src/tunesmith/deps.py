@@ -105,6 +105,9 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
         if rag and e.rag.method in ("embedding", "hybrid"):
             reqs += [EMBEDDER]
         reqs += [LM_EVAL] if e.lm_eval.tasks else []
+        out = e.output
+        if out.decoding == "constrained" and out.kind in ("label", "json"):  # see evaluate.outputs.grammar_for
+            reqs += [LLGUIDANCE]
     return list(dict.fromkeys(reqs))
 
 

@@ -207,3 +207,38 @@ def test_a_headline_that_cannot_be_computed_fails_before_any_model_runs(tmp_path
     train(cfg)
     with pytest.raises(TunesmithError, match=r"headline is 'fields_exact', but it cannot be computed"):
         evaluate(cfg)
+
+
+@pytest.mark.slow
+def test_finetuned_fewshot_trains_with_neighbours_and_runs_as_a_rung(tmp_path):
+    ladder = ("{max_cases: 6, rungs: [few_shot, finetuned, finetuned_fewshot], generation: {max_new_tokens: 6}, "
+              "probes: false, forgetting: false, bootstrap_resamples: 100, few_shot: {k: 2}, output: {kind: label}}")
+    cfg = project(tmp_path, ladder)
+    cfg.train.fewshot_k = 2
+    cfg.train.max_length = 256  # room for two demonstrations
+    events = []
+    train(cfg, log=events.append)
+    shown = next(e for e in events if e["event"] == "demonstrations")
+    assert shown["k"] == 2 and shown["examples"] > 0
+    pre = next(e for e in events if e["event"] == "preflight" and e["split"] == "train")
+    # the neighbours' answers are context: an example trains exactly its own answer (+ end of turn)
+    plain = tokenize_examples_of(cfg)
+    assert pre["trainable_tokens"] == sum(t.trainable() for t in plain)
+    assert pre["tokens"] > sum(len(t) for t in plain)  # but its prompt holds the demonstrations
+    r = evaluate(cfg).results
+    costs = {k: v["cost"]["prompt_tokens"] for k, v in r["ladder"].items()}
+    assert costs["finetuned_fewshot"] > costs["finetuned"]
+    assert "finetuned_fewshot_vs_finetuned" in r
+    assert r["finetuned_vs_best_baseline"]["rung"] in ("finetuned", "finetuned_fewshot")
+
+
+def tokenize_examples_of(cfg):
+    from tunesmith.data.pipeline import load_split
+    from tunesmith.models.loading import load_tokenizer, resolve_model
+    from tunesmith.train.masks import tokenize_examples
+    from tunesmith.train.recipe import model_reference
+    from tunesmith.workspace import Workspace
+
+    snap = Workspace(cfg.workspace_dir).latest("snapshot")
+    tok = load_tokenizer(resolve_model(model_reference(cfg)))
+    return tokenize_examples(tok, load_split(snap.path, "train"), mode="assistant")

@@ -72,3 +72,12 @@ def test_bad_grammars_are_clear_errors(engine):
         Grammar.choice(["", ""])
     with pytest.raises(GrammarError, match="cannot be used as a grammar"):
         engine.generate(convs()[:1], GenerationConfig(grammar=Grammar.json_schema({"type": "no-such-type"})))
+
+
+def test_json_keys_come_in_the_schema_order(engine):
+    """The order the training answers use: a grammar that reordered them would force an order
+    the model never saw."""
+    schema = {**SCHEMA, "properties": {"urgency": SCHEMA["properties"]["urgency"],
+                                       "category": SCHEMA["properties"]["category"]}}
+    got = engine.generate(convs()[:3], GenerationConfig(max_new_tokens=150, grammar=Grammar.json_schema(schema)))
+    assert all(list(json.loads(g.text)) == ["urgency", "category"] for g in got)

@@ -498,16 +498,39 @@ def test_budget_planning_counts_validation_and_never_plans_backwards():
 
 
 @pytest.mark.slow
-def test_a_time_budget_cuts_the_steps_and_ends_the_schedule_on_time(tmp_path):
-    cfg = load_config(make_project(tmp_path, "{max_steps: 100000, eval_every: 20, time_budget: 6s}"))
+def test_a_time_budget_cuts_the_steps_and_ends_the_schedule_on_time(tmp_path, monkeypatch):
+    """On a simulated clock (0.05 s per step, 0.5 s per validation) the plan is exact."""
+    from types import SimpleNamespace
+
+    import tunesmith.train.trainer as trainer_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(trainer_mod, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    step, validate = trainer_mod.Trainer._train_step, trainer_mod.Trainer.validate
+
+    def timed_step(self, batches):
+        clock[0] += 0.05
+        return step(self, batches)
+
+    def timed_validate(self):
+        clock[0] += 0.5
+        return validate(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", timed_step)
+    monkeypatch.setattr(trainer_mod.Trainer, "validate", timed_validate)
+    cfg = load_config(make_project(tmp_path, "{max_steps: 100000, eval_every: 20, time_budget: 10s, "
+                                             "early_stopping_patience: null}"))
     events = []
-    res = train(cfg, log=events.append)
+    train(cfg, log=events.append)
     budget = [e for e in events if e["event"] == "budget"]
-    assert budget and budget[0]["planned_steps"] == 100000
+    assert budget[0]["step"] == 6 and budget[0]["planned_steps"] == 100000
+    # 10 s = k × (0.05 + 0.5 / 20) + 0.5 for the last validation: 126 steps in all
     steps = [e for e in events if e["event"] == "step"]
-    assert steps[-1]["step"] == steps[-1]["total_steps"] == budget[-1]["total_steps"] < 100000
-    assert steps[-1]["lr"] < 0.05 * cfg.train.lr  # the cosine schedule ran to its end, not cut mid-way
-    assert res.metrics["steps"] == steps[-1]["step"]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == budget[-1]["total_steps"] == 126
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals[-1]["step"] == 126  # the last step is validated
+    assert steps[-1]["lr"] < 0.01 * cfg.train.lr  # the cosine schedule ran to its end, not cut mid-way
+    assert clock[0] <= 10.0 + 1e-9
 
 
 def test_progress_without_a_terminal_prints_plain_lines_with_eta():

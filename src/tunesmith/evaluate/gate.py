@@ -36,6 +36,18 @@ def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | Non
     return max(scored, key=lambda rm: rm[1])[0] if scored else None
 
 
+FINETUNED_RUNGS = ("finetuned", "finetuned_fewshot")  # deployable as they are (no retrieval service)
+
+
+def finetuned_rung(ladder: dict[str, dict[str, Any]], headline: str) -> str | None:
+    """The fine-tuned rung compared with the baselines: plain ``finetuned``, or
+    ``finetuned_fewshot`` when the ladder has it and it scores higher (the ladder decides)."""
+    scored = [(r, ladder[r]["metrics"].get(headline, {}).get("mean")) for r in FINETUNED_RUNGS if r in ladder]
+    if not scored:
+        return None
+    return max(scored, key=lambda rm: -1.0 if rm[1] is None else rm[1])[0]
+
+
 # Means of 0/1 scores differ by multiples of 1/n, which floats miss by ~1e-17: 32/60 - 26/60
 # is 0.09999999999999998. A lift of exactly the threshold passes.
 TOLERANCE = 1e-9
@@ -63,7 +75,8 @@ def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
         v = forgetting["qa_drop"]
         checks.append(Check("general_qa", v <= cfg.max_general_qa_drop, v, cfg.max_general_qa_drop,
                             "drop of general Q&A exact match (before − after)"))
-    ft = results.get("ladder", {}).get("finetuned", {}).get("metrics", {})
+    rung = (cmp or {}).get("rung", "finetuned")
+    ft = results.get("ladder", {}).get(rung, {}).get("metrics", {})
     if cfg.min_json_validity is not None and ft.get("json_valid", {}).get("mean") is not None:
         v = ft["json_valid"]["mean"]
         checks.append(Check("json_validity", v >= cfg.min_json_validity, v, cfg.min_json_validity,
@@ -115,7 +128,9 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
         if rag_cmp and rag_cmp["excludes_zero"] and (rag_cmp["diff"] or 0) > 0:
             return (f"Fine-tune and add retrieval: fine-tuned + RAG beats fine-tuned by "
                     f"{rag_cmp['diff']:+.3f} and fine-tuned beats {rival} by {diff:+.3f} on {headline}.")
-        return (f"Fine-tune: the fine-tuned model beats the best baseline ({cmp['baseline']}) by "
+        who = ("the fine-tuned model" if cmp.get("rung", "finetuned") == "finetuned" else
+               "the fine-tuned model with retrieved solved examples in its prompt (finetuned_fewshot)")
+        return (f"Fine-tune: {who} beats the best baseline ({cmp['baseline']}) by "
                 f"{diff:+.3f} on {headline} ({ci})." + field_note(results))
     if high < 0:
         return (f"{rival.capitalize()} is better by {-diff:.3f} on {headline} ({ci} of fine-tuned − "
@@ -131,7 +146,7 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
                 + field_note(results)
                 + (" The gate passes only because gate.require_significant is off."
                    if checks and all(c.passed for c in checks) else ""))
-    ft = ladder.get("finetuned", {}).get("metrics", {}).get(headline, {}).get("mean")
+    ft = ladder.get(cmp.get("rung", "finetuned"), {}).get("metrics", {}).get(headline, {}).get("mean")
     if ft is not None and ft < 0.5:
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
                 f"fine-tuning is not significantly better than {rival} ({diff:+.3f}, {ci}).")

@@ -16,7 +16,8 @@ from tunesmith.evaluate.pack import EvalPack
 from tunesmith.evaluate.strategies import query_text
 
 RUNG_NAMES = {"zero_shot": "base zero-shot", "few_shot": "base few-shot", "rag": "base + RAG",
-              "finetuned": "fine-tuned", "finetuned_rag": "fine-tuned + RAG"}
+              "finetuned": "fine-tuned", "finetuned_rag": "fine-tuned + RAG",
+              "finetuned_fewshot": "fine-tuned + few-shot"}
 
 
 def _ci(m: dict[str, Any] | None) -> str:
@@ -44,7 +45,7 @@ def ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 SHORT_RUNG_NAMES = {"zero_shot": "zero-shot", "few_shot": "few-shot", "rag": "RAG", "finetuned": "fine-tuned",
-                    "finetuned_rag": "fine-tuned+RAG"}
+                    "finetuned_rag": "fine-tuned+RAG", "finetuned_fewshot": "fine-tuned+shots"}
 
 
 def compact_ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -72,7 +73,8 @@ def compact_ladder_rows(results: dict[str, Any]) -> tuple[list[str], list[list[s
 def worst_errors(results: dict[str, Any], pack: EvalPack, limit: int = 8) -> list[dict[str, Any]]:
     """Cases the fine-tuned model (else the best rung) got wrong, with every rung's answer."""
     headline, ladder = results["headline"], results["ladder"]
-    focus = "finetuned" if "finetuned" in ladder else next(iter(ladder))
+    focus = (results.get("finetuned_vs_best_baseline") or {}).get("rung") or (
+        "finetuned" if "finetuned" in ladder else next(iter(ladder)))
     wrong = [i for i, s in enumerate(ladder[focus]["scores"]) if (s.get(headline) or 0) < 1]
     out = []
     for i in wrong[:limit]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -109,8 +110,8 @@ def _helpers(cfg: Config, rungs: list[str], snapshot_id: str | None, ws: Workspa
         def count_tokens(text: str) -> int:  # one function, so the selector's cache is reused
             return len(engine.tokenizer(text)["input_ids"])
 
-        def fewshot(case: Example) -> list[Example]:
-            return selector.select(query_text(case), fs.k, token_budget=fs.token_budget,
+        def fewshot(case: Example, k: int = fs.k) -> list[Example]:
+            return selector.select(query_text(case), k, token_budget=fs.token_budget,
                                    count_tokens=count_tokens, exclude_ids={case.id})
 
     if any(STRATEGIES[r].uses_retrieval for r in rungs):
@@ -157,7 +158,10 @@ def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers
     from tunesmith.generate.sampling import GenerationConfig
 
     strategy = STRATEGIES[rung]
-    convs = [build_conversation(strategy, c, instructions=cfg.eval.instructions, fewshot=helpers.fewshot,
+    fewshot = helpers.fewshot
+    if rung == "finetuned_fewshot" and cfg.train.fewshot_k and fewshot is not None:
+        fewshot = functools.partial(fewshot, k=cfg.train.fewshot_k)  # as many shots as in training
+    convs = [build_conversation(strategy, c, instructions=cfg.eval.instructions, fewshot=fewshot,
                                 context=helpers.context) for c in cases]
     g = cfg.eval.generation
     log({"event": "rung_start", "rung": rung, "cases": len(cases)})
@@ -286,17 +290,21 @@ def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str
     kw = {"n_resamples": cfg.eval.bootstrap_resamples, "seed": cfg.seed}
     out: dict[str, Any] = {}
     base = gate_mod.best_baseline(ladder, headline)
-    if "finetuned" in ladder and base:
+    ft = gate_mod.finetuned_rung(ladder, headline)
+    if ft and base:
         def vs_base(metric: str) -> dict[str, Any]:
-            return compare(ladder["finetuned"]["scores"], ladder[base]["scores"], metric, **kw)
+            return compare(ladder[ft]["scores"], ladder[base]["scores"], metric, **kw)
 
-        out["finetuned_vs_best_baseline"] = {"baseline": base, **vs_base(headline)}
+        out["finetuned_vs_best_baseline"] = {"baseline": base, "rung": ft, **vs_base(headline)}
         # where the lift comes from: the same paired difference on every label field
-        fields = [k for k in ladder["finetuned"]["metrics"] if k.startswith("field/")]
+        fields = [k for k in ladder[ft]["metrics"] if k.startswith("field/")]
         if fields:
             out["fields_vs_best_baseline"] = {f.removeprefix("field/"): vs_base(f) for f in fields}
     if "finetuned_rag" in ladder and "finetuned" in ladder:
         out["finetuned_rag_vs_finetuned"] = compare(ladder["finetuned_rag"]["scores"], ladder["finetuned"]["scores"], headline, **kw)
+    if "finetuned_fewshot" in ladder and "finetuned" in ladder:
+        out["finetuned_fewshot_vs_finetuned"] = compare(ladder["finetuned_fewshot"]["scores"],
+                                                        ladder["finetuned"]["scores"], headline, **kw)
     out["vs_zero_shot"] = {r: compare(ladder[r]["scores"], ladder["zero_shot"]["scores"], headline, **kw)
                            for r in ladder if r != "zero_shot" and "zero_shot" in ladder}
     return out
@@ -305,7 +313,7 @@ def _comparisons(ladder: dict[str, Any], headline: str, cfg: Config) -> dict[str
 def _confusion(ladder: dict[str, Any], cases: list[Example], spec: OutputSpec) -> dict[str, Any]:
     from tunesmith.evaluate.metrics import confusion_matrix
 
-    rung = "finetuned" if "finetuned" in ladder else next(iter(ladder))
+    rung = gate_mod.finetuned_rung(ladder, spec.headline_metric()) or next(iter(ladder))
     refs = [c.answer_text() for c in cases]
     out = {}
     for name in spec.label_fields:

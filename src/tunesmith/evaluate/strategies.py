@@ -7,6 +7,9 @@ function, so the only thing that differs between rungs is what the strategy adds
     rag            base model, + knowledge-base passages retrieved for the input
     finetuned      the fine-tuned model, the case exactly as training rendered it
     finetuned_rag  the fine-tuned model, + the same retrieved passages
+    finetuned_fewshot  the fine-tuned model, + k similar solved examples (as few_shot); best when
+                   it was trained that way too (``train.fewshot_k``: each training example
+                   preceded by its own k neighbours, itself excluded)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ STRATEGIES = {
     "rag": Strategy("rag", None, uses_retrieval=True),
     "finetuned": Strategy("finetuned", "finetuned"),
     "finetuned_rag": Strategy("finetuned_rag", "finetuned", uses_retrieval=True),
+    "finetuned_fewshot": Strategy("finetuned_fewshot", "finetuned", uses_fewshot=True),
 }
 
 
@@ -76,6 +80,12 @@ def _shots(examples: list[Example]) -> Messages:
     return turns
 
 
+def with_shots(msgs: Messages, shots: list[Example]) -> Messages:
+    """``msgs`` with the solved examples ``shots`` as chat turns after the system prompt."""
+    system = [m for m in msgs if m["role"] == "system"]
+    return system + _shots(shots) + [m for m in msgs if m["role"] != "system"]
+
+
 def build_conversation(
     strategy: Strategy, case: Example, *, instructions: str | None,
     fewshot: Callable[[Example], list[Example]] | None = None,
@@ -86,8 +96,7 @@ def build_conversation(
     if strategy.adapter is None:
         msgs = _with_system(msgs, instructions)
     if strategy.uses_fewshot and fewshot is not None:
-        system = [m for m in msgs if m["role"] == "system"]
-        msgs = system + _shots(fewshot(case)) + [m for m in msgs if m["role"] != "system"]
+        msgs = with_shots(msgs, fewshot(case))
     if strategy.uses_retrieval and context is not None:
         msgs = _add_context(msgs, context(case))
     return msgs

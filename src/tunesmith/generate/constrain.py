@@ -4,10 +4,14 @@ token the grammar does not allow before the next token is picked.
 
 The grammar engine is llguidance (the Rust library behind Guidance; also used by vLLM, SGLang
 and llama.cpp). Chosen against outlines-core, xgrammar and a hand-written token trie, measured
-in benchmarks/bench_constrain.py: it needs no other package (xgrammar pulls triton, ~1 GB;
-outlines brings its own model wrappers), compiles a JSON schema or a choice in milliseconds,
-and computes a 49k-token mask in microseconds per step; a Python trie over the allowed values'
-tokens only covers single labels and cannot follow JSON.
+in benchmarks/bench_constrain.py on the starter's 49k-token vocabulary: it compiles the triage
+JSON schema in 0.5 ms and a 77-label choice in 1.9 ms, where outlines-core takes 142 and 428 ms
+(285x, 224x): a grammar per call, or per server request with its own ``response_format``, must
+compile fast. Its per-token mask (32 µs) is slower than outlines-core's (4.5 µs), but both are
+small beside the ~160 µs of expanding the bitmask over the logits, and a forward pass of
+milliseconds. It accepts several end-of-turn tokens and needs no other package (xgrammar pulls
+triton, ~1 GB). A Python trie over the labels' tokens is the cheapest mask, but covers only a
+label's usual tokenisation and cannot follow JSON.
 
 One :class:`Grammar` is compiled per call (a schema, a label set); each request gets its own
 matcher, which follows the tokens that request picks. The end-of-turn tokens are the grammar's
@@ -47,7 +51,9 @@ class Grammar:
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any]) -> Grammar:
-        return cls("json_schema", json.dumps(schema, sort_keys=True))
+        # key order is kept: the grammar asks for the properties in the schema's order, which
+        # is the order the training answers use (sorting them would force another one)
+        return cls("json_schema", json.dumps(schema))
 
     @classmethod
     def choice(cls, values: list[str]) -> Grammar:

@@ -116,9 +116,37 @@ def _load_rehearsal(cfg: Config, ws: Workspace) -> tuple[list[Example], str | No
     return examples, f"file:{path}"
 
 
+def _with_demonstrations(cfg: Config, tokenizer: Any, train_ex: list[Example], val_ex: list[Example],
+                         log: LogFn) -> tuple[list[Example], list[Example]]:
+    """Each example preceded by its k most similar solved train examples (itself excluded), the
+    way the finetuned_fewshot rung will ask; only the example's own answer is trained."""
+    from dataclasses import replace
+
+    from tunesmith.evaluate.fewshot import FewShotSelector
+    from tunesmith.evaluate.strategies import query_text, with_shots
+
+    t0 = time.perf_counter()
+    selector, k, budget = FewShotSelector(train_ex), cfg.train.fewshot_k, cfg.eval.few_shot.token_budget
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    def shown(examples: list[Example]) -> list[Example]:
+        return [replace(ex, messages=with_shots(ex.messages, selector.select(
+            query_text(ex), k, token_budget=budget, count_tokens=count_tokens, exclude_ids={ex.id})))
+            for ex in examples]
+
+    out = shown(train_ex), shown(val_ex)
+    log({"event": "demonstrations", "k": k, "examples": len(train_ex) + len(val_ex),
+         "seconds": round(time.perf_counter() - t0, 1)})
+    return out
+
+
 def _tokenize(cfg: Config, tokenizer: Any, examples: list[Example], what: str, log: LogFn) -> tuple[list, dict]:
     t = cfg.train
-    tok = tokenize_examples(tokenizer, examples, mode=t.loss_on, system=cfg.model.system_prompt,
+    # with demonstrations in the prompt, their answers are context: only the last turn trains
+    mode = "last_turn" if t.fewshot_k and t.loss_on == "assistant" and what != "rehearsal" else t.loss_on
+    tok = tokenize_examples(tokenizer, examples, mode=mode, system=cfg.model.system_prompt,
                             fallback_template=cfg.model.chat_template)
     report = preflight(tok, t.max_length)
     log({"event": "preflight", "split": what, **report.to_dict()})
@@ -164,6 +192,8 @@ def train(
     log = log if acc.is_main_process else _discard
     # 2. tokenizer first: template problems surface in seconds, not after the model loads
     tokenizer = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.train.fewshot_k:
+        train_ex, val_ex = _with_demonstrations(cfg, tokenizer, train_ex, val_ex, log)
     train_tok, report = _tokenize(cfg, tokenizer, train_ex, "train", log)
     val_tok, _ = _tokenize(cfg, tokenizer, val_ex, "validation", log) if val_ex else ([], {})
     rehearsal_ex, rehearsal_ref = _load_rehearsal(cfg, ws)

@@ -103,9 +103,12 @@ class _Budget:
     step_times: list[float] = field(default_factory=list)
     eval_seconds: list[float] = field(default_factory=list)
 
-    def ready(self, step: int, evaluated: bool) -> bool:
-        """Re-plan once the first steps are timed, then after each validation."""
+    def ready(self, used: float, evaluated: bool) -> bool:
+        """Re-plan once the first steps are timed, after each validation, and at once when the
+        budget is spent (steps far slower than the budget allows must not wait for calibration)."""
         timed = len(self.step_times)
+        if timed >= 2 and used >= self.seconds:
+            return True
         return timed >= CALIBRATION_STEPS and (timed == CALIBRATION_STEPS or evaluated)
 
     def step_seconds(self) -> float:
@@ -228,19 +231,25 @@ class Trainer:
         interrupted = False
         kill_at = int(os.environ.get(KILL_ENV, "0"))
         try:
+            lap = time.perf_counter()
             for batches in self._steps():
                 self._train_step(batches)
                 evaluated = self.state.step % self.cfg.eval_every == 0 or self.state.step == self.total_steps
+                if self.budget:  # a step's wall time: collation, forward/backward, optimizer, logging
+                    self.budget.step_times.append(time.perf_counter() - lap)
                 if evaluated:
                     t0 = time.perf_counter()
                     self._evaluate()
                     if self.budget:
                         self.budget.eval_seconds.append(time.perf_counter() - t0)
                 self.state.seconds = used_before + time.perf_counter() - start
-                if self.budget and self.budget.ready(self.state.step, evaluated):
+                if self.budget and self.budget.ready(self.state.seconds, evaluated):
                     self._fit_to_budget()
+                    if self.state.step == self.total_steps and not evaluated:
+                        self._evaluate()  # the budget ended the run here: validate its last step
                 if self.state.step % self.cfg.save_every == 0:
                     self.save()
+                lap = time.perf_counter()
                 if kill_at and self.state.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
                 if self.state.stopped_early:
@@ -261,7 +270,7 @@ class Trainer:
         st = self.state
         eval_cost = self.budget.eval_cost(self._estimated_eval_seconds())
         total = self.budget.steps_that_fit(st.step, st.seconds, eval_cost)
-        total = max(st.step + 1, min(total, self.planned_steps))
+        total = max(st.step, min(total, self.planned_steps))
         if total == self.total_steps:
             return
         self._set_total_steps(total)
@@ -318,8 +327,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = self.acc.reduce(step_loss, reduction="sum") if self.world > 1 else step_loss
         real_tokens = sum(int(b["_tokens"]) for b in batches)
-        if self.budget:
-            self.budget.step_times.append(time.perf_counter() - t0)
         self.state.step += 1
         self.state.micro += len(batches)
         self.state.tokens_seen += real_tokens
