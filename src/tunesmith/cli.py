@@ -644,6 +644,227 @@ def demo(
               f"eval {summary.seconds['eval']} s)")
 
 
+# ---------------------------------------------------------------------------- models / promote / rollback
+models_app = typer.Typer(help="Model versions: list, lineage (show), model card (card).")
+app.add_typer(models_app, name="models")
+
+MaybeConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="Path to tunesmith.yaml (or its folder); default ./tunesmith.yaml.")]
+AliasOpt = Annotated[str, typer.Option("--alias", help="Alias to move (champion, challenger or any name).")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who moves the alias; default the OS user.")]
+
+
+def _registry(ctx: typer.Context | None, config: Path | None) -> Any:
+    """The project's registry; ``-c`` may also come before the subcommand (`models -c P show ID`)."""
+    from tunesmith.registry import ModelRegistry
+
+    given = (ctx.obj or {}).get("config") if ctx is not None else None
+    return ModelRegistry.from_config(load_config(config or given or Path(CONFIG_FILENAME)))
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def _ci_text(mean: float | None, low: float | None, high: float | None, fmt: str = ".3f") -> str:
+    if mean is None:
+        return "n/a"
+    return format(mean, fmt) + ("" if low is None or high is None else f" ({low:{fmt}}–{high:{fmt}})")
+
+
+@models_app.callback(invoke_without_command=True)
+@_user_errors
+def models(ctx: typer.Context, config: MaybeConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List every model version: base model, method, snapshot, headline with CI, gate, aliases."""
+    ctx.obj = {"config": config, "json": as_json}
+    if ctx.invoked_subcommand is not None:
+        return
+    reg = _registry(None, config)
+    versions = reg.versions()
+    if as_json:
+        _emit_json({"project": reg.project, "workspace": reg.ws.root, "gate_pack": reg.pinned_pack,
+                    "aliases": reg.aliases(), "versions": [v.row() for v in versions]})
+        return
+    if not versions:
+        out.print(f"no model version in {reg.ws.root}; run `tunesmith train` first")
+        return
+    _print_versions(reg, versions)
+
+
+def _print_versions(reg: Any, versions: list[Any]) -> None:
+    from rich import box
+
+    gate = f"the pinned pack {reg.pinned_pack[:12]}" if reg.pinned_pack else "each version's latest eval"
+    metrics = {v.eval.headline.metric for v in versions if v.eval and v.eval.headline}
+    same = next(iter(metrics)) if len(metrics) == 1 else None  # one metric: named once, in the title
+    bases = {v.base_model for v in versions}
+    base = next(iter(bases)) if len(bases) == 1 else None
+    title = (f"model versions of {reg.project}" + (f" (base {base})" if base else "")
+             + f"; headline{' ' + same if same else ''} with 95% CI; gate: {gate}")
+    # no cell padding: SIMPLE_HEAD's divider is the one space between columns (fits 80 columns)
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, padding=(0, 0), pad_edge=False, show_edge=False)
+    columns = ["id", "created", *([] if base else ["base"]), "method", "snapshot", "pack", "headline", "gate",
+               "aliases"]
+    for name in columns:
+        table.add_column(name, no_wrap=name not in ("base", "aliases"), overflow="fold")
+    for v in versions:
+        e = v.eval
+        head = e.headline if e else None
+        cells = {"id": v.id[:12], "created": time.strftime("%Y-%m-%d", time.localtime(v.created)),
+                 "base": escape(v.base_model or "-"), "method": v.method or "-", "snapshot": (v.snapshot or "-")[:8],
+                 "pack": e.pack[:8] if e else "-",
+                 "headline": "-" if head is None else (
+                     f"{_ci_text(head.mean, None, None, '.2f')} {_ci_text(head.low, None, None, '.2f')}–"
+                     f"{_ci_text(head.high, None, None, '.2f')}" + ("" if same else f" {head.metric}")),
+                 "gate": "-" if e is None else "[green]passed[/]" if e.passed else "[red]failed[/]",
+                 "aliases": escape(", ".join(v.aliases))}
+        table.add_row(*(cells[c] for c in columns))
+    out.print(table)
+
+
+def _print_lineage(d: Any) -> None:
+    v, t, s = d.version, d.training, d.snapshot
+    aliases = f"  [bold]{', '.join(v.aliases)}[/]" if v.aliases else ""
+    out.print(f"[bold]model version {v.id}[/]{aliases}")
+    out.print(f"  created {_when(v.created)}, base model {escape(str(v.base_model))} (fingerprint "
+              f"{d.base_fingerprint}), method {v.method}; {d.path}", highlight=False)
+    out.print("[bold]source files[/]")
+    for f in s.sources if s else []:
+        out.print(f"  {escape(f.path)}  sha256 {f.sha256[:16]}  {f.bytes or 0:,} bytes", highlight=False)
+    if s is not None:
+        c = s.counts
+        splits = ", ".join(f"{k} {n}" for k, n in (c.get("splits") or {}).items())
+        out.print(f"[bold]→ snapshot[/] {s.id} ({_when(s.created) if s.created else 'not in this workspace'}): "
+                  f"read {c.get('read', '?')}, kept {c.get('kept', '?')} ({splits}), dropped "
+                  f"{c.get('dropped', '?')}, quarantined {c.get('quarantined', '?')}", highlight=False)
+    m = t.metrics
+    out.print(f"[bold]→ training run[/] {t.run_dir}: config hash {t.config_hash}, seed {t.seed}, steps "
+              f"{m.get('steps')}, best val loss {_ci_text(m.get('best_val_loss'), None, None, '.4f')} (step {m.get('best_step')}), "
+              f"{m.get('tokens_per_second')} tokens/s, {m.get('seconds')} s"
+              + (f"; MLflow run {t.mlflow_run_id}" if t.mlflow_run_id else ""), highlight=False)
+    out.print(f"[bold]→ model version[/] {v.id}")
+    out.print("[bold]→ evals[/]" + ("" if d.evals else " none yet (`tunesmith eval --model ...`)"))
+    for pack, evals in d.evals.items():
+        out.print(f"  pack {pack}" + ("  (gate pack)" if v.eval and v.eval.pack == pack else ""))
+        for e in evals:
+            head = e.headline
+            cmp = e.vs_best_baseline
+            failed = ", ".join(c.name for c in e.failed_checks)
+            out.print(f"    {e.eval_id} {_when(e.created)}  "
+                      + (f"{head.metric} {_ci_text(head.mean, head.low, head.high)} ({head.rung})" if head else "")
+                      + (f", vs {cmp.baseline} {cmp.diff:+.3f} [{cmp.low:+.3f}, {cmp.high:+.3f}]"
+                         if cmp and cmp.diff is not None and cmp.low is not None and cmp.high is not None else "")
+                      + ", gate " + ("[green]passed[/]" if e.passed else f"[red]failed[/] ({failed})"),
+                      highlight=False)
+    out.print("[bold]→ alias moves[/]" + ("" if d.alias_moves else " none"))
+    for mv in d.alias_moves:
+        gate = {True: "gate passed", False: "gate failed", None: "no gate"}[mv.gate_passed]
+        out.print(f"  {_when(mv.at)}  {mv.alias}: {(mv.from_model or '(unset)')[:12]} → {mv.to_model[:12]}  "
+                  f"{mv.action}{' (forced)' if mv.forced else ''} by {escape(mv.by)}, {gate}"
+                  + (f"; reason: {escape(mv.reason)}" if mv.reason else ""), highlight=False)
+
+
+@models_app.command("show")
+@_user_errors
+def models_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Version id (or prefix) or alias.")],
+    config: MaybeConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The lineage of one version: source files → snapshot → training run → version → evals → alias moves."""
+    from tunesmith.registry import to_json
+
+    detail = _registry(ctx, config).show(ref)
+    if as_json or (ctx.obj or {}).get("json"):
+        _emit_json(to_json(detail))
+        return
+    _print_lineage(detail)
+
+
+@models_app.command("card")
+@_user_errors
+def models_card(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Version id (or prefix) or alias.")],
+    config: MaybeConfigOpt = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the Markdown here instead of stdout.")] = None,
+) -> None:
+    """Write the model card (Markdown): use, data provenance, training, eval ladder, limits, alias history."""
+    from tunesmith.workspace import write_atomic
+
+    card = _registry(ctx, config).card(ref)
+    if out_file is None:
+        sys.stdout.write(card)
+        return
+    write_atomic(out_file, card)
+    out.print(f"[green]wrote[/] {out_file}")
+
+
+def _print_change(change: Any, verb: str) -> None:
+    if not change.changed:
+        out.print(f"{change.alias} already points at {change.model_id[:12]}; nothing recorded")
+        return
+    was = change.previous[:12] if change.previous else "unset"
+    out.print(f"[green]{escape(change.alias)}[/] → [bold]{change.model_id[:12]}[/] ({verb}; was {was}) "
+              f"by {escape(change.move.by)}", highlight=False)
+    g = change.gate
+    if g is not None:
+        where = (f"the pinned eval pack {g.pack} (eval.pack)" if g.pinned
+                 else f"this version's latest eval (pack {g.pack})")
+        verdict = "no eval" if g.eval_id is None else "passed" if g.passed else "failed"
+        out.print(f"gate: {verdict} on {where}" + (f", eval {g.eval_id}" if g.eval_id else ""), highlight=False)
+    if change.move.forced:
+        out.print(f"[yellow]forced past the gate[/]; reason recorded: {escape(change.move.reason or '')}")
+    m = change.mlflow
+    if m is not None and m.error:
+        err.print(f"[yellow]MLflow mirror failed[/] ({escape(m.error)}); the move is recorded in the workspace "
+                  "and the next move retries the mirror")
+    elif m is not None:
+        out.print(f"MLflow: registered model '{escape(m.registered_model or '')}', "
+                  + ", ".join(f"@{a} → version {n}" for a, n in sorted(m.aliases.items())), highlight=False)
+
+
+@app.command()
+@_user_errors
+def promote(
+    ref: Annotated[str, typer.Argument(metavar="ID", help="Version id (or prefix) or alias to promote.")],
+    alias: AliasOpt = "champion",
+    force: Annotated[bool, typer.Option("--force", help="Promote without a passed gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias ledger.")] = None,
+    by: ByOpt = None,
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    as_json: JsonOpt = False,
+) -> None:
+    """Point an alias at a version whose eval gate passed (pinned eval.pack, else its latest eval)."""
+    from tunesmith.registry import to_json
+
+    change = _registry(None, config).promote(ref, alias, force=force, reason=reason, by=by)
+    if as_json:
+        _emit_json({**to_json(change), "changed": change.changed})
+        return
+    _print_change(change, "promoted")
+
+
+@app.command()
+@_user_errors
+def rollback(
+    alias: AliasOpt = "champion",
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias ledger.")] = None,
+    by: ByOpt = None,
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    as_json: JsonOpt = False,
+) -> None:
+    """Move an alias back to the version it pointed at before."""
+    from tunesmith.registry import to_json
+
+    change = _registry(None, config).rollback(alias, reason=reason, by=by)
+    if as_json:
+        _emit_json({**to_json(change), "changed": change.changed})
+        return
+    _print_change(change, "rolled back")
+
+
 def main() -> None:
     app()
 
