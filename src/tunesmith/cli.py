@@ -865,6 +865,43 @@ def rollback(
     _print_change(change, "rolled back")
 
 
+# ---------------------------------------------------------------------------- serve
+@app.command()
+@_user_errors
+def serve(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    model: Annotated[str | None, typer.Option(
+        help="Version the project name serves (id or prefix); default the champion alias, else the latest.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="File with one API key per line (used with $TUNESMITH_API_KEYS).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (a trusted network only).")] = False,
+) -> None:
+    """Serve every model version behind an OpenAI-compatible API until Ctrl-C."""
+    cfg = load_config(config)
+    deps.preflight(cfg, ["serve"])  # fastapi, uvicorn, torch...: before anything imports them
+    from tunesmith.serve import launch
+    from tunesmith.serve.auth import KEYS_ENV, ApiKeys
+    from tunesmith.train.recipe import quiet_libraries
+
+    keys = ApiKeys.disabled() if no_auth else ApiKeys.load(key_file=api_key_file)  # refuses without a key
+
+    quiet_libraries()
+    loaded = launch.build_app(cfg, keys=keys, model=model)
+    for version, why in loaded.skipped.items():
+        err.print(f"[yellow]not served[/] {version}: {escape(why)}", highlight=False)
+    cat = loaded.catalog
+    out.print(f"serving [bold]{escape(cat.deployment)}[/] → {cat.resolve(cat.deployment).version} "
+              f"({len(cat.versions)} version(s) + base) on http://{host}:{port}/v1", highlight=False, soft_wrap=True)
+    if no_auth:
+        err.print("[yellow]auth is off[/] (--no-auth): anyone who can reach the port can use the models")
+    else:
+        out.print(f"auth: Authorization: Bearer <key> (keys from ${KEYS_ENV} / --api-key-file)", highlight=False,
+                  soft_wrap=True)
+    launch.run(loaded.app, host=host, port=port)
+
+
 def main() -> None:
     app()
 

@@ -61,6 +61,8 @@ RAY = Requirement("ray", "ray", _extra("ray"), "prepare --executor ray")
 LM_EVAL = Requirement("lm_eval", "lm-eval", _extra("harness"), "eval.lm_eval.tasks")
 LLGUIDANCE = Requirement("llguidance", "llguidance", _extra("train"),
                          "constrained decoding (eval.output.decoding: constrained)")
+FASTAPI = Requirement("fastapi", "fastapi", _extra("serve"), "tunesmith serve")
+UVICORN = Requirement("uvicorn", "uvicorn", _extra("serve"), "tunesmith serve")
 
 
 def require(*requirements: Requirement) -> None:
@@ -78,7 +80,7 @@ def _model_requirements(cfg: Config) -> list[Requirement]:
 
 
 def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> list[Requirement]:
-    """Every optional package the config needs for these stages (prepare, train, eval)."""
+    """Every optional package the config needs for these stages (prepare, train, eval, serve)."""
     stages = set(stages)
     reqs: list[Requirement] = []
     if "prepare" in stages:
@@ -88,7 +90,9 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
                 reqs += [SPACY_MODEL]
         if executor == "ray":
             reqs += [RAY]
-    if stages & {"train", "eval"}:
+    if "serve" in stages:
+        reqs += [FASTAPI, UVICORN]
+    if stages & {"train", "eval", "serve"}:
         reqs += [TORCH, TRANSFORMERS, PEFT, SAFETENSORS, *_model_requirements(cfg)]
     if "train" in stages:
         t = cfg.train
@@ -117,7 +121,7 @@ def preflight(cfg: Config, stages: Iterable[str], *, executor: str = "local") ->
 
 
 KNOWN = (TORCH, TRANSFORMERS, PEFT, ACCELERATE, SAFETENSORS, GGUF, STARTER, TENSORBOARD, MLFLOW, BITSANDBYTES,
-         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE)
+         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE, FASTAPI, UVICORN)
 
 
 def hint_for(exc: BaseException) -> str | None:

@@ -79,6 +79,22 @@ def merges(monkeypatch):
 
 
 # --------------------------------------------------------------------------- greedy
+def test_on_token_streams_each_answers_tokens_as_they_are_picked(tok, merges):
+    """The server's streaming hook: per conversation, the tokens seen one by one are the answer's
+    tokens, in order, while prompts join and leave the batch."""
+    engine = Engine(varied_model(tok, "llama", 0, 1.6), tok, system=SYSTEM, max_batch_size=3)
+    streamed: dict[int, list[int]] = {}
+
+    def on_token(index: int, token_ids: list[int]) -> None:
+        seen = streamed.setdefault(index, [])
+        assert token_ids[: len(seen)] == seen  # the list only grows, one token per call
+        seen.append(token_ids[-1])
+
+    got = engine.generate(conversations(8), GenerationConfig(max_new_tokens=20), on_token=on_token)
+    assert merges and len({g.tokens for g in got}) >= 2
+    assert [streamed[i] for i in range(8)] == [g.token_ids for g in got]
+
+
 @pytest.mark.parametrize(("arch", "seed", "scale"), VARIED)
 @pytest.mark.parametrize("share_prefix", [True, False])
 def test_greedy_equals_one_at_a_time_generate(tok, merges, arch, seed, scale, share_prefix):

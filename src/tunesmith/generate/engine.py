@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill pass: bounds the attention scratch
 
+OnToken = Callable[[int, list[int]], None]  # (conversation index, its tokens so far): see Engine.generate
+
 
 class GenerationError(TunesmithError):
     """A prompt the engine cannot run (too long, unrenderable) or memory it cannot find."""
@@ -296,16 +298,23 @@ class Engine:
 
     def generate(
         self, conversations: list[Messages], cfg: GenerationConfig | None = None, *,
-        adapter: str | None = None,
+        adapter: str | None = None, on_token: OnToken | None = None,
     ) -> list[Generation]:
         """Answer each conversation (in order). ``adapter=None`` uses the base model alone.
+
+        ``on_token(index, token_ids)`` is called on the decoding thread after each new token of
+        conversation ``index``, with its tokens so far (the engine's own list: read it, do not
+        keep or change it). It must not raise. After an out-of-memory back-off an unfinished
+        answer starts again from its first token (the list shrinks), and the same tokens come
+        again: greedy, or the same seeded draws. The server streams answers with it.
 
         Raises:
             GenerationError: a conversation cannot be rendered, is longer than the model's
                 context, or does not fit in memory even alone.
             AdapterError: ``adapter`` is not loaded.
         """
-        return self._generate(self._encode_all(conversations), cfg or GenerationConfig(), adapter, self.stop_ids)
+        return self._generate(self._encode_all(conversations), cfg or GenerationConfig(), adapter, self.stop_ids,
+                              on_token)
 
     def complete(
         self, texts: list[str], cfg: GenerationConfig | None = None, *, adapter: str | None = None,
@@ -328,7 +337,7 @@ class Engine:
         return self._generate(prompts, cfg or GenerationConfig(), adapter, stop_ids)
 
     def _generate(self, prompts: list[list[int]], cfg: GenerationConfig, adapter: str | None,
-                  stop_ids: list[int]) -> list[Generation]:
+                  stop_ids: list[int], on_token: OnToken | None = None) -> list[Generation]:
         device = next(self.model.parameters()).device
         requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
                     for i, p in enumerate(prompts)]
@@ -344,7 +353,7 @@ class Engine:
                     r.reset(row_generator(cfg, r.index, device))
 
         def attempt() -> None:
-            self._decode([r for r in requests if r.finish is None], cfg, checker)
+            self._decode([r for r in requests if r.finish is None], cfg, checker, on_token)
 
         with self._running(adapter):
             self._with_backoff(attempt, retry, what="generation")
@@ -382,7 +391,8 @@ class Engine:
         text, reason = checker.text(r.generated, r.finish)
         return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated))
 
-    def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker) -> None:
+    def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker,
+                on_token: OnToken | None = None) -> None:
         """Continuous batching: prefill newcomers while there is room (in passes of similar
         length), else decode one step for every row in flight."""
         pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
@@ -393,12 +403,12 @@ class Engine:
             fresh = self._admit(pending, batch, skip)
             for group in prefill_groups(fresh, skip):
                 new, logits = DecodeBatch.prefill(self.model, group, self.pad_id, prefix)
-                new.last = self._advance(group, logits, cfg, checker, self._constrainer)
+                new.last = self._advance(group, logits, cfg, checker, self._constrainer, on_token)
                 batch = new if batch is None else batch.merge(new)
             if not fresh:
                 assert batch is not None
                 logits = batch.step(self.model)
-                batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer)
+                batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)
             batch = batch.retire()
 
     def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
@@ -424,7 +434,8 @@ class Engine:
 
     @staticmethod
     def _advance(requests: list[Request], logits: torch.Tensor, cfg: GenerationConfig,
-                 checker: StopChecker, constrainer: Constrainer | None = None) -> torch.Tensor:
+                 checker: StopChecker, constrainer: Constrainer | None = None,
+                 on_token: OnToken | None = None) -> torch.Tensor:
         """Pick each row's next token (among those its grammar allows, if it has one), record
         it, and mark rows that are done."""
         if constrainer is not None:
@@ -438,6 +449,8 @@ class Engine:
             r.finish = checker.finished(r.generated, r.budget)
             if r.finish is not None:
                 r.seconds = now - r.started
+            if on_token is not None:
+                on_token(r.index, r.generated)
         return tokens
 
     # ------------------------------------------------------------------ out of memory

@@ -1,0 +1,301 @@
+"""Chat completions: from a validated request to an answer (or a stream of chunks).
+
+1. ``prepare``: route the model name, render the prompt with the engine's rendering (the one
+   training used), check it fits the context, build the generation settings and grammar.
+   Every mistake a client can fix is a 4xx here, before anything is queued.
+2. ``complete`` / ``stream``: queue the job for the engine's worker and await it; build the
+   OpenAI response or the SSE chunks; record the request in the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tunesmith.errors import TunesmithError
+from tunesmith.generate.sampling import GenerationConfig, StopChecker
+from tunesmith.serve.catalog import ModelCatalog, Route
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
+from tunesmith.serve.scheduler import Job, QueueFull, Scheduler, ShuttingDown, batch_key
+from tunesmith.serve.streaming import TextStream
+
+if TYPE_CHECKING:
+    from tunesmith.generate.constrain import Grammar
+    from tunesmith.generate.engine import Engine, Generation
+    from tunesmith.models.chat import Messages
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 512  # answer budget when a request names none (cut to the context left)
+
+
+@dataclass
+class Prepared:
+    """A request ready to queue."""
+
+    request_id: str
+    route: Route
+    conversation: Messages
+    prompt_ids: list[int]
+    cfg: GenerationConfig
+    n: int
+    budget: int  # the tokens each answer may take: max tokens, cut to the context left
+    seeded: bool
+
+    def job(self) -> Job:
+        key = batch_key(self.route.adapter, self.cfg, seeded=self.seeded, request_id=self.request_id)
+        return Job(self.conversation, self.n, self.route.adapter, self.cfg, key,
+                   random_seed=not self.seeded and not self.cfg.greedy)
+
+
+class ChatService:
+    """The chat endpoint's logic over one engine (owned by the scheduler's worker thread).
+
+    Args:
+        engine: the loaded engine (base + adapters named by model version id).
+        catalog: the names clients may send.
+        request_log: where requests are recorded (None: nowhere).
+        max_queue: requests allowed to wait for the engine (more get 429).
+        default_max_tokens: answer budget when a request names none.
+    """
+
+    def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
+                 max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS):
+        self.engine, self.catalog, self.request_log = engine, catalog, request_log
+        self.scheduler = Scheduler(engine, max_queue=max_queue)
+        self.default_max_tokens = default_max_tokens
+        self._ignored: set[str] = set()
+        self._ignored_lock = threading.Lock()
+
+    def start(self) -> None:
+        try:  # built once, before any request: handlers and the worker then share it
+            self.engine.constrainer()
+        except TunesmithError as exc:  # llguidance missing: response_format answers 400 with this
+            log.warning("response_format is unavailable: %s", exc)
+        self.scheduler.start()
+        if self.request_log is not None:
+            self.request_log.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        if self.request_log is not None:
+            self.request_log.stop()
+
+    @staticmethod
+    def new_request_id() -> str:
+        return f"chatcmpl-{uuid.uuid4().hex}"
+
+    # ------------------------------------------------------------------ 1. prepare
+    async def prepare(self, req: ChatCompletionRequest, request_id: str, route: Route) -> Prepared:
+        """Render and check a request routed to ``route`` (4xx for anything the client can fix)."""
+        problem = req.unsupported()
+        if problem:
+            raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
+        self._note_ignored(req)
+        conversation = [m.as_turn() for m in req.messages]
+        max_new = req.max_new_tokens() or self.default_max_tokens
+        grammar, prompt_ids = await asyncio.to_thread(self._grammar_and_prompt, req, conversation)
+        context = self.engine.context
+        if context is not None and len(prompt_ids) >= context:
+            raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; this model's context is {context} "
+                                "tokens, and the answer needs at least one more: shorten the messages",
+                           param="messages", code="context_length_exceeded")
+        try:
+            cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
+                                   stop=req.stops(), seed=req.seed or 0, grammar=grammar)
+        except TunesmithError as exc:
+            raise APIError(400, str(exc)) from None
+        budget = max_new if context is None else min(max_new, context - len(prompt_ids))
+        return Prepared(request_id, route, conversation, prompt_ids, cfg, req.n, budget, req.seed is not None)
+
+    def _grammar_and_prompt(self, req: ChatCompletionRequest, conversation: Messages) -> tuple[Grammar | None, list[int]]:
+        """Off the event loop: rendering, tokenising and compiling a grammar take milliseconds."""
+        from tunesmith.models.chat import ChatTemplateError
+
+        grammar = self._grammar(req)
+        try:
+            return grammar, self.engine.encode(conversation)
+        except ChatTemplateError as exc:
+            raise APIError(400, f"the messages cannot be rendered for this model: {exc}", param="messages",
+                           code="invalid_messages") from None
+
+    def _grammar(self, req: ChatCompletionRequest) -> Grammar | None:
+        """``response_format`` as a grammar every answer must follow (400 if it cannot be one)."""
+        fmt = req.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        import jsonschema
+
+        from tunesmith.generate.constrain import Grammar
+
+        schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+            grammar = Grammar.json_schema(schema)
+            self.engine.constrainer().matcher(grammar)  # compiles it (cached for the worker)
+        except jsonschema.SchemaError as exc:
+            raise APIError(400, f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}",
+                           param="response_format", code="invalid_json_schema") from None
+        except (TunesmithError, ValueError, TypeError) as exc:  # llguidance's refusals are GrammarErrors
+            raise APIError(400, f"response_format cannot be enforced: {exc}", param="response_format",
+                           code="unsupported_json_schema") from None
+        return grammar
+
+    def _note_ignored(self, req: ChatCompletionRequest) -> None:
+        fields = set(req.model_extra or {})
+        with self._ignored_lock:
+            new = sorted(fields - self._ignored)
+            self._ignored |= fields
+        if new:
+            log.info("ignoring request field(s) this server does not implement: %s (said once per field)",
+                     ", ".join(new))
+
+    # ------------------------------------------------------------------ 2. answer
+    def _submit(self, job: Job) -> Job:
+        try:
+            return self.scheduler.submit(job)
+        except QueueFull:
+            raise APIError(429, f"the server is busy: {self.scheduler.max_queue} requests are already waiting; "
+                                "retry shortly", code="queue_full") from None
+        except ShuttingDown:
+            raise APIError(503, "the server is shutting down", code="shutting_down") from None
+
+    async def complete(self, p: Prepared, model: str, started: float) -> ChatCompletion:
+        job = self._submit(p.job())
+        try:
+            gens = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancelled = True
+            self._record(p, model, started, 499, error="the client went away")
+            raise
+        except Exception as exc:
+            raise _engine_error(exc) from None
+        choices = [Choice(index=i, message=AssistantMessage(content=g.text), finish_reason=g.finish_reason)
+                   for i, g in enumerate(gens)]
+        result = ChatCompletion(id=p.request_id, choices=choices, model=model, usage=_usage(p, gens))
+        self._record(p, model, started, 200, gens=gens)
+        return result
+
+    def stream(self, p: Prepared, model: str, started: float, *, include_usage: bool) -> AsyncIterator[str]:
+        """Queue the job now (a full queue is a 429 before any byte is sent) and return its SSE
+        lines: a role chunk per answer, text deltas as tokens come, a finish chunk per answer,
+        the usage chunk (``include_usage``), then ``data: [DONE]``. Call on the event loop."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int, str, str | None] | None] = asyncio.Queue()
+        checker = StopChecker(self.engine.tokenizer, self.engine.stop_ids, p.cfg.stop)
+        streams = [TextStream(self.engine.tokenizer, checker, p.budget) for _ in range(p.n)]
+
+        def on_token(choice: int, token_ids: list[int]) -> None:  # on the worker thread
+            delta, finish = streams[choice].update(token_ids)
+            if delta or finish:
+                loop.call_soon_threadsafe(events.put_nowait, (choice, delta, finish))
+
+        job = p.job()
+        job.on_token = on_token
+        self._submit(job)
+        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+        return self._chunks(p, model, started, job, events, streams, include_usage)
+
+    async def _chunks(self, p: Prepared, model: str, started: float, job: Job,
+                      events: asyncio.Queue[tuple[int, str, str | None] | None], streams: list[TextStream],
+                      include_usage: bool) -> AsyncIterator[str]:
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
+            body = ChatCompletionChunk(id=p.request_id, choices=choices, model=model, usage=usage)
+            return _sse(body, include_usage)
+
+        first_token: float | None = None
+        status, gens, failure = 499, None, "the client went away"
+        try:
+            yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(p.n)])
+            while (event := await events.get()) is not None:
+                choice, delta, finish = event
+                if delta and first_token is None:
+                    first_token = time.perf_counter()
+                yield chunk([ChunkChoice(index=choice, delta=Delta(content=delta or None), finish_reason=finish)])
+            try:
+                gens = job.future.result()
+            except Exception as exc:
+                error = _engine_error(exc)
+                status, failure = error.status, error.message
+                yield f"data: {json.dumps(error.body())}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            for i, (s, g) in enumerate(zip(streams, gens, strict=True)):  # answers the tokens did not end
+                if s.finish is None:
+                    rest = s.finish_with(g.text, g.finish_reason)
+                    yield chunk([ChunkChoice(index=i, delta=Delta(content=rest or None), finish_reason=g.finish_reason)])
+            if include_usage:
+                yield chunk([], _usage(p, gens))
+            status = 200
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled = status == 499
+            ttft = None if first_token is None else (first_token - started) * 1000
+            self._record(p, model, started, status, gens=gens, stream=True, first_token_ms=ttft,
+                         error=None if status == 200 else failure)
+
+    # ------------------------------------------------------------------ request log
+    def _record(self, p: Prepared, model: str, started: float, status: int, *, gens: list[Generation] | None = None,
+                stream: bool = False, first_token_ms: float | None = None, error: str | None = None) -> None:
+        if self.request_log is None:
+            return
+        answers = [Answer(g.text, g.finish_reason, g.tokens) for g in gens or []]
+        self.request_log.record(LogEntry(
+            request_id=p.request_id, created=time.time() - (time.perf_counter() - started), status=status,
+            model=model, version=p.route.version, adapter=p.route.adapter, variant=p.route.variant,
+            prompt=self.engine.tokenizer.decode(p.prompt_ids), prompt_tokens=len(p.prompt_ids), answers=answers,
+            latency_ms=(time.perf_counter() - started) * 1000, first_token_ms=first_token_ms, error=error,
+            stream=stream))
+
+    def record_error(self, request_id: str, started: float, error: APIError, *, model: str | None,
+                     route: Route | None, stream: bool) -> None:
+        """A refused request (its status and message; no prompt was rendered)."""
+        if self.request_log is None:
+            return
+        self.request_log.record(LogEntry(
+            request_id=request_id, created=time.time() - (time.perf_counter() - started), status=error.status,
+            model=model, version=route.version if route else None, adapter=route.adapter if route else None,
+            variant=route.variant if route else None, latency_ms=(time.perf_counter() - started) * 1000,
+            error=error.message, stream=stream))
+
+
+def _usage(p: Prepared, gens: list[Generation]) -> Usage:
+    """The prompt counts once (as rendered); every answer's generated tokens count, the
+    end-of-turn token included."""
+    completion = sum(g.tokens for g in gens)
+    return Usage(prompt_tokens=len(p.prompt_ids), completion_tokens=completion,
+                 total_tokens=len(p.prompt_ids) + completion)
+
+
+def _engine_error(exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ShuttingDown):
+        return APIError(503, "the server is shutting down", code="shutting_down")
+    log.error("generation failed", exc_info=exc)
+    return APIError(500, f"generation failed: {exc}", code="generation_failed")
+
+
+def _sse(chunk: ChatCompletionChunk, include_usage: bool) -> str:
+    data: dict[str, Any] = chunk.model_dump(exclude=None if include_usage else {"usage"})
+    for choice in data["choices"]:
+        choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"

@@ -1,0 +1,97 @@
+"""The worker's batching on a fake engine: who shares an engine call, in what order, how the
+answers are split back, and the bounded queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tunesmith.generate import Generation, GenerationConfig
+from tunesmith.serve.scheduler import Job, QueueFull, Scheduler, ShuttingDown, batch_key
+
+
+class FakeEngine:
+    max_batch_size = 4
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.gate = threading.Event()
+
+    def generate(self, convs, cfg, *, adapter=None, on_token=None):
+        self.gate.wait(10)
+        self.calls.append((adapter, [c[0]["content"] for c in convs], cfg.seed))
+        for i in range(len(convs)):
+            on_token(i, [7])
+        return [Generation(f"{adapter}:{c[0]['content']}", 1, 1, "stop", 0.0, [7]) for c in convs]
+
+
+def job(text, adapter=None, n=1, cfg=GenerationConfig(), seed=None, rid="r"):
+    key = batch_key(adapter, cfg, seeded=seed is not None, request_id=rid)
+    return Job([{"role": "user", "content": text}], n, adapter, cfg, key,
+               random_seed=seed is None and not cfg.greedy)
+
+
+def test_waiting_jobs_with_the_same_settings_share_one_call_in_arrival_order():
+    engine = FakeEngine()
+    sched = Scheduler(engine, max_queue=8)
+    sched.start()
+    try:
+        first = sched.submit(job("first"))
+        jobs = [sched.submit(j) for j in (job("a", "x"), job("b", "y"), job("c", "x"), job("d", "x", n=3),
+                                          job("e", "x", cfg=GenerationConfig(max_new_tokens=5)))]
+        engine.gate.set()
+        results = [j.future.result(10) for j in [first, *jobs]]
+    finally:
+        sched.stop()
+    assert [(a, texts) for a, texts, _ in engine.calls] == [
+        (None, ["first"]), ("x", ["a", "c"]), ("y", ["b"]), ("x", ["d", "d", "d"]), ("x", ["e"])]
+    assert [r[0].text for r in results] == ["None:first", "x:a", "y:b", "x:c", "x:d", "x:e"]
+    assert len(results[4]) == 3
+
+
+def test_seeded_sampling_runs_alone_and_unseeded_sampling_shares_a_fresh_seed():
+    hot = GenerationConfig(temperature=1.0, seed=3)
+    assert batch_key("x", hot, seeded=True, request_id="a") != batch_key("x", hot, seeded=True, request_id="b")
+    assert batch_key("x", hot, seeded=False, request_id="a") == batch_key("x", hot, seeded=False, request_id="b")
+    greedy = GenerationConfig(seed=1)
+    assert batch_key("x", greedy, seeded=True, request_id="a") == batch_key("x", GenerationConfig(), seeded=False,
+                                                                            request_id="b")
+    engine = FakeEngine()
+    engine.gate.set()
+    sched = Scheduler(engine)
+    sched.start()
+    try:
+        sched.submit(job("s", cfg=hot, seed=3)).future.result(10)
+        sched.submit(job("u", cfg=hot)).future.result(10)
+    finally:
+        sched.stop()
+    assert engine.calls[0][2] == 3 and engine.calls[1][2] != 3
+
+
+def test_a_full_queue_refuses_and_stopping_fails_the_waiting_jobs():
+    sched = Scheduler(FakeEngine(), max_queue=2)  # not started: jobs wait
+    waiting = [sched.submit(job("a")), sched.submit(job("b"))]
+    with pytest.raises(QueueFull):
+        sched.submit(job("c"))
+    sched.stop()
+    for j in waiting:
+        with pytest.raises(ShuttingDown):
+            j.future.result(1)
+
+
+def test_streaming_callbacks_get_the_jobs_own_choice_index():
+    engine = FakeEngine()
+    engine.gate.set()
+    seen = []
+    sched = Scheduler(engine)
+    j = job("a", n=2)
+    j.on_token = lambda choice, ids: seen.append((choice, list(ids)))
+    sched.submit(job("before-not-started"))
+    sched.submit(j)
+    sched.start()
+    try:
+        j.future.result(10)
+    finally:
+        sched.stop()
+    assert seen == [(0, [7]), (1, [7])]
