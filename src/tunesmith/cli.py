@@ -902,6 +902,49 @@ def serve(
     launch.run(loaded.app, host=host, port=port)
 
 
+# ---------------------------------------------------------------------------- predict
+@app.command()
+@_user_errors
+def predict(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    input_path: Annotated[Path, typer.Option("--input", help="Records to answer (any format prepare reads).")] = ...,  # type: ignore[assignment]
+    output_path: Annotated[Path, typer.Option("--output", help="Answers: .jsonl, .csv or .parquet.")] = ...,  # type: ignore[assignment]
+    model: Annotated[str | None, typer.Option(
+        help="Version id, prefix or alias; `base` for the base model. Default: champion, else the latest.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Batch prediction: one answer per input record, resumable, logged like served requests."""
+    cfg = load_config(config)
+    deps.preflight(cfg, ["eval"])
+    from tunesmith.serve.predict import predict as run_predict
+
+    console = err if as_json else out
+    bar = Progress(SpinnerColumn(), TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("records"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    task: list[Any] = []
+
+    def log(event: dict[str, Any]) -> None:
+        if event["event"] == "predict_start":
+            if event["resumed"]:
+                console.print(f"resuming: {event['resumed']} of {event['records']} records already answered")
+            bar.start()
+            task.append(bar.add_task("predict", total=event["todo"]))
+        elif event["event"] == "predict_progress":
+            bar.update(task[0], completed=event["done"])
+
+    try:
+        result = run_predict(cfg, input_path, output_path, model=model, log=log)
+    finally:
+        if task:
+            bar.stop()
+    if as_json:
+        _emit_json({"output": result.output, "model": result.model, "records": result.records,
+                    "answered": result.answered, "failed": result.failed, "seconds": result.seconds})
+        return
+    out.print(f"[green]wrote[/] {result.records} answers by {result.model} → {escape(str(result.output))} "
+              f"({result.answered} answered now, {result.failed} unreadable records, {result.seconds} s)")
+
+
 def main() -> None:
     app()
 

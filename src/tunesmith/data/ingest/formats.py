@@ -16,7 +16,9 @@ An empty string is *not* an error here: it is valid input that the filters drop 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -138,12 +140,26 @@ def _turns(data: dict, key: str, noun: str) -> Turns:
     return [_turn(t, f"{key}[{i}]") for i, t in enumerate(value)]
 
 
+_UNANSWERED = contextvars.ContextVar("tunesmith_unanswered_ok", default=False)
+
+
+@contextlib.contextmanager
+def unanswered_records() -> Iterator[None]:
+    """Within the block, records may end before their answer (a user turn last, an alpaca
+    record without ``output``, a prompt without a completion): inputs of batch prediction."""
+    token = _UNANSWERED.set(True)
+    try:
+        yield
+    finally:
+        _UNANSWERED.reset(token)
+
+
 def _finish_chat(turns: Turns, system: str | None) -> Turns:
     """Check the turn order and add the default system prompt where there is none."""
     for i, turn in enumerate(turns):
         if turn["role"] == "system" and i > 0:
             raise RecordError(f"turn {i} is a system turn; only the first turn may be one")
-    if not turns or turns[-1]["role"] != "assistant":
+    if not turns or (turns[-1]["role"] != "assistant" and not (_UNANSWERED.get() and turns[-1]["role"] == "user")):
         last = f"the last turn is '{turns[-1]['role']}'" if turns else "the record has no turns"
         raise RecordError(
             f"no assistant turn to learn from: {last} (a chat record must end with an assistant turn)"
@@ -153,9 +169,10 @@ def _finish_chat(turns: Turns, system: str | None) -> Turns:
     return turns
 
 
-def _pair(system: str | None, user: str, assistant: str) -> Turns:
+def _pair(system: str | None, user: str, assistant: str | None) -> Turns:
     turns = [{"role": "system", "content": system}] if system else []
-    return [*turns, {"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    answer = [] if assistant is None else [{"role": "assistant", "content": assistant}]  # None: unanswered_records
+    return [*turns, {"role": "user", "content": user}, *answer]
 
 
 # --------------------------------------------------------------------------- formats
@@ -173,7 +190,7 @@ def _alpaca(data: dict, noun: str, system: str | None) -> tuple[Turns, None]:
     need = "alpaca record needs instruction/output"
     instruction = _text(data, "instruction", noun, need)
     extra = _optional_text(data, "input", noun)
-    output = _text(data, "output", noun, need)
+    output = _optional_text(data, "output", noun) if _UNANSWERED.get() else _text(data, "output", noun, need)
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     return _pair(_optional_text(data, "system", noun) or system, user, output), None
 
@@ -185,7 +202,7 @@ def _prompt_completion(data: dict, noun: str, system: str | None) -> tuple[Turns
         return _finish_chat(turns, system), None
     need = "prompt/completion record needs prompt and completion strings"
     prompt = _text(data, "prompt", noun, need)
-    completion = _text(data, "completion", noun, need)
+    completion = _optional_text(data, "completion", noun) if _UNANSWERED.get() else _text(data, "completion", noun, need)
     return _pair(_optional_text(data, "system", noun) or system, prompt, completion), None
 
 

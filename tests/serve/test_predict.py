@@ -1,0 +1,83 @@
+"""Batch prediction: every record answered in order, the same answers as the engine, resumable
+after an interruption without answering or logging a record twice, unreadable records kept."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.errors import TunesmithError
+from tunesmith.serve import predict as predict_mod
+from tunesmith.serve.predict import predict
+from tunesmith.serve.requestlog import read
+
+
+def write_input(path, n=10, bad_line=True):
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"ticket {i}: my billing problem {i}"}]})
+             for i in range(n)]
+    if bad_line:
+        lines.insert(3, "{not json")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_predict_answers_every_record_like_the_engine_and_logs_them(project, tmp_path):
+    cfg, version = project
+    cfg.eval.generation.max_new_tokens = 6
+    src = write_input(tmp_path / "in.jsonl")
+    res = predict(cfg, src, tmp_path / "out.jsonl", model=version)
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert res.records == 11 and res.failed == 1 and res.model == version and len(rows) == 11
+    assert rows[3]["answer"] is None and "line 4" in rows[3]["error"]
+    from tunesmith.generate.sampling import GenerationConfig
+    from tunesmith.serve.launch import load_engine
+
+    engine = load_engine(cfg)
+    engine.add_adapter(version, cfg.workspace_dir / "artifacts" / "model" / version)
+    want = engine.generate([[{"role": "user", "content": f"ticket {i}: my billing problem {i}"}] for i in range(10)],
+                           GenerationConfig(max_new_tokens=6, seed=cfg.seed), adapter=version)
+    assert [r["answer"] for r in rows if r["error"] is None] == [g.text for g in want]
+    logged = [r for r in read(cfg.workspace_dir / "tunesmith.db", limit=1000) if r["variant"] == "batch"]
+    assert len(logged) == 10 and {r["version"] for r in logged} == {version}
+    assert not (tmp_path / "out.jsonl.partial.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_prediction_resumes_where_it_stopped(project, tmp_path, monkeypatch):
+    cfg, version = project
+    cfg.eval.generation.max_new_tokens = 4
+    src = write_input(tmp_path / "in.jsonl", n=12, bad_line=False)
+    monkeypatch.setattr(predict_mod, "CHUNK", 5)
+    calls = []
+    real = predict_mod._write
+
+    def crash_first(rows, path):
+        calls.append(len(rows))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_mod, "_write", crash_first)
+    with pytest.raises(KeyboardInterrupt):
+        predict(cfg, src, tmp_path / "out.parquet", model=version)
+    assert calls == [12] and (tmp_path / "out.parquet.partial.jsonl").exists()
+    monkeypatch.setattr(predict_mod, "_write", real)
+    again = predict(cfg, src, tmp_path / "out.parquet", model=version)
+    assert again.answered == 0 and again.records == 12  # nothing answered twice
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert len(table) == 12 and all(r["answer"] is not None for r in table)
+
+
+def test_bad_arguments_are_clear_errors(project, tmp_path):
+    cfg, _ = project
+    with pytest.raises(TunesmithError, match=r"write \.jsonl, \.csv or \.parquet"):
+        predict(cfg, tmp_path / "in.jsonl", tmp_path / "out.txt")
+    with pytest.raises(TunesmithError, match="no such file"):
+        predict(cfg, tmp_path / "missing.jsonl", tmp_path / "out.jsonl")
+    src = write_input(tmp_path / "in.jsonl", n=2, bad_line=False)
+    res = CliRunner().invoke(app, ["predict", "-c", str(cfg.base_dir), "--input", str(src), "--output",
+                                   str(tmp_path / "o.csv"), "--model", "nope"])
+    assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
