@@ -81,3 +81,27 @@ def test_bad_arguments_are_clear_errors(project, tmp_path):
     res = CliRunner().invoke(app, ["predict", "-c", str(cfg.base_dir), "--input", str(src), "--output",
                                    str(tmp_path / "o.csv"), "--model", "nope"])
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output
+
+
+def test_unanswered_records_read_only_inside_the_block(tmp_path):
+    from tunesmith.config import SourceConfig
+    from tunesmith.data.ingest import Quarantined, read_source
+    from tunesmith.data.ingest.formats import unanswered_records
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"messages": [{"role": "user", "content": "chat with no answer"}]},
+        {"instruction": "alpaca with no output"},
+        {"prompt": "prompt with no completion"},
+    ]) + "\n")
+    src = SourceConfig(path=str(path))
+
+    def read():
+        return list(read_source(src, path, base_dir=tmp_path, max_line_bytes=1 << 20))
+
+    assert all(isinstance(r, Quarantined) for r in read())  # training data needs its answers
+    with unanswered_records():
+        got = read()
+    assert [r.messages[-1] for r in got] == [{"role": "user", "content": c} for c in (
+        "chat with no answer", "alpaca with no output", "prompt with no completion")]
+    assert all(isinstance(r, Quarantined) for r in read())  # and only inside the block
