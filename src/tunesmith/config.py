@@ -559,6 +559,41 @@ class EvalConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
+# --------------------------------------------------------------------------- serve
+class RolloutConfig(_Section):
+    """Canary rollout of the ``challenger`` alias behind the deployment name, rolled back
+    automatically when its live traffic is worse than the champion's."""
+
+    mode: Literal["off", "canary"] = Field(
+        "off", description="`canary`: send a share of the deployment's traffic to the challenger alias's version."
+    )
+    challenger_alias: str = Field("challenger", description="Alias whose version is the canary.")
+    share: float = Field(
+        0.1, ge=0, le=1, description="Share of routing keys (the request's `user`, else the "
+        "X-Tunesmith-Route-Key header, else the request id) sent to the canary."
+    )
+    window: int = Field(200, ge=1, description="Latest requests per variant the checks compare.")
+    check_every: int = Field(50, ge=1, description="Canary requests between two checks.")
+    min_requests: int = Field(50, ge=1, description="Requests each window needs before any check runs.")
+    failures_to_rollback: int = Field(
+        3, ge=1, description="Failed checks in a row that roll the canary back (share 0; the champion is untouched)."
+    )
+    max_error_increase: float = Field(
+        0.05, ge=0, le=1, description="Largest allowed canary error rate above the champion's."
+    )
+    min_json_validity: float = Field(
+        0.95, ge=0, le=1, description="Smallest allowed share of canary answers that parse as JSON, among "
+        "requests that asked for JSON (response_format)."
+    )
+    max_latency_ratio: float = Field(
+        2.0, gt=0, description="Largest allowed canary p95 latency, as a multiple of the champion's."
+    )
+
+
+class ServeConfig(_Section):
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
 class Config(_Section):
     project: str = Field("tunesmith-project", description="Project name (shown in reports).")
     workspace: str = Field(
@@ -569,6 +604,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     # Set by load_config: the directory relative paths are resolved against.
     _base_dir: Path = Path(".")

@@ -6,6 +6,8 @@ Routes:
 - ``GET /v1/models``, ``GET /v1/models/{id}``: the names a client may send (see
   :mod:`tunesmith.serve.catalog`).
 - ``POST /v1/chat/completions``: OpenAI chat completions, streamed (SSE) or not.
+- ``GET /v1/rollout``: the canary rollout's share, window stats and latest events
+  (:mod:`tunesmith.serve.rollout`).
 
 The key check runs before anything else on ``/v1`` (before the body is even parsed), so an
 unauthenticated caller learns nothing about the API, not even that its JSON was malformed.
@@ -26,6 +28,7 @@ from tunesmith.serve import errors
 from tunesmith.serve.auth import ApiKeys
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.protocol import ChatCompletionRequest, ModelCard, ModelList
+from tunesmith.serve.rollout import ROUTE_KEY_HEADER
 from tunesmith.serve.service import ChatService
 
 CHAT_PATH = "/v1/chat/completions"
@@ -91,12 +94,16 @@ def create_app(service: ChatService, *, keys: ApiKeys) -> FastAPI:
         card = next((c for c in service.catalog.cards() if c.id == model_id), None)
         return (card or ModelCard(id=model_id, created=int(service.catalog.created))).model_dump()
 
+    @app.get("/v1/rollout")
+    async def rollout() -> dict[str, Any]:
+        return service.rollout.status() if service.rollout is not None else {"mode": "off"}
+
     @app.post(CHAT_PATH, response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         state = request.state
         state.started, state.request_id = time.perf_counter(), service.new_request_id()
         state.model, state.stream = body.model, body.stream
-        state.route = service.catalog.resolve(body.model)
+        state.route = service.route(body, state.request_id, request.headers.get(ROUTE_KEY_HEADER))
         prepared = await service.prepare(body, state.request_id, state.route)
         headers = {"x-request-id": state.request_id}
         if body.stream:

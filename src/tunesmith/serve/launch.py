@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from tunesmith.config import Config
     from tunesmith.generate.engine import Engine
+    from tunesmith.serve.rollout import Rollout
     from tunesmith.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,16 @@ def log_scrubber(cfg: Config) -> Callable[[str], str]:
     return pii_scrubber(cfg.data.pii, _salt(cfg))
 
 
+def canary_rollout(cfg: Config, ws: Workspace, catalog: ModelCatalog) -> Rollout | None:
+    """The canary rollout of ``serve.rollout`` over the catalog's aliases (None when off)."""
+    from tunesmith.serve.rollout import Rollout, RolloutEvents
+
+    if cfg.serve.rollout.mode != "canary":
+        return None
+    return Rollout(cfg.serve.rollout, catalog._aliases, catalog.versions, events=RolloutEvents(ws.db_path),
+                   salt=cfg.project)
+
+
 def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue: int = 128,
               default_max_tokens: int | None = None, aliases: AliasResolver | None = None) -> Loaded:
     """Load everything and build the app (not yet running).
@@ -133,7 +144,8 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
                            created=time.time())
     request_log = RequestLog(ws.db_path, scrub=scrub)
     service = ChatService(engine, catalog, request_log=request_log, max_queue=max_queue,
-                          default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS)
+                          default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS,
+                          rollout=canary_rollout(cfg, ws, catalog))
     return Loaded(create_app(service, keys=keys), engine, catalog, skipped)
 
 

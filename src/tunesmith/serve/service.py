@@ -34,6 +34,7 @@ from tunesmith.serve.protocol import (
     Usage,
 )
 from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
+from tunesmith.serve.rollout import Rollout, route_key
 from tunesmith.serve.scheduler import Job, QueueFull, Scheduler, ShuttingDown, batch_key
 from tunesmith.serve.streaming import TextStream
 
@@ -75,11 +76,12 @@ class ChatService:
         request_log: where requests are recorded (None: nowhere).
         max_queue: requests allowed to wait for the engine (more get 429).
         default_max_tokens: answer budget when a request names none.
+        rollout: canary routing of the deployment name and its monitor (None: off).
     """
 
     def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
-                 max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS):
-        self.engine, self.catalog, self.request_log = engine, catalog, request_log
+                 max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None):
+        self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
         self.scheduler = Scheduler(engine, max_queue=max_queue)
         self.default_max_tokens = default_max_tokens
         self._ignored: set[str] = set()
@@ -102,6 +104,15 @@ class ChatService:
     @staticmethod
     def new_request_id() -> str:
         return f"chatcmpl-{uuid.uuid4().hex}"
+
+    def route(self, req: ChatCompletionRequest, request_id: str, route_header: str | None = None) -> Route:
+        """The catalog's route; for the deployment name, the canary's when the rollout picks it
+        (routing key: ``user``, else the route-key header, else the request id)."""
+        route = self.catalog.resolve(req.model)
+        if self.rollout is None or req.model != self.catalog.deployment:
+            return route
+        key, _ = route_key((req.model_extra or {}).get("user"), route_header, request_id)
+        return self.rollout.route(route, key)
 
     # ------------------------------------------------------------------ 1. prepare
     async def prepare(self, req: ChatCompletionRequest, request_id: str, route: Route) -> Prepared:
@@ -255,6 +266,9 @@ class ChatService:
     # ------------------------------------------------------------------ request log
     def _record(self, p: Prepared, model: str, started: float, status: int, *, gens: list[Generation] | None = None,
                 stream: bool = False, first_token_ms: float | None = None, error: str | None = None) -> None:
+        if self.rollout is not None:
+            self.rollout.observe(p.route, status, [g.text for g in gens or []], p.cfg.grammar is not None,
+                                 (time.perf_counter() - started) * 1000)
         if self.request_log is None:
             return
         answers = [Answer(g.text, g.finish_reason, g.tokens) for g in gens or []]
@@ -268,6 +282,8 @@ class ChatService:
     def record_error(self, request_id: str, started: float, error: APIError, *, model: str | None,
                      route: Route | None, stream: bool) -> None:
         """A refused request (its status and message; no prompt was rendered)."""
+        if self.rollout is not None and route is not None:  # an engine failure counts against its variant
+            self.rollout.observe(route, error.status, [], False, (time.perf_counter() - started) * 1000)
         if self.request_log is None:
             return
         self.request_log.record(LogEntry(
