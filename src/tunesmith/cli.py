@@ -357,6 +357,8 @@ class _TrainProgress:
                 how = "cached" if event["cached"] else f"of {event['asked']} finished"
                 self.console.print(f"rehearsal: the base model's own answers to {event['examples']} general "
                                    f"instructions ({how})")
+        elif kind == "warning":
+            self.console.print(f"[yellow]warning:[/] {escape(event['message'])}")
         elif kind == "resumed":
             run_dir = Path(event["checkpoint"]).parent.parent
             self.console.print(f"[yellow]resuming[/] the interrupted training run of this config from step "

@@ -471,8 +471,12 @@ def test_default_tracking_writes_tensorboard_events_and_an_mlflow_run(tmp_path):
     events.Reload()
     assert {"train/loss", "val/loss"} <= set(events.Tags()["scalars"])
     run_id = (res.run_dir / "mlflow_run_id").read_text().strip()
-    run = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cfg.workspace_dir / 'mlflow.db'}").get_run(run_id)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cfg.workspace_dir / 'mlflow.db'}")
+    run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "train_loss" in run.data.metrics
+    # and the version is in MLflow's model registry, linked to its run, without a promote
+    versions = client.search_model_versions(f"name = '{cfg.project}'")
+    assert [v.tags["tunesmith.model_id"] for v in versions] == [res.model_id] and versions[0].run_id == run_id
 
 
 def test_durations_parse_and_bad_ones_are_config_errors(tmp_path):

@@ -179,6 +179,11 @@ class ModelRegistry:
     def history(self, alias: str | None = None) -> list[AliasMove]:
         return self.ledger.moves(alias=alias)
 
+    def sync_mlflow(self) -> MirrorResult | None:
+        """Register every version (and the current aliases) in MLflow's model registry, when
+        MLflow tracking is on; training calls it as each version is published."""
+        return self._mirror()
+
     def _mirror(self) -> MirrorResult | None:
         """Copy versions and aliases to MLflow. A failure there never undoes the recorded move:
         it is reported, and the next move syncs again."""

@@ -264,6 +264,12 @@ def train(
     if trainer.acc.is_main_process:
         art = _export(ws, cfg, trainer, tokenizer, lineage, metrics, run_dir)
         tracker.log_artifacts(art.path, "model")
+        if cfg.train.tracking.mlflow:  # the version appears in MLflow's model registry at once
+            from tunesmith.registry import ModelRegistry
+
+            mirrored = ModelRegistry.from_config(cfg).sync_mlflow()
+            if mirrored is not None and mirrored.error:
+                log({"event": "warning", "message": f"MLflow model registry: {mirrored.error}"})
     tracker.close()
     return TrainResult(art.id if art else None, art.path if art else None, run_dir, metrics, preflight=report)
 
