@@ -119,6 +119,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     top_p: float = Field(1.0, gt=0, le=1)
+    user: str | None = None  # the canary's sticky routing key
 
     @field_validator("stop")
     @classmethod

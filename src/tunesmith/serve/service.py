@@ -111,7 +111,7 @@ class ChatService:
         route = self.catalog.resolve(req.model)
         if self.rollout is None or req.model != self.catalog.deployment:
             return route
-        key, _ = route_key((req.model_extra or {}).get("user"), route_header, request_id)
+        key, _ = route_key(req.user, route_header, request_id)
         return self.rollout.route(route, key)
 
     # ------------------------------------------------------------------ 1. prepare
