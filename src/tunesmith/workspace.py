@@ -91,16 +91,8 @@ class Workspace:
         with self._connect() as db:
             db.executescript(SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            with db:  # commit on success, roll back on error
-                yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return connect_db(self.db_path)
 
     # ------------------------------------------------------------------ runs
     def start_run(self, stage: str, config_hash: str | None = None) -> str:
@@ -233,6 +225,20 @@ class Workspace:
                 "SELECT parent_kind, parent_id, relation FROM lineage WHERE child_kind = ? AND child_id = ?",
                 (kind, artifact_id),
             ).fetchall()
+
+
+@contextlib.contextmanager
+def connect_db(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to the workspace database (WAL, foreign keys) that commits on success, rolls
+    back on error and closes: for every table kept there (lineage, rollout events, ...)."""
+    db = sqlite3.connect(db_path, timeout=30)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        with db:
+            yield db
+    finally:
+        db.close()
 
 
 def _fsync_tree(root: Path) -> None:

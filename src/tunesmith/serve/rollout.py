@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -184,14 +184,10 @@ class RolloutEvents:
         with self._connect() as db:
             db.executescript(SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        from tunesmith.workspace import connect_db
+
+        return connect_db(self.db_path)
 
     def append(self, event: str, *, champion: str | None, canary: str | None, share: float,
                reason: dict[str, Any] | None = None) -> dict[str, Any]:
