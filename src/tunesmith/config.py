@@ -564,8 +564,10 @@ class RolloutConfig(_Section):
     """Canary rollout of the ``challenger`` alias behind the deployment name, rolled back
     automatically when its live traffic is worse than the champion's."""
 
-    mode: Literal["off", "canary"] = Field(
-        "off", description="`canary`: send a share of the deployment's traffic to the challenger alias's version."
+    mode: Literal["off", "canary", "shadow"] = Field(
+        "off", description="`canary`: send a share of the deployment's traffic to the challenger alias's version; "
+        "`shadow`: after each (of a share of) answered requests, the challenger answers a copy in the background; "
+        "its answer is only logged. `tunesmith rollout set` changes it in a running server."
     )
     challenger_alias: str = Field("challenger", description="Alias whose version is the canary.")
     share: float = Field(
@@ -588,10 +590,164 @@ class RolloutConfig(_Section):
     max_latency_ratio: float = Field(
         2.0, gt=0, description="Largest allowed canary p95 latency, as a multiple of the champion's."
     )
+    shadow_share: float = Field(
+        1.0, ge=0, le=1, description="`mode: shadow`: share of routing keys whose requests are copied to the "
+        "challenger (after the response is sent; shadow work yields to client requests)."
+    )
+    shadow_queue: int = Field(
+        16, ge=1, description="Shadow copies allowed to wait for the engine; more are dropped (and counted)."
+    )
+    agreement_fields: list[str] | None = Field(
+        None, description="Label fields compared for agreement (answers parsed as JSON: top-level scalar "
+        "fields; a plain answer is the field `answer`). Default: every field seen."
+    )
+    min_agreement: float | None = Field(
+        None, ge=0, le=1, description="Shadow: smallest allowed share of shadow answers equal to the champion's "
+        "answer to the same request, per label field (default: reported, not checked)."
+    )
+    max_label_distance: float | None = Field(
+        None, ge=0, le=1, description="Canary: largest allowed total variation distance between the canary's and "
+        "the champion's distribution of each label field (default: reported, not checked)."
+    )
+    promote_after: int | None = Field(
+        None, ge=1, description="Promote the challenger to champion (registry promote, its eval gate must pass) "
+        "after this many canary requests without a failed check. Default: off."
+    )
+
+
+class CacheConfig(_Section):
+    """The response cache of deterministic (``temperature: 0``) requests."""
+
+    max_entries: int = Field(
+        1024, ge=0, description="Requests whose answers are kept (least recently used first out); 0 = off."
+    )
+
+
+class MetricsConfig(_Section):
+    require_key: bool = Field(
+        True, description="`GET /metrics` needs `Authorization: Bearer <key>` like /v1 (false: open to "
+        "anyone who reaches the port; only on a trusted network)."
+    )
+
+
+class VllmConfig(_Section):
+    """``serve.engine: vllm``: the ``vllm serve`` child process that generates (GPU)."""
+
+    executable: str = Field("vllm", description="The vLLM command (a name on PATH or a path).")
+    port: int = Field(0, ge=0, le=65535, description="Loopback port of the child; 0 = a free one.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's --gpu-memory-utilization.")
+    max_model_len: int | None = Field(None, ge=1, description="vLLM's --max-model-len (default: the model's).")
+    max_lora_rank: int | None = Field(None, ge=1, description="vLLM's --max-lora-rank (default: the "
+                                      "largest rank among the versions).")
+    extra_args: list[str] = Field(default_factory=list, description="More arguments for `vllm serve`.")
+    startup_timeout: float = Field(600.0, gt=0, description="Seconds to wait for the child's /health.")
 
 
 class ServeConfig(_Section):
+    engine: Literal["tunesmith", "vllm"] = Field(
+        "tunesmith", description="`tunesmith`: the built-in engine (CPU or GPU); `vllm`: a `vllm serve` child "
+        "process generates, tunesmith keeps routing, auth, logging and metrics."
+    )
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+
+# --------------------------------------------------------------------------- review
+DEFAULT_REASON_CODES = ["wrong_label", "policy_change", "ambiguous_input", "bad_input", "off_topic", "other"]
+
+
+class ReviewConfig(_Section):
+    """Which answers people review (risk tiers) and how their decisions are recorded."""
+
+    rules: list[dict[str, str | list[str]]] = Field(
+        default_factory=list,
+        description="Mandatory review: each rule maps answer fields to a value or a list of values "
+        "(`{category: security}`, `{urgency: [critical, high]}`); an answer matching every key of any "
+        "rule is always reviewed.",
+    )
+    target_error: float = Field(
+        0.05, gt=0, lt=1, description="Largest error rate allowed among auto-approved answers: the confidence "
+        "threshold is the lowest one certified for it on validation answers.",
+    )
+    delta: float = Field(
+        0.1, gt=0, lt=1, description="Risk that the fitted threshold misses target_error (its guarantee holds "
+        "with probability 1 - delta).",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="A fixed confidence threshold instead of the fitted one (answers below it "
+        "go to review as low_confidence).",
+    )
+    sample_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of the remaining answers sent to review as quality control "
+        "(`sampled`; decided by a hash of the request id, so a replay decides the same).",
+    )
+    reason_codes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REASON_CODES),
+        description="Reason codes a reviewer may give (required to reject, optional to correct).",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_not_empty(cls, rules: list[dict[str, str | list[str]]]) -> list[dict[str, str | list[str]]]:
+        for i, rule in enumerate(rules):
+            if not rule or any(v == [] for v in rule.values()):
+                raise ValueError(f"rule {i} is empty: give field: value pairs, e.g. {{category: security}}")
+        return rules
+
+
+# --------------------------------------------------------------------------- monitor
+class MonitorQualityConfig(_Section):
+    """The CUSUM on the reviewed error rate of the sampled tier (docs/monitoring.md)."""
+
+    baseline_error: float | None = Field(
+        None, gt=0, lt=1, description="In-control error rate p0 of sampled (auto-approved) answers; default: "
+        "review.target_error, the rate the routing threshold is certified for.",
+    )
+    alarm_error: float | None = Field(
+        None, gt=0, lt=1, description="Error rate p1 the chart is tuned to detect fastest (> p0); default: 2 x p0.",
+    )
+    arl0: float = Field(
+        50_000, ge=100, description="In-control average run length: reviewed answers between false alarms at p0 "
+        "(sets the CUSUM threshold h).",
+    )
+    min_reviewed: int = Field(30, ge=1, description="Reviewed answers needed before a rate is reported.")
+
+
+class MonitorConfig(_Section):
+    """`tunesmith monitor`: drift of logged traffic against a reference, and reviewed quality."""
+
+    window: int = Field(500, ge=10, description="Latest answered requests compared with the reference.")
+    min_requests: int = Field(
+        100, ge=10, description="Fewest requests a window needs to be tested (fewer: a message and exit 2, no alarm).",
+    )
+    reference: Literal["snapshot", "previous"] = Field(
+        "snapshot", description="`snapshot`: the train split of the champion's training snapshot; `previous`: the "
+        "window of traffic before the latest one.",
+    )
+    max_reference: int = Field(2000, ge=50, description="Reference examples used (a seeded sample of the snapshot).")
+    alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="False-alarm rate of one monitor run, split evenly (Bonferroni) over its "
+        "drift checks.",
+    )
+    embedder: Literal["auto", "minilm", "hashing"] = Field(
+        "auto", description="Text embedder of the embedding-drift test: the offline MiniLM of the RAG rung, or a "
+        "hashing vectoriser; `auto`: MiniLM when installed.",
+    )
+    permutations: int = Field(2000, ge=100, description="Pooled permutations of the MMD test.")
+    classifier_permutations: int = Field(
+        0, ge=0, description="> 0: the domain classifier's own pooled permutation test decides embedding drift "
+        "(one cross-validated fit per permutation); 0: MMD decides, the classifier's AUC is the effect.",
+    )
+    min_length_ks: float = Field(0.1, ge=0, le=1, description="Smallest KS D of prompt lengths that alarms.")
+    min_unseen_rise: float = Field(
+        0.01, ge=0, le=1, description="Smallest rise of the share of words unseen in the reference that alarms.",
+    )
+    min_auc: float = Field(0.55, ge=0.5, le=1, description="Smallest domain-classifier ROC AUC that alarms.")
+    min_js: float = Field(0.1, ge=0, le=1, description="Smallest Jensen-Shannon distance of a label field that alarms.")
+    min_confidence_ks: float = Field(0.1, ge=0, le=1, description="Smallest KS D of confidences that alarms.")
+    quality: MonitorQualityConfig = Field(default_factory=MonitorQualityConfig)
 
 
 class Config(_Section):
@@ -605,6 +761,8 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     # Set by load_config: the directory relative paths are resolved against.
     _base_dir: Path = Path(".")

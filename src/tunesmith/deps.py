@@ -63,6 +63,8 @@ LLGUIDANCE = Requirement("llguidance", "llguidance", _extra("train"),
                          "constrained decoding (eval.output.decoding: constrained)")
 FASTAPI = Requirement("fastapi", "fastapi", _extra("serve"), "tunesmith serve")
 UVICORN = Requirement("uvicorn", "uvicorn", _extra("serve"), "tunesmith serve")
+PROMETHEUS = Requirement("prometheus_client", "prometheus-client", _extra("serve"),
+                         "tunesmith serve (/metrics)")
 
 
 def require(*requirements: Requirement) -> None:
@@ -91,7 +93,7 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
         if executor == "ray":
             reqs += [RAY]
     if "serve" in stages:
-        reqs += [FASTAPI, UVICORN]
+        reqs += [FASTAPI, UVICORN, PROMETHEUS]
     if stages & {"train", "eval", "serve"}:
         reqs += [TORCH, TRANSFORMERS, PEFT, SAFETENSORS, *_model_requirements(cfg)]
     if "train" in stages:

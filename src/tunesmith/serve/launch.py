@@ -102,14 +102,27 @@ def log_scrubber(cfg: Config) -> Callable[[str], str]:
     return pii_scrubber(cfg.data.pii, _salt(cfg))
 
 
-def canary_rollout(cfg: Config, ws: Workspace, catalog: ModelCatalog) -> Rollout | None:
-    """The canary rollout of ``serve.rollout`` over the catalog's aliases (None when off)."""
+def canary_rollout(cfg: Config, ws: Workspace, catalog: ModelCatalog) -> Rollout:
+    """The rollout of ``serve.rollout`` over the catalog's aliases. Built even when the config
+    says ``off``: ``tunesmith rollout set`` may switch a running server to shadow or canary."""
     from tunesmith.serve.rollout import Rollout, RolloutEvents
 
-    if cfg.serve.rollout.mode != "canary":
-        return None
     return Rollout(cfg.serve.rollout, catalog._aliases, catalog.versions, events=RolloutEvents(ws.db_path),
-                   salt=cfg.project)
+                   salt=cfg.project, promoter=registry_promoter(cfg))
+
+
+def registry_promoter(cfg: Config) -> Callable[[str, str], object] | None:
+    """``promote_after``'s promotion: the registry's gated promote of the champion alias, ``by:
+    rollout`` (the same ledger row as `tunesmith promote`). None without the registry."""
+    try:
+        from tunesmith.registry import ModelRegistry
+    except ImportError:
+        return None
+
+    def promote(version: str, reason: str) -> object:
+        return ModelRegistry.from_config(cfg).promote(version, "champion", reason=reason, by="rollout")
+
+    return promote
 
 
 def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue: int = 128,
@@ -129,6 +142,7 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
         TunesmithError: an unknown ``--model``, or a champion that cannot be loaded.
     """
     from tunesmith.serve.app import create_app
+    from tunesmith.serve.cache import ResponseCache
     from tunesmith.serve.requestlog import RequestLog
     from tunesmith.serve.service import DEFAULT_MAX_TOKENS, ChatService
     from tunesmith.workspace import Workspace
@@ -145,8 +159,10 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
     request_log = RequestLog(ws.db_path, scrub=scrub)
     service = ChatService(engine, catalog, request_log=request_log, max_queue=max_queue,
                           default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS,
-                          rollout=canary_rollout(cfg, ws, catalog))
-    return Loaded(create_app(service, keys=keys), engine, catalog, skipped)
+                          rollout=canary_rollout(cfg, ws, catalog),
+                          cache=ResponseCache(cfg.serve.cache.max_entries))
+    app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
+    return Loaded(app, engine, catalog, skipped)
 
 
 def run(app: FastAPI, *, host: str, port: int) -> None:

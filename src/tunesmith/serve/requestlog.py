@@ -13,6 +13,7 @@ and inserts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS request_log (
     status INTEGER NOT NULL,          -- HTTP status (499: the client went away)
     error TEXT,
     stream INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0, -- 1: answered from the response cache
+    shadow_of TEXT,                   -- variant shadow: the request_id of the champion's answer it copies
     PRIMARY KEY (request_id, choice)
 );
 CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
@@ -51,7 +54,9 @@ CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
 
 COLUMNS = ("request_id", "choice", "created", "model", "version", "adapter", "variant", "prompt", "answer",
            "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "first_token_ms", "status",
-           "error", "stream")
+           "error", "stream", "cached", "shadow_of")
+# columns added after the table's first release: connect() adds them to an older table
+ADDED_COLUMNS = {"cached": "INTEGER NOT NULL DEFAULT 0", "shadow_of": "TEXT"}
 
 
 @dataclass
@@ -79,12 +84,15 @@ class LogEntry:
     first_token_ms: float | None = None
     error: str | None = None
     stream: bool = False
+    cached: bool = False  # answered from the response cache
+    shadow_of: str | None = None  # a shadow copy: the champion's request id
 
     def rows(self, scrub: Callable[[str], str]) -> list[tuple[Any, ...]]:
         prompt = scrub(self.prompt) if self.prompt else self.prompt
         head = (self.request_id,)
         common = (self.created, self.model, self.version, self.adapter, self.variant, prompt)
-        tail = (self.latency_ms, self.first_token_ms, self.status, self.error, int(self.stream))
+        tail = (self.latency_ms, self.first_token_ms, self.status, self.error, int(self.stream), int(self.cached),
+                self.shadow_of)
         if not self.answers:
             return [(*head, 0, *common, None, None, self.prompt_tokens, None, *tail)]
         return [(*head, i, *common, scrub(a.text) if a.text else a.text, a.finish_reason, self.prompt_tokens,
@@ -95,6 +103,11 @@ def connect(db_path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(request_log)")}
+    for name, decl in ADDED_COLUMNS.items():
+        if name not in have:  # a workspace from an older tunesmith: the rows it holds keep the default
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                db.execute(f"ALTER TABLE request_log ADD COLUMN {name} {decl}")
     return db
 
 

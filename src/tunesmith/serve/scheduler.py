@@ -11,8 +11,19 @@ guarantee), a request with a ``seed`` runs in its own call (the engine seeds ans
 call with ``(seed, i)``, so its answers are what ``engine.generate([conv] * n, cfg)`` gives),
 and sampled requests without a seed share a call with a fresh random seed.
 
+Besides chat jobs (a conversation, rendered with the chat template) there are two kinds for
+``/v1/completions``: ``raw`` (continue token-id prompts as they are, no template) and ``score``
+(the log-probability of every token of a prompt: ``echo`` + ``logprobs``). Jobs of
+different kinds never share an engine call (the kind is part of the key).
+
 The queue is bounded: when ``max_queue`` jobs wait, ``submit`` raises :class:`QueueFull` (the
 server answers 429) instead of letting latency grow without limit.
+
+Background jobs (shadow copies, see :mod:`tunesmith.serve.shadow`) wait in a second bounded queue
+(``max_background``; a full one refuses them with :class:`QueueFull`, which the caller counts as a
+drop). The worker takes one only when no client job waits, never batches it with client jobs,
+and stops its engine call at the next token when a client job arrives (:class:`Preempted`): a
+client waits at most one decoding step for shadow work.
 """
 
 from __future__ import annotations
@@ -22,11 +33,12 @@ import dataclasses
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from tunesmith.generate.sampling import GenerationConfig
 
@@ -45,9 +57,18 @@ class ShuttingDown(Exception):
     """The server is stopping; the job was not run."""
 
 
+class Preempted(Exception):
+    """A background job's engine call was stopped because a client request arrived."""
+
+
 @dataclass(eq=False)
 class Job:
     """One request: ``n`` answers to ``conversation`` with ``cfg`` through ``adapter``.
+
+    ``kind``: ``chat`` (the default), ``raw`` (answer ``i`` continues ``prompts[i]``, token
+    ids, no chat template) or ``score`` (result ``i`` lists each token of ``prompts[i]`` with
+    its logprob and ``cfg.logprobs`` alternatives, see :meth:`Engine.prompt_logprobs`). For
+    both, ``n`` is ``len(prompts)``.
 
     ``key`` decides who may share an engine call (see :func:`batch_key`). ``on_token(choice,
     token_ids)`` (streaming) runs on the worker thread after each token of answer ``choice``;
@@ -63,12 +84,23 @@ class Job:
     on_token: Callable[[int, list[int]], None] | None = None
     future: Future[list[Generation]] = field(default_factory=Future)
     cancelled: bool = False  # set by the handler when its client went away before the job ran
+    kind: JobKind = "chat"
+    prompts: list[list[int]] | None = None  # raw and score jobs: token ids, one prompt per row
+    background: bool = False  # shadow work: runs only when no client job waits, stopped when one arrives
+    started: float | None = None  # perf_counter time the worker took it
 
 
-def batch_key(adapter: str | None, cfg: GenerationConfig, *, seeded: bool, request_id: str) -> Hashable:
+JobKind = Literal["chat", "raw", "score"]
+
+
+def batch_key(adapter: str | None, cfg: GenerationConfig, *, seeded: bool, request_id: str,
+              kind: JobKind = "chat") -> Hashable:
     """Jobs with equal keys run in one engine call. A seeded sampled request gets a key of its
     own (its answers depend on their index in the call)."""
-    settings = (adapter, cfg.max_new_tokens, cfg.temperature, cfg.top_p, tuple(cfg.stop), cfg.grammar)
+    if kind == "score":
+        return (adapter, kind, cfg.logprobs)
+    settings = (adapter, kind, cfg.max_new_tokens, cfg.temperature, cfg.top_p, tuple(cfg.stop), cfg.grammar,
+                cfg.logprobs)
     if cfg.greedy:
         return (*settings, "greedy")
     return (*settings, request_id if seeded else "unseeded")
@@ -82,23 +114,27 @@ class Scheduler:
         max_queue: jobs allowed to wait; more are refused with :class:`QueueFull`.
     """
 
-    def __init__(self, engine: Engine, *, max_queue: int = 128):
-        self.engine, self.max_queue = engine, max_queue
+    def __init__(self, engine: Engine, *, max_queue: int = 128, max_background: int = 16):
+        self.engine, self.max_queue, self.max_background = engine, max_queue, max_background
         self._pending: deque[Job] = deque()
+        self._background: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.batches = 0  # engine calls made
         self.busy = False  # a call is running
+        self.running = 0  # requests in the running call
 
     # ------------------------------------------------------------------ the handlers' side
     def submit(self, job: Job) -> Job:
         with self._cond:
             if self._stopping:
                 raise ShuttingDown
-            if len(self._pending) >= self.max_queue:
+            queue, limit = (self._background, self.max_background) if job.background else (self._pending,
+                                                                                           self.max_queue)
+            if len(queue) >= limit:
                 raise QueueFull
-            self._pending.append(job)
+            queue.append(job)
             self._cond.notify()
         return job
 
@@ -116,7 +152,8 @@ class Scheduler:
         """Refuse new jobs, fail the waiting ones, let the running call finish."""
         with self._cond:
             self._stopping = True
-            waiting, self._pending = list(self._pending), deque()
+            waiting, self._pending = list(self._pending) + list(self._background), deque()
+            self._background = deque()
             self._cond.notify_all()
         for job in waiting:
             _settle(job, error=ShuttingDown())
@@ -132,12 +169,16 @@ class Scheduler:
         """The oldest live job and every waiting job with its key, up to the batch size in
         answers (the oldest always goes, however many answers it asks for)."""
         with self._cond:
-            while not self._stopping and not any(not j.cancelled for j in self._pending):
+            while not self._stopping and not self._client_waiting() and not any(
+                    not j.cancelled for j in self._background):
                 self._pending = deque(j for j in self._pending if not j.cancelled)
+                self._background = deque(j for j in self._background if not j.cancelled)
                 self._cond.wait()
             if self._stopping:
                 return None
-            live = [j for j in self._pending if not j.cancelled]
+            background = not self._client_waiting()  # client jobs first, always
+            queue = self._background if background else self._pending
+            live = [j for j in queue if not j.cancelled]
             first, limit = live[0], self.engine.max_batch_size
             taken, rest, rows = [], deque(), 0
             for job in live:
@@ -146,17 +187,29 @@ class Scheduler:
                     rows += job.n
                 else:
                     rest.append(job)
-            self._pending = rest
-            self.busy = True
+            if background:
+                self._background = rest
+            else:
+                self._pending = rest
+            now = time.perf_counter()
+            for job in taken:
+                job.started = now
+            self.busy, self.running = True, len(taken)
             return taken
+
+    def _client_waiting(self) -> bool:
+        return any(not j.cancelled for j in self._pending)
 
     def _execute(self, batch: list[Job]) -> None:
         owners = [(job, choice) for job in batch for choice in range(job.n)]
+        background = batch[0].background
         cfg = batch[0].cfg
         if batch[0].random_seed:
             cfg = dataclasses.replace(cfg, seed=random.getrandbits(31))
 
         def on_token(index: int, token_ids: list[int]) -> None:
+            if background and self._pending:  # (no lock: a length read; iterating could race a submit)
+                raise Preempted  # out of the engine call: the client's job runs next
             job, choice = owners[index]
             if job.on_token is not None and not job.cancelled:
                 try:
@@ -166,10 +219,10 @@ class Scheduler:
                     job.cancelled = True
 
         try:
-            results = self.engine.generate([j.conversation for j, _ in owners], cfg, adapter=batch[0].adapter,
-                                           on_token=on_token)
+            results = self._call(batch, owners, cfg, on_token)
         except Exception as exc:
-            log.warning("engine call for %d request(s) failed: %s", len(batch), exc)
+            if not isinstance(exc, Preempted):
+                log.warning("engine call for %d request(s) failed: %s", len(batch), exc)
             for job in batch:
                 _settle(job, error=exc)
         else:
@@ -179,7 +232,18 @@ class Scheduler:
                 start += job.n
         finally:
             self.batches += 1
-            self.busy = False
+            self.busy, self.running = False, 0
+
+    def _call(self, batch: list[Job], owners: list[tuple[Job, int]], cfg: GenerationConfig,
+              on_token: Callable[[int, list[int]], None]) -> list[Any]:
+        """The engine call for a batch of one kind: ``n`` results per job, in job order."""
+        adapter, kind = batch[0].adapter, batch[0].kind
+        if kind in ("raw", "score"):
+            rows = [(j.prompts or [])[choice] for j, choice in owners]
+            if kind == "score":
+                return self.engine.prompt_logprobs(rows, top=cfg.logprobs or 0, adapter=adapter)
+            return self.engine.complete_ids(rows, cfg, adapter=adapter, on_token=on_token)
+        return self.engine.generate([j.conversation for j, _ in owners], cfg, adapter=adapter, on_token=on_token)
 
 
 def _settle(job: Job, *, result: list[Generation] | None = None, error: BaseException | None = None) -> None:

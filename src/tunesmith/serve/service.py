@@ -15,20 +15,24 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunesmith.errors import TunesmithError
 from tunesmith.generate.sampling import GenerationConfig, StopChecker
+from tunesmith.serve.cache import CachedAnswer, ResponseCache, cache_key
 from tunesmith.serve.catalog import ModelCatalog, Route
 from tunesmith.serve.errors import APIError
+from tunesmith.serve.logprobs import TokenText, chat_content
+from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.protocol import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     Usage,
@@ -77,15 +81,23 @@ class ChatService:
         max_queue: requests allowed to wait for the engine (more get 429).
         default_max_tokens: answer budget when a request names none.
         rollout: canary routing of the deployment name and its monitor (None: off).
+        cache: the response cache of greedy requests (None: off).
     """
 
+    endpoint = "chat"  # the metrics' label
+
     def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
-                 max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None):
+                 max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None,
+                 cache: ResponseCache | None = None):
         self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
         self.scheduler = Scheduler(engine, max_queue=max_queue)
         self.default_max_tokens = default_max_tokens
+        self.cache = cache if cache is not None and cache.enabled else None
+        self.metrics = ServeMetrics(waiting=lambda: self.scheduler.waiting, running=lambda: self.scheduler.running,
+                                    cache_entries=lambda: len(self.cache) if self.cache is not None else 0)
         self._ignored: set[str] = set()
         self._ignored_lock = threading.Lock()
+        self.token_text = TokenText(engine.tokenizer)  # logprobs: token id -> text, bytes
 
     def start(self) -> None:
         try:  # built once, before any request: handlers and the worker then share it
@@ -131,7 +143,8 @@ class ChatService:
                            param="messages", code="context_length_exceeded")
         try:
             cfg = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
-                                   stop=req.stops(), seed=req.seed or 0, grammar=grammar)
+                                   stop=req.stops(), seed=req.seed or 0, grammar=grammar,
+                                   logprobs=(req.top_logprobs or 0) if req.logprobs else None)
         except TunesmithError as exc:
             raise APIError(400, str(exc)) from None
         budget = max_new if context is None else min(max_new, context - len(prompt_ids))
@@ -189,32 +202,77 @@ class ChatService:
         except ShuttingDown:
             raise APIError(503, "the server is shutting down", code="shutting_down") from None
 
+    # ------------------------------------------------------------------ response cache
+    def cache_lookup(self, p: Prepared) -> tuple[Hashable | None, tuple[CachedAnswer, ...] | None]:
+        """(the request's cache key, its cached answers): (None, None) when it is not cacheable
+        or the cache is off; a lookup counts as a hit or a miss on /metrics."""
+        cacheable = self.cache is not None and p.cfg.logprobs is None  # cached answers keep no logprobs
+        key = cache_key(p.route.version, p.prompt_ids, p.cfg, p.n) if cacheable else None
+        if key is None:
+            return None, None
+        hit = self.cache.get(key)  # type: ignore[union-attr]
+        self.metrics.cache_lookup(hit is not None)
+        return key, hit
+
+    def cache_store(self, key: Hashable | None, gens: Sequence[Answered]) -> None:
+        if key is not None and self.cache is not None:
+            self.cache.put(key, [CachedAnswer(g.text, g.finish_reason, g.tokens) for g in gens])
+
+    # ------------------------------------------------------------------ complete
     async def complete(self, p: Prepared, model: str, started: float) -> ChatCompletion:
-        job = self._submit(p.job())
+        key, hit = self.cache_lookup(p)
+        if hit is not None:
+            self._record(p, model, started, 200, gens=hit, cached=True)
+            return _completion(p, model, hit)
+        gens, first_token = await self._generate(p, model, started)
+        self.cache_store(key, gens)
+        self._record(p, model, started, 200, gens=gens, first_token=first_token)
+        result = _completion(p, model, gens)
+        if p.cfg.logprobs is not None:
+            for choice, g in zip(result.choices, gens, strict=True):
+                choice.logprobs = self._logprobs(g)  # type: ignore[arg-type]
+        return result
+
+    def _logprobs(self, g: Generation) -> ChoiceLogprobs:
+        """The answer's tokens with their logprobs, the end-of-turn token left out (it is not
+        part of the content)."""
+        records = g.logprobs or []
+        if g.token_ids and g.token_ids[-1] in self.engine.stop_ids:
+            records = records[:-1]
+        return ChoiceLogprobs(content=chat_content(records, self.token_text))
+
+    async def _generate(self, p: Prepared, model: str, started: float) -> tuple[Sequence[Answered], float | None]:
+        """The engine's answers and when its first token came (perf_counter)."""
+        first = FirstToken()
+        job = p.job()
+        job.on_token = first
+        self._submit(job)
         try:
             gens = await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
             job.cancelled = True
-            self._record(p, model, started, 499, error="the client went away")
+            self._record(p, model, started, 499, error="the client went away", first_token=first.at)
             raise
         except Exception as exc:
             raise _engine_error(exc) from None
-        choices = [Choice(index=i, message=AssistantMessage(content=g.text), finish_reason=g.finish_reason)
-                   for i, g in enumerate(gens)]
-        result = ChatCompletion(id=p.request_id, choices=choices, model=model, usage=_usage(p, gens))
-        self._record(p, model, started, 200, gens=gens)
-        return result
+        return gens, first.at
 
     def stream(self, p: Prepared, model: str, started: float, *, include_usage: bool) -> AsyncIterator[str]:
         """Queue the job now (a full queue is a 429 before any byte is sent) and return its SSE
         lines: a role chunk per answer, text deltas as tokens come, a finish chunk per answer,
-        the usage chunk (``include_usage``), then ``data: [DONE]``. Call on the event loop."""
+        the usage chunk (``include_usage``), then ``data: [DONE]``. Call on the event loop.
+        A request the response cache holds is answered from it: one text chunk per answer."""
+        key, hit = self.cache_lookup(p)
+        if hit is not None:
+            return self._cached_chunks(p, model, started, hit, include_usage)
         loop = asyncio.get_running_loop()
+        first = FirstToken()
         events: asyncio.Queue[tuple[int, str, str | None] | None] = asyncio.Queue()
         checker = StopChecker(self.engine.tokenizer, self.engine.stop_ids, p.cfg.stop)
         streams = [TextStream(self.engine.tokenizer, checker, p.budget) for _ in range(p.n)]
 
         def on_token(choice: int, token_ids: list[int]) -> None:  # on the worker thread
+            first(choice, token_ids)
             delta, finish = streams[choice].update(token_ids)
             if delta or finish:
                 loop.call_soon_threadsafe(events.put_nowait, (choice, delta, finish))
@@ -223,11 +281,33 @@ class ChatService:
         job.on_token = on_token
         self._submit(job)
         job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
-        return self._chunks(p, model, started, job, events, streams, include_usage)
+        return self._chunks(p, model, started, job, events, streams, include_usage, first, key)
+
+    async def _cached_chunks(self, p: Prepared, model: str, started: float, hit: Sequence[CachedAnswer],
+                             include_usage: bool) -> AsyncIterator[str]:
+        """A cached answer as a stream: the role chunk, one chunk per answer with its whole text
+        and finish reason, the usage chunk, ``[DONE]``."""
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
+            body = ChatCompletionChunk(id=p.request_id, choices=choices, model=model, usage=usage)
+            return _sse(body, include_usage)
+
+        status = 499
+        try:
+            yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(p.n)])
+            for i, answer in enumerate(hit):
+                yield chunk([ChunkChoice(index=i, delta=Delta(content=answer.text or None),
+                                         finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
+            if include_usage:
+                yield chunk([], _usage(p, hit))
+            status = 200
+            yield "data: [DONE]\n\n"
+        finally:
+            self._record(p, model, started, status, gens=hit if status == 200 else None, stream=True, cached=True,
+                         error=None if status == 200 else "the client went away")
 
     async def _chunks(self, p: Prepared, model: str, started: float, job: Job,
                       events: asyncio.Queue[tuple[int, str, str | None] | None], streams: list[TextStream],
-                      include_usage: bool) -> AsyncIterator[str]:
+                      include_usage: bool, first: FirstToken, key: Hashable | None) -> AsyncIterator[str]:
         def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
             body = ChatCompletionChunk(id=p.request_id, choices=choices, model=model, usage=usage)
             return _sse(body, include_usage)
@@ -256,19 +336,30 @@ class ChatService:
             if include_usage:
                 yield chunk([], _usage(p, gens))
             status = 200
+            self.cache_store(key, gens)
             yield "data: [DONE]\n\n"
         finally:
             job.cancelled = status == 499
             ttft = None if first_token is None else (first_token - started) * 1000
             self._record(p, model, started, status, gens=gens, stream=True, first_token_ms=ttft,
-                         error=None if status == 200 else failure)
+                         error=None if status == 200 else failure, first_token=first.at)
 
     # ------------------------------------------------------------------ request log
-    def _record(self, p: Prepared, model: str, started: float, status: int, *, gens: list[Generation] | None = None,
-                stream: bool = False, first_token_ms: float | None = None, error: str | None = None) -> None:
-        if self.rollout is not None:
+    def _record(self, p: Prepared, model: str, started: float, status: int, *,
+                gens: Sequence[Answered] | None = None, stream: bool = False, first_token_ms: float | None = None,
+                error: str | None = None, first_token: float | None = None, cached: bool = False) -> None:
+        """One finished request: the rollout monitor (not for cached answers: they say nothing
+        new about the version), /metrics and the request log. ``first_token``: perf_counter
+        time of the first generated token."""
+        latency = time.perf_counter() - started
+        if self.rollout is not None and not cached:
             self.rollout.observe(p.route, status, [g.text for g in gens or []], p.cfg.grammar is not None,
-                                 (time.perf_counter() - started) * 1000)
+                                 latency * 1000)
+        self.metrics.observe(endpoint=self.endpoint, model=model, version=p.route.version, variant=p.route.variant,
+                             status=status, latency_s=latency,
+                             ttft_s=None if first_token is None else first_token - started,
+                             prompt_tokens=len(p.prompt_ids) if gens else 0,
+                             completion_tokens=sum(g.tokens for g in gens or []))
         if self.request_log is None:
             return
         answers = [Answer(g.text, g.finish_reason, g.tokens) for g in gens or []]
@@ -277,13 +368,16 @@ class ChatService:
             model=model, version=p.route.version, adapter=p.route.adapter, variant=p.route.variant,
             prompt=self.engine.tokenizer.decode(p.prompt_ids), prompt_tokens=len(p.prompt_ids), answers=answers,
             latency_ms=(time.perf_counter() - started) * 1000, first_token_ms=first_token_ms, error=error,
-            stream=stream))
+            stream=stream, cached=cached))
 
     def record_error(self, request_id: str, started: float, error: APIError, *, model: str | None,
                      route: Route | None, stream: bool) -> None:
         """A refused request (its status and message; no prompt was rendered)."""
         if self.rollout is not None and route is not None:  # an engine failure counts against its variant
             self.rollout.observe(route, error.status, [], False, (time.perf_counter() - started) * 1000)
+        self.metrics.observe(endpoint=self.endpoint, model=model if route else None,
+                             version=route.version if route else None, variant=route.variant if route else None,
+                             status=error.status)
         if self.request_log is None:
             return
         self.request_log.record(LogEntry(
@@ -293,7 +387,32 @@ class ChatService:
             error=error.message, stream=stream))
 
 
-def _usage(p: Prepared, gens: list[Generation]) -> Usage:
+class Answered(Protocol):
+    """An answer as the response needs it: an engine :class:`Generation` or a cached one."""
+
+    text: str
+    finish_reason: Any
+    tokens: int
+
+
+class FirstToken:
+    """An ``on_token`` callback that notes when the first token of any answer came."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self, choice: int, token_ids: list[int]) -> None:
+        if self.at is None:
+            self.at = time.perf_counter()
+
+
+def _completion(p: Prepared, model: str, gens: Sequence[Answered]) -> ChatCompletion:
+    choices = [Choice(index=i, message=AssistantMessage(content=g.text), finish_reason=g.finish_reason)
+               for i, g in enumerate(gens)]
+    return ChatCompletion(id=p.request_id, choices=choices, model=model, usage=_usage(p, gens))
+
+
+def _usage(p: Prepared, gens: Sequence[Answered]) -> Usage:
     """The prompt counts once (as rendered); every answer's generated tokens count, the
     end-of-turn token included."""
     completion = sum(g.tokens for g in gens)
