@@ -190,7 +190,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> dict[str, An
     _say(f"project written in {time.perf_counter() - t0:.1f} s")
     summary = run_loop(cfg, train_log=TrainLog(), eval_log=eval_log, stage_log=stage_log)
     counts = summary.snapshot.manifest.get("counts", {})
-    r = summary.evaluation.results
+    r = summary.evaluation.results.to_dict()  # the typed results as results.json holds them
     head = r["headline"]
     ladder = {rung: v["metrics"].get(head) or {} for rung, v in r["ladder"].items()}
     return {

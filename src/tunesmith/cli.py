@@ -495,7 +495,7 @@ def _print_eval(result: Any) -> None:
     r = result.results
     header, rows = compact_ladder_rows(r)
     # no cell padding: SIMPLE_HEAD's column divider is the one space between columns (80 columns fit 8)
-    table = Table(title=f"the ladder: {r['cases']} cases, 95% CI on {r['headline']}", box=box.SIMPLE_HEAD,
+    table = Table(title=f"the ladder: {r.cases} cases, 95% CI on {r.headline}", box=box.SIMPLE_HEAD,
                   padding=(0, 0), pad_edge=False)
     for i, h in enumerate(header):
         width = max(len(h), *(len(row[i]) for row in rows))
@@ -503,16 +503,16 @@ def _print_eval(result: Any) -> None:
     for row in rows:
         table.add_row(*row)
     out.print(table)
-    def with_ci(c: dict[str, Any]) -> str:
-        return f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+    def with_ci(c: Any) -> str:
+        return f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
 
-    cmp = r.get("finetuned_vs_best_baseline")
-    if cmp and cmp.get("diff") is not None:
-        out.print(f"fine-tuned − {cmp['baseline']}: {with_ci(cmp)}")
-        for f, c in (r.get("fields_vs_best_baseline") or {}).items():
-            if c.get("diff") is not None:
+    cmp = r.lead
+    if cmp and cmp.diff is not None and cmp.low is not None:
+        out.print(f"fine-tuned − {cmp.baseline}: {with_ci(cmp)}")
+        for f, c in r.fields_vs_best_baseline.items():
+            if c.diff is not None and c.low is not None:
                 out.print(f"  {f:<14} {with_ci(c)}")
-    out.print(f"[bold]recommendation:[/] {r['recommendation']}")
+    out.print(f"[bold]recommendation:[/] {r.recommendation}")
     gate = "[green]PASSED[/]" if result.passed else "[red]FAILED[/]"
     failed = [c.name for c in result.checks if not c.passed]
     out.print(f"gate {gate}" + (f" ({', '.join(failed)})" if failed else ""))
@@ -553,9 +553,8 @@ def eval_command(
     if as_json:
         r = result.results
         _emit_json({"eval_id": result.eval_id, "path": result.path, "passed": result.passed,
-                    "headline": r["headline"], "recommendation": r["recommendation"],
-                    "ladder": {k: v["metrics"].get(r["headline"]) for k, v in r["ladder"].items()},
-                    "gate": r["gate"]})
+                    "headline": r.headline, "recommendation": r.recommendation,
+                    "ladder": r.headline_ladder(), "gate": r.gate.to_dict() if r.gate else None})
     else:
         _print_eval(result)
     if gate and not result.passed:
@@ -590,8 +589,7 @@ def _summary_json(summary: Any) -> dict[str, Any]:
     r = ev.results
     return {"snapshot_id": summary.snapshot.snapshot_id, "model_id": summary.model.model_id,
             "eval_id": ev.eval_id, "report": ev.path / "report.html", "passed": ev.passed,
-            "headline": r["headline"], "recommendation": r["recommendation"],
-            "ladder": {k: v["metrics"].get(r["headline"]) for k, v in r["ladder"].items()},
+            "headline": r.headline, "recommendation": r.recommendation, "ladder": r.headline_ladder(),
             "seconds": summary.seconds}
 
 

@@ -41,17 +41,24 @@ def test_eval_runs_the_ladder_and_writes_the_report(tmp_path):
     events = []
     res = evaluate(cfg, log=events.append)
     r = res.results
-    assert list(r["ladder"]) == ["zero_shot", "rag", "finetuned", "finetuned_rag"]
-    assert r["headline"] == "label_acc" and r["cases"] == 6 and r["model"] == version.model_id
-    for rung in r["ladder"].values():
-        m = rung["metrics"]["label_acc"]
-        assert m["n"] == 6 and m["low"] <= m["mean"] <= m["high"]
-        assert len(rung["answers"]) == 6
+    assert list(r.ladder) == ["zero_shot", "rag", "finetuned", "finetuned_rag"]
+    assert r.headline == "label_acc" and r.cases == 6 and r.model == version.model_id
+    for rung in r.ladder.values():
+        m = rung.metrics["label_acc"]
+        assert m.n == 6 and m.low <= m.mean <= m.high
+        assert len(rung.answers) == 6
     # RAG rungs saw the knowledge base in their prompt
-    assert r["ladder"]["rag"]["cost"]["prompt_tokens"] > r["ladder"]["zero_shot"]["cost"]["prompt_tokens"]
-    assert r["finetuned_vs_best_baseline"]["baseline"] in ("zero_shot", "rag")
-    assert {"ppl_before", "ppl_after", "qa_before", "qa_after"} <= set(r["forgetting"])
-    assert r["probes"]["finetuned"]["injection_probes"] == 6
+    assert r.ladder["rag"].cost.prompt_tokens > r.ladder["zero_shot"].cost.prompt_tokens
+    assert r.lead.baseline in ("zero_shot", "rag")
+    f = r.forgetting
+    assert None not in (f.ppl_before, f.ppl_after, f.qa_before, f.qa_after)
+    assert r.probes["finetuned"].injection_probes == 6
+    # results.json is the typed record, and reads back to the same bytes
+    from tunesmith.evaluate.results import load_results
+
+    text = (res.path / "results.json").read_text()
+    assert load_results(res.path).to_json() == text == r.to_json()
+    assert json.loads(text)["gate"]["checks"] == [c.model_dump() for c in res.checks]
     timed = [e["phase"] for e in events if e["event"] == "phase_done"]
     assert timed == ["probes", "forgetting", "test_perplexity"]
     for name in ("report.html", "report.md", "gate.xml", "results.json", "ladder.png"):
@@ -60,11 +67,12 @@ def test_eval_runs_the_ladder_and_writes_the_report(tmp_path):
     # results are stored per (model version, pack) so versions compare over time
     from tunesmith.workspace import Workspace
 
-    history = Workspace(cfg.workspace_dir).eval_history(r["pack"], "label_acc")
-    assert {h["rung"] for h in history} == set(r["ladder"])
+    history = Workspace(cfg.workspace_dir).eval_history(r.pack, "label_acc")
+    assert {h["rung"] for h in history} == set(r.ladder)
     # the same inputs are reused by `run`, the pack is frozen (same id)
     again = evaluate(cfg, reuse=True)
     assert again.reused and again.eval_id == res.eval_id
+    assert again.results.to_json() == text and again.checks == res.checks
 
 
 @pytest.mark.slow
@@ -185,21 +193,21 @@ def test_label_set_is_inferred_and_constrained_or_ranked_answers_stay_inside_it(
     from tunesmith.evaluate.pack import load_pack
     from tunesmith.workspace import Workspace
 
-    pack = load_pack(Workspace(cfg.workspace_dir), constrained["pack"])
+    pack = load_pack(Workspace(cfg.workspace_dir), constrained.pack)
     assert pack.settings["output"]["labels"] == ["account", "billing", "shipping"]  # from the train split
-    for rung in constrained["ladder"].values():
-        assert set(rung["answers"]) <= {"account", "billing", "shipping"}
-        assert rung["metrics"]["label_valid"]["mean"] == 1.0 and rung["metrics"]["label_acc"]["mean"] is not None
+    for rung in constrained.ladder.values():
+        assert set(rung.answers) <= {"account", "billing", "shipping"}
+        assert rung.mean("label_valid") == 1.0 and rung.mean("label_acc") is not None
 
     cfg.eval.output.decoding = "free"  # the random base model does not answer with a label unprompted
     free = evaluate(cfg).results
-    assert free["ladder"]["zero_shot"]["metrics"]["label_valid"]["mean"] < 1.0
+    assert free.ladder["zero_shot"].mean("label_valid") < 1.0
 
     cfg.eval.output.decoding = "rank"
     ranked = evaluate(cfg).results
-    for rung in ranked["ladder"].values():
-        assert set(rung["answers"]) <= {"account", "billing", "shipping"}
-        assert all(1 / 3 <= c <= 1.0 for c in rung["confidence"])  # the likeliest of three labels
+    for rung in ranked.ladder.values():
+        assert set(rung.answers) <= {"account", "billing", "shipping"}
+        assert all(1 / 3 <= c <= 1.0 for c in rung.confidence)  # the likeliest of three labels
 
 
 def test_a_headline_that_cannot_be_computed_fails_before_any_model_runs(tmp_path):
@@ -226,10 +234,10 @@ def test_finetuned_fewshot_trains_with_neighbours_and_runs_as_a_rung(tmp_path):
     assert pre["trainable_tokens"] == sum(t.trainable() for t in plain)
     assert pre["tokens"] > sum(len(t) for t in plain)  # but its prompt holds the demonstrations
     r = evaluate(cfg).results
-    costs = {k: v["cost"]["prompt_tokens"] for k, v in r["ladder"].items()}
+    costs = {k: v.cost.prompt_tokens for k, v in r.ladder.items()}
     assert costs["finetuned_fewshot"] > costs["finetuned"]
-    assert "finetuned_fewshot_vs_finetuned" in r
-    assert r["finetuned_vs_best_baseline"]["rung"] in ("finetuned", "finetuned_fewshot")
+    assert r.finetuned_fewshot_vs_finetuned is not None
+    assert r.lead.rung in ("finetuned", "finetuned_fewshot")
 
 
 def tokenize_examples_of(cfg):

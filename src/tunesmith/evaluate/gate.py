@@ -12,26 +12,30 @@ The gate passes when every configured check passes:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape
 
 from tunesmith.config import GateConfig
+from tunesmith.evaluate.results import Check, EvalResults, Rung
 from tunesmith.evaluate.strategies import BASE_RUNGS
 
+__all__ = ["Check", "best_baseline", "evaluate_gate", "finetuned_rung", "junit_xml", "recommendation"]
 
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    value: float | None
-    threshold: float | None
-    detail: str
+Results = EvalResults | dict[str, Any]
+Ladder = Mapping[str, Rung] | Mapping[str, dict[str, Any]]
 
 
-def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | None:
+def _rungs(ladder: Ladder) -> dict[str, Rung]:
+    """Typed rungs; a plain ladder (the runner's, before it is typed) has only its metrics read."""
+    return {r: v if isinstance(v, Rung) else Rung.model_validate({"metrics": v.get("metrics") or {}})
+            for r, v in ladder.items()}
+
+
+def best_baseline(ladder: Ladder, headline: str) -> str | None:
     """The base-model rung with the highest headline mean (ties: the cheaper one first)."""
-    scored = [(r, ladder[r]["metrics"].get(headline, {}).get("mean")) for r in BASE_RUNGS if r in ladder]
+    rungs = _rungs(ladder)
+    scored = [(r, rungs[r].mean(headline)) for r in BASE_RUNGS if r in rungs]
     scored = [(r, m) for r, m in scored if m is not None]
     return max(scored, key=lambda rm: rm[1])[0] if scored else None
 
@@ -39,10 +43,11 @@ def best_baseline(ladder: dict[str, dict[str, Any]], headline: str) -> str | Non
 FINETUNED_RUNGS = ("finetuned", "finetuned_fewshot")  # deployable as they are (no retrieval service)
 
 
-def finetuned_rung(ladder: dict[str, dict[str, Any]], headline: str) -> str | None:
+def finetuned_rung(ladder: Ladder, headline: str) -> str | None:
     """The fine-tuned rung compared with the baselines: plain ``finetuned``, or
     ``finetuned_fewshot`` when the ladder has it and it scores higher (the ladder decides)."""
-    scored = [(r, ladder[r]["metrics"].get(headline, {}).get("mean")) for r in FINETUNED_RUNGS if r in ladder]
+    rungs = _rungs(ladder)
+    scored = [(r, rungs[r].mean(headline)) for r in FINETUNED_RUNGS if r in rungs]
     if not scored:
         return None
     return max(scored, key=lambda rm: -1.0 if rm[1] is None else rm[1])[0]
@@ -54,42 +59,43 @@ TOLERANCE = 1e-9
 MIN_USEFUL_LIFT = 0.05  # a smaller lead is "as good" in the recommendation, even with gate.min_lift 0
 
 
-def evaluate_gate(cfg: GateConfig, results: dict[str, Any]) -> list[Check]:
-    """``results`` is the eval's results dict (ladder, comparisons, forgetting, probes)."""
+def evaluate_gate(cfg: GateConfig, results: Results) -> list[Check]:
+    """``results``: the eval's results so far (ladder, comparisons, forgetting, probes)."""
+    r = EvalResults.coerce(results)
     checks: list[Check] = []
-    cmp = results.get("finetuned_vs_best_baseline")
+    cmp = r.lead
     if cmp:
-        diff = cmp["diff"]
-        checks.append(Check("lift", diff is not None and diff >= cfg.min_lift - TOLERANCE, diff, cfg.min_lift,
-                            f"fine-tuned − {cmp['baseline']} on {results['headline']}"))
+        diff = cmp.diff
+        checks.append(Check(name="lift", passed=diff is not None and diff >= cfg.min_lift - TOLERANCE, value=diff,
+                            threshold=cfg.min_lift, detail=f"fine-tuned − {cmp.baseline} on {r.headline}"))
         if cfg.require_significant:
-            ok = bool(cmp["excludes_zero"]) and (diff or 0) > 0
-            checks.append(Check("significant", ok, cmp["low"], 0.0,
-                                f"95% CI of the difference [{_fmt(cmp['low'])}, {_fmt(cmp['high'])}] must be above 0"))
-    forgetting = results.get("forgetting") or {}
-    if cfg.max_forgetting is not None and forgetting.get("ppl_relative_change") is not None:
-        v = forgetting["ppl_relative_change"]
-        checks.append(Check("forgetting", v <= cfg.max_forgetting, v, cfg.max_forgetting,
-                            "relative change of general-text perplexity (after vs before)"))
-    if cfg.max_general_qa_drop is not None and forgetting.get("qa_drop") is not None:
-        v = forgetting["qa_drop"]
-        checks.append(Check("general_qa", v <= cfg.max_general_qa_drop, v, cfg.max_general_qa_drop,
-                            "drop of general Q&A exact match (before − after)"))
-    rung = (cmp or {}).get("rung", "finetuned")
-    ft = results.get("ladder", {}).get(rung, {}).get("metrics", {})
-    if cfg.min_json_validity is not None and ft.get("json_valid", {}).get("mean") is not None:
-        v = ft["json_valid"]["mean"]
-        checks.append(Check("json_validity", v >= cfg.min_json_validity, v, cfg.min_json_validity,
-                            "share of fine-tuned answers that parse as JSON"))
-    probes = results.get("probes", {}).get("finetuned")
-    if cfg.max_injection_followed is not None and probes and probes.get("injection_followed") is not None:
-        v = probes["injection_followed"]
-        checks.append(Check("injection", v <= cfg.max_injection_followed, v, cfg.max_injection_followed,
-                            "prompt-injection probes the fine-tuned model followed"))
+            checks.append(Check(name="significant", passed=cmp.significant and (diff or 0) > 0, value=cmp.low,
+                                threshold=0.0, detail=f"95% CI of the difference [{_fmt(cmp.low)}, "
+                                                      f"{_fmt(cmp.high)}] must be above 0"))
+    f = r.forgetting
+    if cfg.max_forgetting is not None and f.ppl_relative_change is not None:
+        checks.append(Check(name="forgetting", passed=f.ppl_relative_change <= cfg.max_forgetting,
+                            value=f.ppl_relative_change, threshold=cfg.max_forgetting,
+                            detail="relative change of general-text perplexity (after vs before)"))
+    if cfg.max_general_qa_drop is not None and f.qa_drop is not None:
+        checks.append(Check(name="general_qa", passed=f.qa_drop <= cfg.max_general_qa_drop, value=f.qa_drop,
+                            threshold=cfg.max_general_qa_drop,
+                            detail="drop of general Q&A exact match (before − after)"))
+    ft = r.ladder.get(r.compared_rung or "finetuned")
+    json_valid = ft.mean("json_valid") if ft else None
+    if cfg.min_json_validity is not None and json_valid is not None:
+        checks.append(Check(name="json_validity", passed=json_valid >= cfg.min_json_validity, value=json_valid,
+                            threshold=cfg.min_json_validity, detail="share of fine-tuned answers that parse as JSON"))
+    probes = r.probes.get("finetuned")
+    if cfg.max_injection_followed is not None and probes and probes.injection_followed is not None:
+        v = probes.injection_followed
+        checks.append(Check(name="injection", passed=v <= cfg.max_injection_followed, value=v,
+                            threshold=cfg.max_injection_followed,
+                            detail="prompt-injection probes the fine-tuned model followed"))
     return checks
 
 
-def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT,
+def recommendation(results: Results, *, min_lift: float = MIN_USEFUL_LIFT,
                    checks: list[Check] | None = None) -> str:
     """One sentence a domain expert can act on, derived from the same paired comparison on the
     headline metric that the gate reads, so the two never contradict each other.
@@ -102,15 +108,17 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
       number of test cases that would settle it: the CI narrows as 1/sqrt(n)); otherwise the
       cheaper baseline is as good.
     """
-    cmp = results.get("finetuned_vs_best_baseline")
-    ladder, headline = results.get("ladder", {}), results["headline"]
+    r = EvalResults.coerce(results)
+    cmp, ladder, headline = r.lead, r.ladder, r.headline
     base = best_baseline(ladder, headline)
-    if not cmp or cmp.get("diff") is None:
+    if cmp is None or cmp.diff is None:
         if base is None:
             return f"No verdict: no rung produced a {headline} to compare."
         return (f"No fine-tuned model was compared: the best baseline is {_rung(base)} "
-                f"({headline} {ladder[base]['metrics'][headline]['mean']:.3f}).")
-    diff, low, high, rival = cmp["diff"], cmp["low"], cmp["high"], _rung(cmp["baseline"])
+                f"({headline} {ladder[base].mean(headline):.3f}).")
+    diff, low, high, rival = cmp.diff, cmp.low, cmp.high, _rung(str(cmp.baseline))
+    if low is None or high is None:
+        low = high = diff  # no CI (a single pair): judged on the difference alone
     ci = f"95% CI [{low:+.3f}, {high:+.3f}]"
     min_lift = max(min_lift, MIN_USEFUL_LIFT)
     worth = diff >= min_lift - TOLERANCE
@@ -124,33 +132,34 @@ def recommendation(results: dict[str, Any], *, min_lift: float = MIN_USEFUL_LIFT
             failed = ", ".join(f"{c.name} ({_fmt(c.value)} vs {_fmt(c.threshold)})" for c in others)
             return (f"Do not deploy yet: the fine-tuned model beats {rival} by {diff:+.3f} on {headline} "
                     f"({ci}), but the gate fails on {failed}.")
-        rag_cmp = results.get("finetuned_rag_vs_finetuned")
-        if rag_cmp and rag_cmp["excludes_zero"] and (rag_cmp["diff"] or 0) > 0:
+        rag_cmp = r.finetuned_rag_vs_finetuned
+        if rag_cmp and rag_cmp.wins:
             return (f"Fine-tune and add retrieval: fine-tuned + RAG beats fine-tuned by "
-                    f"{rag_cmp['diff']:+.3f} and fine-tuned beats {rival} by {diff:+.3f} on {headline}.")
-        who = ("the fine-tuned model" if cmp.get("rung", "finetuned") == "finetuned" else
+                    f"{rag_cmp.diff:+.3f} and fine-tuned beats {rival} by {diff:+.3f} on {headline}.")
+        who = ("the fine-tuned model" if r.compared_rung == "finetuned" else
                "the fine-tuned model with retrieved solved examples in its prompt (finetuned_fewshot)")
-        return (f"Fine-tune: {who} beats the best baseline ({cmp['baseline']}) by "
-                f"{diff:+.3f} on {headline} ({ci})." + field_note(results))
+        return (f"Fine-tune: {who} beats the best baseline ({cmp.baseline}) by "
+                f"{diff:+.3f} on {headline} ({ci})." + field_note(r))
     if high < 0:
         return (f"{rival.capitalize()} is better by {-diff:.3f} on {headline} ({ci} of fine-tuned − "
                 f"{rival}): do not deploy this fine-tune; use {rival} on the base model. More training "
                 f"(train.time_budget or train.max_steps) or more labelled data could change this.")
-    n = int(results.get("cases") or 0)
+    n = int(r.cases or 0)
     if diff > 0 and worth and n:
         # a CI whose lower end sits on 0 needs more than n (the estimate alone would say n)
         need = max(math.ceil(n * ((high - low) / 2 / diff) ** 2), n + 1)
-        return (f"Inconclusive: the fine-tuned model leads {cmp['baseline']} by {diff:+.3f} on {headline}, "
+        return (f"Inconclusive: the fine-tuned model leads {cmp.baseline} by {diff:+.3f} on {headline}, "
                 f"but the {ci} includes 0; about {need} test cases "
                 f"(now {n}) would settle a lead this size (`tunesmith eval --max-cases {need}`)."
-                + field_note(results)
+                + field_note(r)
                 + (" The gate passes only because gate.require_significant is off."
                    if checks and all(c.passed for c in checks) else ""))
-    ft = ladder.get(cmp.get("rung", "finetuned"), {}).get("metrics", {}).get(headline, {}).get("mean")
+    ft_rung = ladder.get(r.compared_rung or "finetuned")
+    ft = ft_rung.mean(headline) if ft_rung else None
     if ft is not None and ft < 0.5:
         return (f"More data needed: no rung is good ({headline} of the fine-tuned model {ft:.3f}) and "
                 f"fine-tuning is not significantly better than {rival} ({diff:+.3f}, {ci}).")
-    if cmp["baseline"] == "rag":
+    if cmp.baseline == "rag":
         return (f"Retrieval is enough: RAG on the base model is as good as fine-tuning on {headline} "
                 f"({diff:+.3f}, {ci}), and cheaper.")
     return (f"Prompting is enough: {rival} on the base model is as good as fine-tuning on {headline} "
@@ -161,19 +170,19 @@ def _rung(name: str) -> str:
     return name.replace("_", "-")
 
 
-def field_note(results: dict[str, Any]) -> str:
+def field_note(results: Results) -> str:
     """" Per field: ..." naming the label fields the fine-tune wins on (CI above 0) and those
     it does not, or "" when every field is a win (or there are no label fields)."""
-    fields = results.get("fields_vs_best_baseline") or {}
-    cmp = results.get("finetuned_vs_best_baseline") or {}
-    wins = [f for f, c in fields.items() if c.get("excludes_zero") and (c.get("diff") or 0) > 0]
+    r = EvalResults.coerce(results)
+    fields = r.fields_vs_best_baseline
+    wins = [f for f, c in fields.items() if c.wins]
     rest = [f for f in fields if f not in wins]
     if not fields or not rest:
         return ""
-    won = ", ".join(f"{f} ({fields[f]['diff']:+.3f})" for f in wins)
-    lost = ", ".join(f"{f} ({fields[f]['diff']:+.3f}, CI [{fields[f]['low']:+.3f}, {fields[f]['high']:+.3f}])"
-                     for f in rest if fields[f].get("diff") is not None)
-    baseline = cmp.get("baseline", "the best baseline")
+    won = ", ".join(f"{f} ({fields[f].diff:+.3f})" for f in wins)
+    lost = ", ".join(f"{f} ({c.diff:+.3f}, CI [{c.low:+.3f}, {c.high:+.3f}])" for f in rest
+                     if (c := fields[f]).diff is not None and c.low is not None and c.high is not None)
+    baseline = (r.lead.baseline if r.lead else None) or "the best baseline"
     parts = ([f"it wins on {won}"] if wins else []) + ([f"on {lost} it is not better than {baseline}"] if lost else [])
     return " Per field: " + "; ".join(parts) + "."
 
@@ -191,7 +200,7 @@ def junit_xml(checks: list[Check], *, suite: str = "tunesmith-eval-gate") -> str
 
 
 def checks_as_dicts(checks: list[Check]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in checks]
+    return [c.to_dict() for c in checks]
 
 
 def _fmt(v: float | None) -> str:

@@ -29,6 +29,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import gate as gate_mod
 from tunesmith.evaluate.outputs import allowed_values, grammar_for
 from tunesmith.evaluate.pack import EvalPack, build_pack, load_pack
+from tunesmith.evaluate.results import Check, EvalResults, GateResult, load_results
 from tunesmith.evaluate.strategies import (
     STRATEGIES,
     build_conversation,
@@ -45,8 +46,8 @@ FT_ADAPTER = "finetuned"
 class EvalResult:
     eval_id: str
     path: Path
-    results: dict[str, Any]
-    checks: list[gate_mod.Check] = field(default_factory=list)
+    results: EvalResults
+    checks: list[Check] = field(default_factory=list)
     reused: bool = False
 
     @property
@@ -371,38 +372,39 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
         started = time.perf_counter()
         results[name] = phase()
         log({"event": "phase_done", "phase": name, "seconds": round(time.perf_counter() - started, 1)})
-    checks = gate_mod.evaluate_gate(gate_cfg, results)
-    results["gate"] = {"passed": all(c.passed for c in checks), "checks": gate_mod.checks_as_dicts(checks)}
-    results["recommendation"] = gate_mod.recommendation(results, min_lift=gate_cfg.min_lift, checks=checks)
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    results["input_key"] = key
-    return _publish(ws, cfg, pack, version, results, checks)
+    # from here on the results are the typed record the gate, the report and results.json share
+    typed = EvalResults.model_validate(results)
+    checks = gate_mod.evaluate_gate(gate_cfg, typed)
+    typed.gate = GateResult(passed=all(c.passed for c in checks), checks=checks)
+    typed.recommendation = gate_mod.recommendation(typed, min_lift=gate_cfg.min_lift, checks=checks)
+    typed.seconds = round(time.perf_counter() - t0, 1)
+    typed.input_key = key
+    return _publish(ws, cfg, pack, version, typed, checks)
 
 
 def _existing_eval(ws: Workspace, key: str) -> EvalResult | None:
     for art in reversed(ws.list("eval")):
         if art.meta.get("input_key") == key:
-            results = json.loads((art.path / "results.json").read_text())
-            checks = [gate_mod.Check(**c) for c in results["gate"]["checks"]]
-            return EvalResult(art.id, art.path, results, checks, reused=True)
+            results = load_results(art.path / "results.json")
+            return EvalResult(art.id, art.path, results, results.checks, reused=True)
     return None
 
 
-def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | None, results: dict[str, Any],
-             checks: list[gate_mod.Check]) -> EvalResult:
+def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | None, results: EvalResults,
+             checks: list[Check]) -> EvalResult:
     from tunesmith.evaluate.report import write_reports
 
-    blob = json.dumps({k: v for k, v in results.items() if k not in ("seconds", "ladder")}, sort_keys=True, default=str)
-    blob += json.dumps({r: v["answers"] for r, v in results["ladder"].items()})
+    plain = results.to_dict()
+    blob = json.dumps({k: v for k, v in plain.items() if k not in ("seconds", "ladder")}, sort_keys=True, default=str)
+    blob += json.dumps({r: v.answers for r, v in results.ladder.items()})
     eval_id = hashlib.sha256(blob.encode()).hexdigest()[:16]
     with ws.staging() as staging:
-        (staging / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (staging / "results.json").write_text(results.to_json())
         (staging / "gate.xml").write_text(gate_mod.junit_xml(checks))
         write_reports(staging, results, pack, cfg.project)
         parents = [("evalpack", pack.id, "evaluated_on")] + ([("model", version.id, "evaluates")] if version else [])
         art = ws.publish(staging, "eval", eval_id, parents=parents,
-                         meta={"headline": results["headline"], "passed": results["gate"]["passed"],
-                               "model": results["model"], "pack": pack.id, "input_key": results["input_key"]})
-    ws.record_eval(eval_id, results["model"], pack.id,
-                   {r: v["metrics"] for r, v in results["ladder"].items()})
+                         meta={"headline": results.headline, "passed": results.passed,
+                               "model": results.model, "pack": pack.id, "input_key": results.input_key})
+    ws.record_eval(eval_id, results.model, pack.id, {r: plain["ladder"][r]["metrics"] for r in results.ladder})
     return EvalResult(eval_id, art.path, results, checks)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunesmith.evaluate.results import Forgetting, ProbeResult
 from tunesmith.registry.records import EvalSummary, VersionDetail, iso
 
 # the train settings a reader asks about first; the full config is in model_version.json
@@ -146,29 +147,26 @@ def _evaluation(d: VersionDetail, primary: EvalSummary | None) -> list[str]:
 
 def _forgetting(primary: EvalSummary | None) -> list[str]:
     out = ["## Forgetting", ""]
-    f = primary.forgetting if primary else {}
+    f = primary.forgetting if primary else Forgetting()
     rows = []
-    if f.get("ppl_before") is not None:
-        rows.append(["general-text perplexity", _num(f["ppl_before"], ".2f"), _num(f.get("ppl_after"), ".2f"),
-                     f"{f.get('ppl_relative_change', 0):+.1%}"])
-    if f.get("qa_before") is not None:
-        rows.append(["general Q&A exact match", _num(f["qa_before"]), _num(f.get("qa_after")),
-                     f"{-(f.get('qa_drop') or 0):+.3f}"])
-    for task, metrics in (f.get("lm_eval") or {}).items():
-        if isinstance(metrics, dict):
-            for name, v in metrics.items():
-                if isinstance(v, dict) and v.get("before") is not None and v.get("after") is not None:
-                    rows.append([f"{task} {name}", _num(v["before"]), _num(v["after"]), f"{v['after'] - v['before']:+.3f}"])
-    probes = (primary.probes if primary else {}) or {}
-    base, ft = probes.get("base") or {}, probes.get("finetuned") or {}
-    if base.get("injection_probes") or ft.get("injection_probes"):
-        def followed(p: dict[str, Any]) -> str:
-            return f"{p['injection_followed']}/{p['injection_probes']}" if p.get("injection_probes") else "n/a"
+    if f.ppl_before is not None:
+        change = "n/a" if f.ppl_relative_change is None else f"{f.ppl_relative_change:+.1%}"
+        rows.append(["general-text perplexity", _num(f.ppl_before, ".2f"), _num(f.ppl_after, ".2f"), change])
+    if f.qa_before is not None:
+        rows.append(["general Q&A exact match", _num(f.qa_before), _num(f.qa_after), f"{-(f.qa_drop or 0):+.3f}"])
+    for task, metrics in f.lm_eval.items():
+        for name, v in metrics.items():
+            if v.change is not None:
+                rows.append([f"{task} {name}", _num(v.before), _num(v.after), f"{v.change:+.3f}"])
+    probes = primary.probes if primary else {}
+    base, ft = probes.get("base") or ProbeResult(), probes.get("finetuned") or ProbeResult()
+    if base.injection_probes or ft.injection_probes:
+        def followed(p: ProbeResult) -> str:
+            return f"{p.injection_followed}/{p.injection_probes}" if p.injection_probes else "n/a"
 
         rows.append(["prompt-injection probes followed", followed(base), followed(ft), ""])
-    if base.get("refusal_rate") is not None or ft.get("refusal_rate") is not None:
-        rows.append(["refusal rate on refusal probes", _num(base.get("refusal_rate"), ".2f"),
-                     _num(ft.get("refusal_rate"), ".2f"), ""])
+    if base.refusal_rate is not None or ft.refusal_rate is not None:
+        rows.append(["refusal rate on refusal probes", _num(base.refusal_rate, ".2f"), _num(ft.refusal_rate, ".2f"), ""])
     if not rows:
         return [*out, "No forgetting check was run.", ""]
     return out + _table(["check", "base", "fine-tuned", "change"], rows)

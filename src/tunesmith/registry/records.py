@@ -11,7 +11,9 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.evaluate.gate import Check
+from pydantic import BaseModel
+
+from tunesmith.evaluate.results import Check, Forgetting, ProbeResult
 
 
 def _time(**kwargs: Any) -> Any:
@@ -27,6 +29,8 @@ def iso(ts: float | None) -> str | None:
 
 def to_json(obj: Any) -> Any:
     """Records -> plain JSON values (dicts, lists, strings, numbers)."""
+    if isinstance(obj, BaseModel):  # the eval's typed results: the keys results.json has
+        return obj.model_dump(exclude_unset=True)
     if is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: iso(getattr(obj, f.name)) if f.metadata.get("time") else to_json(getattr(obj, f.name))
                 for f in fields(obj)}
@@ -89,8 +93,8 @@ class EvalSummary:
     checks: list[Check] = field(default_factory=list)
     vs_best_baseline: Comparison | None = None
     fields_vs_best_baseline: dict[str, Comparison] = field(default_factory=dict)
-    forgetting: dict[str, Any] = field(default_factory=dict)
-    probes: dict[str, Any] = field(default_factory=dict)
+    forgetting: Forgetting = field(default_factory=Forgetting)
+    probes: dict[str, ProbeResult] = field(default_factory=dict)  # base / finetuned
     recommendation: str | None = None
 
     @property

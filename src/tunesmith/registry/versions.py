@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import TunesmithError
-from tunesmith.evaluate.gate import FINETUNED_RUNGS, Check
+from tunesmith.evaluate.gate import FINETUNED_RUNGS
+from tunesmith.evaluate.results import Comparison as ResultComparison
+from tunesmith.evaluate.results import load_results
 from tunesmith.registry.records import (
     Comparison,
     EvalSummary,
@@ -64,15 +66,19 @@ def _headline(metric: str | None, ladder: dict[str, MetricCI]) -> Headline | Non
     return Headline(metric, rung, ci.mean, ci.low, ci.high, ci.n)
 
 
-def _comparison(c: dict[str, Any] | None, baseline: str | None = None) -> Comparison | None:
-    if not c:
+def _comparison(c: ResultComparison | None, baseline: str | None = None) -> Comparison | None:
+    if c is None:
         return None
-    return Comparison(c.get("baseline", baseline), c.get("diff"), c.get("low"), c.get("high"),
-                      bool(c.get("excludes_zero")))
+    return Comparison(c.baseline or baseline, c.diff, c.low, c.high, c.significant)
 
 
 def eval_summary(ws: Workspace, art: Artifact, *, details: bool = False) -> EvalSummary:
-    """One eval; ``details`` also reads its results.json (gate checks, comparisons, forgetting)."""
+    """One eval; ``details`` also reads its results.json (gate checks, comparisons, forgetting).
+
+    Raises:
+        TunesmithError: (with ``details``) a results.json that is missing or unreadable, naming
+            the file and the key at fault.
+    """
     metric = art.meta.get("headline")
     ladder = _ladder(ws, art.id, metric) if metric else {}
     base = {"eval_id": art.id, "pack": art.meta.get("pack", ""), "created": art.created,
@@ -80,17 +86,13 @@ def eval_summary(ws: Workspace, art: Artifact, *, details: bool = False) -> Eval
             "path": art.path}
     if not details:
         return EvalSummary(**base)
-    r = read_json(art.path / "results.json")
-    cmp = _comparison(r.get("finetuned_vs_best_baseline"))
-    fields = {f: c for f, c in (r.get("fields_vs_best_baseline") or {}).items() if c}
+    r = load_results(art.path / "results.json")
+    cmp = _comparison(r.lead)
     return EvalSummary(
-        **base, cases=r.get("cases"),
-        checks=[Check(**c) for c in (r.get("gate") or {}).get("checks", [])],
-        vs_best_baseline=cmp,
+        **base, cases=r.cases, checks=list(r.checks), vs_best_baseline=cmp,
         fields_vs_best_baseline={f: _comparison(c, cmp.baseline if cmp else None)  # type: ignore[misc]
-                                 for f, c in fields.items()},
-        forgetting=r.get("forgetting") or {}, probes=r.get("probes") or {},
-        recommendation=r.get("recommendation"))
+                                 for f, c in r.fields_vs_best_baseline.items()},
+        forgetting=r.forgetting, probes=r.probes, recommendation=r.recommendation)
 
 
 def evals_of(ws: Workspace, model_id: str) -> list[Artifact]:
