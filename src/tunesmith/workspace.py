@@ -241,6 +241,35 @@ def connect_db(db_path: Path) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
+@contextlib.contextmanager
+def transaction(db_path: Path, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """One explicit transaction on the workspace database. ``write=True`` takes the write lock at
+    the start (``BEGIN IMMEDIATE``), so a read-check-append sequence (the alias still points
+    where the caller saw it; the reviewer has not decided this item yet) cannot interleave with
+    another process doing the same. Commits on success, rolls back on any error."""
+    db = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+
+
+def append_only(table: str, message: str | None = None) -> str:
+    """SQL for two triggers that make ``table`` refuse UPDATE and DELETE (an append-only ledger:
+    a row is corrected by appending another). ``message`` is the error SQLite raises."""
+    message = (message or f"{table} is append-only").replace("'", "''")
+    return "".join(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table}\n"
+        f"BEGIN SELECT RAISE(ABORT, '{message}'); END;\n" for verb in ("UPDATE", "DELETE"))
+
+
 def _fsync_tree(root: Path) -> None:
     """Flush file contents before the rename publishes them (crash safety)."""
     for path in root.rglob("*"):

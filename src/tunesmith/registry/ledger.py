@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tunesmith.errors import TunesmithError
 from tunesmith.registry.records import AliasMove
-from tunesmith.workspace import Workspace
+from tunesmith.workspace import Workspace, append_only, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alias_moves (
@@ -34,14 +33,10 @@ CREATE TABLE IF NOT EXISTS alias_moves (
     gate_passed INTEGER
 );
 CREATE INDEX IF NOT EXISTS alias_moves_by_alias ON alias_moves (alias, seq);
-CREATE TRIGGER IF NOT EXISTS alias_moves_no_update BEFORE UPDATE ON alias_moves
-BEGIN SELECT RAISE(ABORT, 'alias_moves is an append-only ledger'); END;
-CREATE TRIGGER IF NOT EXISTS alias_moves_no_delete BEFORE DELETE ON alias_moves
-BEGIN SELECT RAISE(ABORT, 'alias_moves is an append-only ledger'); END;
 CREATE VIEW IF NOT EXISTS current_aliases AS
     SELECT m.alias, m.to_model AS model_id, m.at, m.seq FROM alias_moves m
     WHERE m.seq = (SELECT MAX(seq) FROM alias_moves WHERE alias = m.alias);
-"""
+""" + append_only("alias_moves", "alias_moves is an append-only ledger")
 COLUMNS = ("seq", "at", "by", "alias", "from_model", "to_model", "action", "reason", "forced",
            "gate_eval", "gate_pack", "gate_passed")
 
@@ -66,21 +61,10 @@ class AliasLedger:
         finally:
             db.close()
 
-    @contextlib.contextmanager
-    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.ws.db_path, timeout=30, isolation_level=None)
-        try:
-            # a write reads the current state and appends in one transaction that holds the
-            # write lock from the start: two concurrent promotions cannot both see the same "from"
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def _connect(self, *, write: bool = False) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        # a write reads the current state and appends in one transaction that holds the
+        # write lock from the start: two concurrent promotions cannot both see the same "from"
+        return transaction(self.ws.db_path, write=write)
 
     def moves(self, alias: str | None = None, model_id: str | None = None) -> list[AliasMove]:
         """Every move (of one alias, or touching one version), oldest first."""
