@@ -36,6 +36,7 @@ from tunesmith.generate.kv import (
 )
 
 if TYPE_CHECKING:
+    from tunesmith.generate.logprobs import TokenLogprob
     from tunesmith.generate.sampling import FinishReason
 
 
@@ -52,10 +53,11 @@ class Request:
     started: float = 0.0
     seconds: float = 0.0
     matcher: Any = None  # constrained decoding: the grammar state this request's tokens follow
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per generated token, when asked for
 
     def reset(self, generator: torch.Generator | None) -> None:
         """Forget progress (after an out-of-memory back-off): it will be re-run from scratch."""
-        self.generated, self.finish, self.generator = [], None, generator
+        self.generated, self.finish, self.generator, self.logprobs = [], None, generator, []
         if self.matcher is not None:
             self.matcher.reset()
 

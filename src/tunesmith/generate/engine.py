@@ -43,6 +43,7 @@ from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, r
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.constrain import Constrainer
 from tunesmith.generate.kv import SharedPrefix
+from tunesmith.generate.logprobs import TokenLogprob, pick_logprobs, sequence_logprobs
 from tunesmith.generate.sampling import (
     FinishReason,
     GenerationConfig,
@@ -94,6 +95,7 @@ class Generation:
     finish_reason: FinishReason
     seconds: float
     token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, with cfg.logprobs set
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -326,15 +328,28 @@ class Engine:
         Raises:
             GenerationError: a text is empty or longer than the model's context.
         """
-        prompts = []
-        for i, text in enumerate(texts):
-            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        prompts = [self.tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+        return self.complete_ids(prompts, cfg, adapter=adapter)
+
+    def complete_ids(
+        self, prompts: list[list[int]], cfg: GenerationConfig | None = None, *, adapter: str | None = None,
+        on_token: OnToken | None = None,
+    ) -> list[Generation]:
+        """:meth:`complete` for prompts given as token ids (the server's ``/v1/completions``).
+
+        Raises:
+            GenerationError: a prompt is empty or longer than the model's context.
+        """
+        for i, ids in enumerate(prompts):
             if not ids:
                 raise GenerationError(f"text {i}: empty prompt; give at least one token to continue")
-            prompts.append(ids)
+        return self._generate(prompts, cfg or GenerationConfig(), adapter, self.raw_stop_ids, on_token)
+
+    @property
+    def raw_stop_ids(self) -> list[int]:
+        """Where a raw-text continuation ends: an end-of-turn token or the end-of-text token."""
         eos = self.tokenizer.eos_token_id
-        stop_ids = [*self.stop_ids, *([eos] if eos is not None and eos not in self.stop_ids else [])]
-        return self._generate(prompts, cfg or GenerationConfig(), adapter, stop_ids)
+        return [*self.stop_ids, *([eos] if eos is not None and eos not in self.stop_ids else [])]
 
     def _generate(self, prompts: list[list[int]], cfg: GenerationConfig, adapter: str | None,
                   stop_ids: list[int], on_token: OnToken | None = None) -> list[Generation]:
@@ -389,7 +404,8 @@ class Engine:
     def _result(self, r: Request, checker: StopChecker) -> Generation:
         assert r.finish is not None  # every request ends before _decode returns
         text, reason = checker.text(r.generated, r.finish)
-        return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated))
+        logprobs = list(r.logprobs) if r.logprobs else None
+        return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated), logprobs)
 
     def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker,
                 on_token: OnToken | None = None) -> None:
@@ -437,10 +453,15 @@ class Engine:
                  checker: StopChecker, constrainer: Constrainer | None = None,
                  on_token: OnToken | None = None) -> torch.Tensor:
         """Pick each row's next token (among those its grammar allows, if it has one), record
-        it, and mark rows that are done."""
+        it, and mark rows that are done. Logprobs (``cfg.logprobs``) come from the raw logits,
+        before the grammar's mask (see :mod:`.logprobs`)."""
+        raw = logits.clone() if cfg.logprobs is not None and constrainer is not None else logits
         if constrainer is not None:
             constrainer.mask(logits, [r.matcher for r in requests])
         tokens = pick_tokens(logits, cfg, [r.generator for r in requests])
+        if cfg.logprobs is not None:
+            for r, record in zip(requests, pick_logprobs(raw, tokens, cfg.logprobs), strict=True):
+                r.logprobs.append(record)
         now = time.perf_counter()
         for r, token in zip(requests, tokens.tolist(), strict=True):
             if r.matcher is not None:
@@ -519,6 +540,34 @@ class Engine:
                                               adapter=adapter)
             out.append([-s.nll for s in scores])
         return out
+
+    def prompt_logprobs(self, prompts: list[list[int]], *, top: int = 0,
+                        adapter: str | None = None) -> list[list[TokenLogprob | None]]:
+        """Every token's log-probability given the tokens before it (the first: None), with the
+        ``top`` most likely alternatives: OpenAI's ``echo`` + ``logprobs`` for a raw prompt.
+
+        Raises:
+            GenerationError: a prompt is longer than the model's context.
+        """
+        for i, ids in enumerate(prompts):
+            if self.context is not None and len(ids) > self.context:
+                raise GenerationError(f"text {i}: {len(ids)} tokens exceed the model's context of {self.context}")
+        results: list[list[TokenLogprob | None] | None] = [None if len(p) > 1 else [None] * len(p) for p in prompts]
+
+        def attempt() -> None:
+            todo = [i for i, r in enumerate(results) if r is None]
+            tokens = min(SCORE_TOKENS, self.max_batch_tokens or SCORE_TOKENS)
+            for batch in plan_batches([len(prompts[i]) for i in todo], max_rows=self.max_batch_size,
+                                      max_tokens=tokens):
+                idx = [todo[j] for j in batch]
+                self._peak = max(self._peak, len(idx))
+                for i, r in zip(idx, sequence_logprobs(self.model, [prompts[i] for i in idx], self.pad_id, top),
+                                strict=True):
+                    results[i] = r
+
+        with self._running(adapter):
+            self._with_backoff(attempt, lambda: None, what="scoring")
+        return [r for r in results if r is not None]
 
     def _score(self, requests: list[ScoreRequest], adapter: str | None) -> list[Score]:
         for i, r in enumerate(requests):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.generate.logprobs import MAX_TOP
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -32,6 +33,7 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     seed: int = 0
     grammar: Grammar | None = None  # constrained decoding: every answer follows it
+    logprobs: int | None = None  # record each token's logprob and this many alternatives (None: off)
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,6 +45,8 @@ class GenerationConfig:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             problems.append(f"stop must be a list of non-empty strings, got {self.stop!r}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP:
+            problems.append(f"logprobs must be None or 0 to {MAX_TOP} alternatives, got {self.logprobs}")
         if problems:
             raise TunesmithError("generation config: " + "; ".join(problems))
 
