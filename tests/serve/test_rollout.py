@@ -19,6 +19,7 @@ from tunesmith.serve.rollout import (
     Rollout,
     RolloutEvents,
     Router,
+    config_key,
     route_key,
 )
 
@@ -191,7 +192,8 @@ def test_rollout_routes_the_deployment_and_recovers_after_rollback(tmp_path):
     assert rollout.route(champion, "user:ann") == champion
     rows = events.read()
     assert [e["event"] for e in rows][-3:] == ["start", "set", "abort"]
-    assert (rows[-2]["share"], rows[-2]["reason"], rows[-2]["canary"]) == (0.25, {"why": "ramp"}, "v3")
+    assert (rows[-2]["share"], rows[-2]["reason"], rows[-2]["canary"]) == (
+        0.25, {"why": "ramp", "settings": {"share": 0.25}, "config": config_key(cfg)}, "v3")
 
 
 def test_observe_counts_server_errors_and_json_only_where_asked(tmp_path):
@@ -227,7 +229,9 @@ def test_config_section_defaults_and_bounds():
     with pytest.raises(ValueError):
         RolloutConfig(share=1.5)
     with pytest.raises(ValueError):
-        RolloutConfig(mode="shadow")
+        RolloutConfig(mode="blue-green")
+    assert (r.shadow_share, r.shadow_queue, r.promote_after, r.min_agreement, r.max_label_distance) == (
+        1.0, 16, None, None, None)
 
 
 # ------------------------------------------------------------------ end to end

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS request_log (
     stream INTEGER NOT NULL DEFAULT 0,
     cached INTEGER NOT NULL DEFAULT 0, -- 1: answered from the response cache
     shadow_of TEXT,                   -- variant shadow: the request_id of the champion's answer it copies
+    json_asked INTEGER,               -- 1: response_format asked for JSON (the rollout's JSON validity)
     PRIMARY KEY (request_id, choice)
 );
 CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
@@ -54,9 +55,9 @@ CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
 
 COLUMNS = ("request_id", "choice", "created", "model", "version", "adapter", "variant", "prompt", "answer",
            "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "first_token_ms", "status",
-           "error", "stream", "cached", "shadow_of")
+           "error", "stream", "cached", "shadow_of", "json_asked")
 # columns added after the table's first release: connect() adds them to an older table
-ADDED_COLUMNS = {"cached": "INTEGER NOT NULL DEFAULT 0", "shadow_of": "TEXT"}
+ADDED_COLUMNS = {"cached": "INTEGER NOT NULL DEFAULT 0", "shadow_of": "TEXT", "json_asked": "INTEGER"}
 
 
 @dataclass
@@ -86,13 +87,14 @@ class LogEntry:
     stream: bool = False
     cached: bool = False  # answered from the response cache
     shadow_of: str | None = None  # a shadow copy: the champion's request id
+    json_asked: bool | None = None  # response_format asked for JSON (None: not known, refused requests)
 
     def rows(self, scrub: Callable[[str], str]) -> list[tuple[Any, ...]]:
         prompt = scrub(self.prompt) if self.prompt else self.prompt
         head = (self.request_id,)
         common = (self.created, self.model, self.version, self.adapter, self.variant, prompt)
         tail = (self.latency_ms, self.first_token_ms, self.status, self.error, int(self.stream), int(self.cached),
-                self.shadow_of)
+                self.shadow_of, None if self.json_asked is None else int(self.json_asked))
         if not self.answers:
             return [(*head, 0, *common, None, None, self.prompt_tokens, None, *tail)]
         return [(*head, i, *common, scrub(a.text) if a.text else a.text, a.finish_reason, self.prompt_tokens,

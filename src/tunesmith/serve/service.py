@@ -40,12 +40,14 @@ from tunesmith.serve.protocol import (
 from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
 from tunesmith.serve.rollout import Rollout, route_key
 from tunesmith.serve.scheduler import Job, QueueFull, Scheduler, ShuttingDown, batch_key
+from tunesmith.serve.shadow import ShadowRunner
 from tunesmith.serve.streaming import TextStream
 
 if TYPE_CHECKING:
     from tunesmith.generate.constrain import Grammar
     from tunesmith.generate.engine import Engine, Generation
     from tunesmith.models.chat import Messages
+    from tunesmith.serve.completions import CompletionService
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class Prepared:
     n: int
     budget: int  # the tokens each answer may take: max tokens, cut to the context left
     seeded: bool
+    answers: list[str] | None = None  # the answers sent (set once the request succeeded)
 
     def job(self) -> Job:
         key = batch_key(self.route.adapter, self.cfg, seeded=self.seeded, request_id=self.request_id)
@@ -90,7 +93,10 @@ class ChatService:
                  max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None,
                  cache: ResponseCache | None = None):
         self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
-        self.scheduler = Scheduler(engine, max_queue=max_queue)
+        shadow_queue = getattr(getattr(rollout, "cfg", None), "shadow_queue", 16)
+        self.scheduler = Scheduler(engine, max_queue=max_queue, max_background=shadow_queue)
+        self.shadow = None if rollout is None else ShadowRunner(self.scheduler, rollout, request_log=request_log,
+                                                                decode=engine.tokenizer.decode)
         self.default_max_tokens = default_max_tokens
         self.cache = cache if cache is not None and cache.enabled else None
         self.metrics = ServeMetrics(waiting=lambda: self.scheduler.waiting, running=lambda: self.scheduler.running,
@@ -117,6 +123,12 @@ class ChatService:
     def new_request_id() -> str:
         return f"chatcmpl-{uuid.uuid4().hex}"
 
+    def completion_service(self) -> CompletionService:
+        """The ``/v1/completions`` endpoint over this service's engine, queue, routing and logs."""
+        from tunesmith.serve.completions import CompletionService
+
+        return CompletionService(self)
+
     def route(self, req: ChatCompletionRequest, request_id: str, route_header: str | None = None) -> Route:
         """The catalog's route; for the deployment name, the canary's when the rollout picks it
         (routing key: ``user``, else the route-key header, else the request id)."""
@@ -125,6 +137,19 @@ class ChatService:
             return route
         key, _ = route_key(req.user, route_header, request_id)
         return self.rollout.route(route, key)
+
+    def after_response(self, p: Prepared, req: ChatCompletionRequest, route_header: str | None = None) -> None:
+        """Once the response has been sent: in shadow mode, a copy of a successful request to
+        the deployment goes to the challenger (see :mod:`tunesmith.serve.shadow`). Never raises."""
+        if self.shadow is None or p.answers is None or req.model != self.catalog.deployment:
+            return
+        try:
+            key, _ = route_key(req.user, route_header, p.request_id)
+            target = self.rollout.shadow_route(p.route, key)  # type: ignore[union-attr]
+            if target is not None:
+                self.shadow.submit(p, target, req.model, p.answers)
+        except Exception:
+            log.exception("the shadow copy of %s was not sent", p.request_id)
 
     # ------------------------------------------------------------------ 1. prepare
     async def prepare(self, req: ChatCompletionRequest, request_id: str, route: Route) -> Prepared:
@@ -352,6 +377,8 @@ class ChatService:
         new about the version), /metrics and the request log. ``first_token``: perf_counter
         time of the first generated token."""
         latency = time.perf_counter() - started
+        if status == 200 and gens:
+            p.answers = [g.text for g in gens]
         if self.rollout is not None and not cached:
             self.rollout.observe(p.route, status, [g.text for g in gens or []], p.cfg.grammar is not None,
                                  latency * 1000)
@@ -368,7 +395,7 @@ class ChatService:
             model=model, version=p.route.version, adapter=p.route.adapter, variant=p.route.variant,
             prompt=self.engine.tokenizer.decode(p.prompt_ids), prompt_tokens=len(p.prompt_ids), answers=answers,
             latency_ms=(time.perf_counter() - started) * 1000, first_token_ms=first_token_ms, error=error,
-            stream=stream, cached=cached))
+            stream=stream, cached=cached, json_asked=p.cfg.grammar is not None))
 
     def record_error(self, request_id: str, started: float, error: APIError, *, model: str | None,
                      route: Route | None, stream: bool) -> None:
