@@ -426,8 +426,9 @@ def train(
 @_user_errors
 def export(
     config: ConfigOpt = Path(CONFIG_FILENAME),
-    model: Annotated[str | None, typer.Option(help="Model version id (or prefix); default the latest.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder; default <workspace>/exports/<id>.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model version id (or prefix) or alias; default the latest.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Also copy the export to this folder (it is always published in the workspace).")] = None,
     gguf: Annotated[str, typer.Option(
         help="auto: also write a GGUF file where the architecture allows (Llama), say why not elsewhere; "
              "on: always (fails for other architectures); off: never.",
@@ -435,7 +436,8 @@ def export(
     gguf_dtype: Annotated[str, typer.Option(help="f32, f16 or q8_0.")] = "f16",
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge a model version into a standalone HF model (+ GGUF) and check they answer alike."""
+    """Merge a model version into a standalone HF model (+ GGUF), check they answer alike, and
+    publish it in the workspace with its lineage (the same version and settings again: reused)."""
     from tunesmith.train.export import export_model
     from tunesmith.train.recipe import quiet_libraries
     from tunesmith.workspace import Workspace
@@ -447,7 +449,9 @@ def export(
         raise TunesmithError(f"--gguf-dtype must be f32, f16 or q8_0, got '{gguf_dtype}'")
     cfg = load_config(config)
     ws = Workspace(cfg.workspace_dir)
-    version = ws.get("model", model) if model else ws.latest("model")
+    from tunesmith.registry import ModelRegistry
+
+    version = ModelRegistry(ws, cfg.project).resolve(model) if model else ws.latest("model")  # id, prefix or alias
     if version is None:
         raise TunesmithError(f"no model version in {ws.root}; run `tunesmith train` first")
     console = err if as_json else out
@@ -455,15 +459,21 @@ def export(
     result = export_model(ws, version.id, out_dir=out_dir, gguf=write_gguf, gguf_dtype=gguf_dtype,  # type: ignore[arg-type]
                           log=lambda e: console.print(f"  {e['phase']}: {e['seconds']:.1f} s"))
     if as_json:
-        _emit_json({"model_id": version.id, "merged": result.merged_dir, "gguf": result.gguf_path,
+        _emit_json({"model_id": version.id, "export_id": result.export_id, "path": result.path,
+                    "reused": result.reused, "copied_to": result.copied_to, "formats": result.formats,
+                    "files": result.files, "merged": result.merged_dir, "gguf": result.gguf_path,
                     "gguf_skipped": result.gguf_skipped, "checks": result.checks})
         return
+    out.print(f"[green]export[/] {result.export_id} of model version {version.id[:12]}"
+              + (" (already published with these settings; reused)" if result.reused else ""))
     out.print(f"[green]merged[/] {result.merged_dir}")
     if result.gguf_path:
         out.print(f"[green]gguf[/] {result.gguf_path}")
     elif result.gguf_skipped:
         out.print(f"[yellow]no GGUF file[/]: {escape(result.gguf_skipped)}")
     out.print(f"equivalence checks passed: {result.report_path}")
+    if result.copied_to:
+        out.print(f"copied to {result.copied_to}")
 
 
 # ---------------------------------------------------------------------------- eval
@@ -756,6 +766,11 @@ def _print_lineage(d: Any) -> None:
                          if cmp and cmp.diff is not None and cmp.low is not None and cmp.high is not None else "")
                       + ", gate " + ("[green]passed[/]" if e.passed else f"[red]failed[/] ({failed})"),
                       highlight=False)
+    out.print("[bold]→ exports[/]" + ("" if d.exports else " none (`tunesmith export --model ...`)"))
+    for x in d.exports:
+        size = sum(f.get("bytes") or 0 for f in x.files)
+        out.print(f"  {x.export_id} {_when(x.created)}  {', '.join(x.formats)}, {len(x.files)} files, {size:,} bytes"
+                  + (f"; no GGUF: {escape(x.gguf_skipped)}" if x.gguf_skipped else "") + f"; {x.path}", highlight=False)
     out.print("[bold]→ alias moves[/]" + ("" if d.alias_moves else " none"))
     for mv in d.alias_moves:
         gate = {True: "gate passed", False: "gate failed", None: "no gate"}[mv.gate_passed]
@@ -865,6 +880,133 @@ def rollback(
     _print_change(change, "rolled back")
 
 
+# ---------------------------------------------------------------------------- rollout
+rollout_app = typer.Typer(help="Shadow and canary rollout of the challenger alias: status, set, promote, abort.",
+                          no_args_is_help=True)
+app.add_typer(rollout_app, name="rollout")
+ReasonOpt = Annotated[str | None, typer.Option(help="Why; recorded in the rollout events.")]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _print_rollout(st: dict[str, Any]) -> None:
+    src = st["settings_from"]
+    where = "the config" if src == "config" else (
+        f"event {src['seq']} ({src['event']} by {src['by']}, {_when(src['time'])}"
+        + (f": {src['why']}" if src["why"] else "") + ")")
+    out.print(f"[bold]rollout of {escape(st['project'])}[/]: mode {st['mode']}, canary share {st['share']:g}, "
+              f"shadow share {st['shadow_share']:g} (from {escape(where)})", highlight=False, soft_wrap=True)
+    out.print(f"champion {(st['champion'] or '-')[:12]}, {escape(st['challenger_alias'])} "
+              f"{(st['challenger'] or '(alias not set)')[:12]}, promote after "
+              f"{st['promote_after'] or 'off'}; windows: latest {st['window']} requests", highlight=False)
+    table = Table("variant", "requests", "errors", "JSON valid", "p95 ms", box=None)
+    for variant, w in st["windows"].items():
+        json_cell = "-" if w["json_validity"] is None else f"{_pct(w['json_validity'])} of {w['json_requests']}"
+        table.add_row(variant, str(w["requests"]), _pct(w["error_rate"]), json_cell,
+                      "-" if w["p95_latency_ms"] is None else f"{w['p95_latency_ms']:.0f}")
+    out.print(table)
+    for variant, fields in st["agreement"].items():
+        if not fields:
+            continue
+        how = "share equal to the champion's answer" if variant == "shadow" else "distance from the champion's labels"
+        cells = [f"{escape(f)} " + (_pct(a["agreement"]) if variant == "shadow" else f"{a['distance']:.3f}")
+                 + f" (n {a['answers']})" for f, a in fields.items()]
+        out.print(f"agreement, {variant} ({how}): " + ", ".join(cells), highlight=False, soft_wrap=True)
+    for variant, c in st["checks"].items():
+        verdict = "[green]passed[/]" if c["passed"] else "[red]failed[/]: " + ", ".join(c["failed"]) + (
+            f" ({', '.join(c['failed_fields'])})" if c["failed_fields"] else "")
+        out.print(f"checks, {variant} vs champion: {verdict}", highlight=False)
+    if st["events"]:
+        out.print("[bold]latest events[/]")
+    for e in st["events"]:
+        reason = e["reason"] or {}
+        why = reason.get("why") or ", ".join(reason.get("failed") or []) or reason.get("error") or ""
+        out.print(f"  {e['seq']:>4} {_when(e['time'])} {e['event']:<15} share {e['share']:g}  "
+                  f"{escape(str(why))[:100]}", highlight=False)
+
+
+@rollout_app.command("status")
+@_user_errors
+def rollout_status(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    events: Annotated[int, typer.Option(help="How many of the latest events to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mode, shares, per-variant window stats, agreement per label field, checks, latest events
+    (from the workspace database: works while a server runs)."""
+    from tunesmith.serve.rollout_admin import rollout_status as status
+
+    st = status(load_config(config), events=events)
+    if as_json:
+        _emit_json(st)
+        return
+    _print_rollout(st)
+
+
+@rollout_app.command("set")
+@_user_errors
+def rollout_set(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    mode: Annotated[str | None, typer.Option(help="off, canary or shadow.")] = None,
+    share: Annotated[float | None, typer.Option(help="Canary share of routing keys, 0..1.")] = None,
+    shadow_share: Annotated[float | None, typer.Option(help="Shadow: share of requests copied, 0..1.")] = None,
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change the rollout; running servers apply it within a second (no restart)."""
+    from tunesmith.serve.rollout_admin import set_rollout
+
+    done = set_rollout(load_config(config), mode=mode, share=share, shadow_share=shadow_share, reason=reason, by=by)
+    if as_json:
+        _emit_json(done)
+        return
+    s = done["settings"]
+    out.print(f"rollout set (event {done['event']['seq']}): mode {s['mode']}, canary share {s['share']:g}, "
+              f"shadow share {s['shadow_share']:g}", highlight=False)
+
+
+@rollout_app.command("promote")
+@_user_errors
+def rollout_promote(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    force: Annotated[bool, typer.Option("--force", help="Promote without a passed gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias ledger.")] = None,
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Promote the challenger's version to champion (the eval gate rules of `tunesmith promote`)."""
+    from tunesmith.registry import to_json
+    from tunesmith.serve.rollout_admin import promote_challenger
+
+    change, event = promote_challenger(load_config(config), force=force, reason=reason, by=by)
+    if as_json:
+        _emit_json({**to_json(change), "changed": change.changed, "event": event})
+        return
+    _print_change(change, "promoted from the challenger")
+
+
+@rollout_app.command("abort")
+@_user_errors
+def rollout_abort(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    reason: Annotated[str, typer.Option(help="Why (required); recorded in the rollout events.")] = "",
+    by: ByOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop all challenger traffic now (canary and shadow share 0); running servers apply it within a second."""
+    from tunesmith.serve.rollout_admin import abort_rollout
+
+    done = abort_rollout(load_config(config), reason=reason, by=by)
+    if as_json:
+        _emit_json(done)
+        return
+    out.print(f"rollout aborted (event {done['event']['seq']}): no traffic to the challenger; "
+              f"`tunesmith rollout set --share ...` resumes it", highlight=False)
+
+
 # ---------------------------------------------------------------------------- serve
 @app.command()
 @_user_errors
@@ -943,6 +1085,37 @@ def predict(
         return
     out.print(f"[green]wrote[/] {result.records} answers by {result.model} → {escape(str(result.output))} "
               f"({result.answered} answered now, {result.failed} unreadable records, {result.seconds} s)")
+
+
+# ---------------------------------------------------------------------------- monitor
+@app.command()
+@_user_errors
+def monitor(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    window: Annotated[int | None, typer.Option(help="Latest answered requests to test (default monitor.window).")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="snapshot: the champion's training data; previous: the window before the latest (default monitor.reference).")] = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with plots here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drift and quality of logged traffic against a reference. Exit 1 on an alarm (recorded in
+    the workspace as a retrain trigger), 2 when a window is too small to test."""
+    cfg = load_config(config)
+    deps.preflight(cfg, ["monitor"])
+    from tunesmith.monitor import console, html
+    from tunesmith.monitor.runner import run_monitor
+
+    report = run_monitor(cfg, window=window, reference=reference)
+    if html_path is not None:
+        html.write(report, html_path)
+    if as_json:
+        _emit_json(report.to_json() | ({"html": str(html_path)} if html_path else {}))
+    else:
+        console.print_report(report, out)
+        if html_path is not None:
+            out.print(f"report → {escape(str(html_path))}", highlight=False)
+    if report.alarm:
+        raise typer.Exit(1)
 
 
 def main() -> None:

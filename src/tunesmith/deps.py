@@ -65,6 +65,8 @@ FASTAPI = Requirement("fastapi", "fastapi", _extra("serve"), "tunesmith serve")
 UVICORN = Requirement("uvicorn", "uvicorn", _extra("serve"), "tunesmith serve")
 PROMETHEUS = Requirement("prometheus_client", "prometheus-client", _extra("serve"),
                          "tunesmith serve (/metrics)")
+SCIPY = Requirement("scipy", "scipy", _extra("monitor"), "tunesmith monitor (drift and quality statistics)")
+SKLEARN = Requirement("sklearn", "scikit-learn", _extra("monitor"), "tunesmith monitor (drift tests)")
 
 
 def require(*requirements: Requirement) -> None:
@@ -94,6 +96,8 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
             reqs += [RAY]
     if "serve" in stages:
         reqs += [FASTAPI, UVICORN, PROMETHEUS]
+    if "monitor" in stages:
+        reqs += [SCIPY, SKLEARN]  # the embedder is optional: monitor falls back to hashing
     if stages & {"train", "eval", "serve"}:
         reqs += [TORCH, TRANSFORMERS, PEFT, SAFETENSORS, *_model_requirements(cfg)]
     if "train" in stages:
@@ -123,7 +127,8 @@ def preflight(cfg: Config, stages: Iterable[str], *, executor: str = "local") ->
 
 
 KNOWN = (TORCH, TRANSFORMERS, PEFT, ACCELERATE, SAFETENSORS, GGUF, STARTER, TENSORBOARD, MLFLOW, BITSANDBYTES,
-         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE, FASTAPI, UVICORN)
+         BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE, FASTAPI, UVICORN,
+         SCIPY, SKLEARN)
 
 
 def hint_for(exc: BaseException) -> str | None:

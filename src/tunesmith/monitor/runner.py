@@ -1,0 +1,243 @@
+"""``tunesmith monitor``: one run compares the latest traffic window with its reference, reads
+the reviewed answers, and records any alarm as a retrain trigger.
+
+Significance is shared out: the run's false-alarm budget ``monitor.alpha`` is split evenly
+(Bonferroni) over the drift checks it runs, so a run of six checks at alpha 0.01 judges each at
+0.0017 and a no-drift window alarms in at most 1% of runs (20 windows: P(two or more false
+alarms) < 2%). The quality chart has its own stated design (an average run length), because it
+watches a stream, not a window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tunesmith.config import Config, MonitorConfig
+from tunesmith.errors import TunesmithError
+from tunesmith.evaluate.retrieval import Embedder
+from tunesmith.monitor import alarms as alarm_table
+from tunesmith.monitor import drift
+from tunesmith.monitor.embedders import choose_embedder
+from tunesmith.monitor.quality import Cusum, CusumDesign, Rate, error_rate
+from tunesmith.monitor.reviews import Reviewed, load_reviewed
+from tunesmith.monitor.traffic import (
+    NotEnoughTraffic,
+    Window,
+    answer_labels,
+    snapshot_window,
+    traffic_windows,
+)
+from tunesmith.workspace import Workspace
+
+KINDS = {"input": "input_drift", "output": "output_drift"}
+DETECT_WITHIN = 300  # the horizon the CUSUM design reports P(alarm within) for
+
+
+@dataclass
+class QualityReport:
+    """Reviewed answers: error rates per tier and the CUSUM over the sampled tier."""
+
+    tiers: dict[str, Rate]
+    design: dict[str, float]
+    reviewed: int  # sampled answers the chart has seen
+    statistic: float
+    alarms: list[int]  # 1-based positions in the sampled stream
+    alarm: bool  # an alarm no earlier run recorded
+    path: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class MonitorReport:
+    project: str
+    created: float
+    reference: str
+    current: str
+    n_reference: int
+    n_current: int
+    versions: dict[str, int]
+    embedder: str
+    embedder_why: str
+    alpha: float
+    alpha_per_check: float
+    findings: list[drift.Finding]
+    quality: QualityReport | None
+    alarms: list[alarm_table.Alarm] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def alarm(self) -> bool:
+        return any(f.alarm for f in self.findings) or bool(self.quality and self.quality.alarm)
+
+    def to_json(self, *, samples: bool = False) -> dict[str, Any]:
+        """Everything but the raw per-request values (``samples=True`` keeps them)."""
+        out = asdict(self)
+        out["alarm"] = self.alarm
+        if not samples:
+            for f in out["findings"]:
+                f["detail"] = {k: v for k, v in f["detail"].items()
+                               if k not in ("reference_lengths", "current_lengths", "reference", "current")
+                               or f["check"].startswith("output.label")}
+            if out["quality"]:
+                out["quality"].pop("path", None)
+        return out
+
+
+def run_monitor(cfg: Config, *, window: int | None = None, reference: str | None = None,
+                record: bool = True, reviewed: list[Reviewed] | None = None) -> MonitorReport:
+    """Compare the latest ``window`` requests with ``reference`` (``snapshot`` | ``previous``).
+
+    Raises:
+        NotEnoughTraffic: a window has fewer than ``monitor.min_requests`` answered requests.
+        TunesmithError: no snapshot to compare with, or a bad option.
+    """
+    m = cfg.monitor
+    size = window or m.window
+    mode = reference or m.reference
+    if mode not in ("snapshot", "previous"):
+        raise TunesmithError(f"--reference must be snapshot or previous, got {mode!r}")
+    if size < m.min_requests:
+        raise NotEnoughTraffic(f"a window of {size} requests is below monitor.min_requests ({m.min_requests}); "
+                               f"use --window {m.min_requests} or more")
+    ws = Workspace(cfg.workspace_dir)
+    windows = traffic_windows(ws.db_path, size, count=2 if mode == "previous" else 1)
+    current = _enough(windows[0], m.min_requests, "the latest window")
+    ref = (_enough(windows[1], m.min_requests, "the previous window") if mode == "previous"
+           else _snapshot_reference(cfg, ws))
+    findings, choice_name, choice_why = _drift_findings(cfg, ref, current)
+    per_check = findings[0].alpha if findings else m.alpha
+    quality = _quality(cfg, ws, reviewed)
+    report = MonitorReport(cfg.project, time.time(), ref.label, current.label, len(ref.records),
+                           len(current.records), current.versions, choice_name, choice_why, m.alpha, per_check,
+                           findings, quality)
+    if current.unmatched_prompts:
+        report.notes.append(f"{current.unmatched_prompts} prompt(s) in no known chat template were compared whole")
+    if record:
+        report.alarms = _record(ws, report, current)
+    return report
+
+
+def _enough(window: Window, needed: int, what: str) -> Window:
+    if len(window.records) < needed:
+        raise NotEnoughTraffic(
+            f"{what} holds {len(window.records)} answered request(s); at least {needed} are needed to test for drift "
+            "(monitor.min_requests). This is not an alarm and nothing was recorded: serve more traffic, or use a "
+            "smaller --window.")
+    return window
+
+
+def _snapshot_reference(cfg: Config, ws: Workspace) -> Window:
+    """The train split of the champion's snapshot (else the latest version's, else the latest snapshot)."""
+    from tunesmith.data.pipeline import _salt
+    from tunesmith.registry.ledger import AliasLedger
+    from tunesmith.registry.versions import version_record
+    from tunesmith.serve.requestlog import pii_scrubber
+
+    snapshot_id = None
+    champion = AliasLedger(ws).current().get("champion")
+    model = ws.get("model", champion) if champion else ws.latest("model")
+    if model is not None:
+        snapshot_id = version_record(model).get("snapshot")
+    art = ws.get("snapshot", snapshot_id) if snapshot_id else ws.latest("snapshot")
+    if art is None:
+        raise TunesmithError(f"no training snapshot in {ws.root} to compare traffic with: run `tunesmith prepare`, "
+                             "or use --reference previous")
+    scrub = pii_scrubber(cfg.data.pii, _salt(cfg))
+    return snapshot_window(art.path, art.id, scrub=scrub, limit=cfg.monitor.max_reference, seed=cfg.seed)
+
+
+def _label_fields(cfg: Config) -> tuple[list[str], bool]:
+    out = cfg.eval.output
+    if out.kind == "label":
+        return ["label"], True
+    return list(out.label_fields), False
+
+
+def _drift_findings(cfg: Config, ref: Window, cur: Window) -> tuple[list[drift.Finding], str, str]:
+    fields, whole = _label_fields(cfg)
+    choice = choose_embedder(cfg.monitor.embedder)
+    findings = drift_findings(ref, cur, cfg.monitor, fields=fields, whole_label=whole, embedder=choice.embedder,
+                              seed=cfg.seed)
+    return findings, choice.embedder.name, choice.why
+
+
+def drift_findings(ref: Window, cur: Window, m: MonitorConfig, *, fields: list[str], whole_label: bool,
+                   embedder: Embedder, seed: int = 0) -> list[drift.Finding]:
+    """Every drift check of one run, each judged at ``m.alpha`` / (number of checks)."""
+    ref_conf = [r.confidence for r in ref.records if r.confidence is not None]
+    cur_conf = [r.confidence for r in cur.records if r.confidence is not None]
+    with_conf = len(ref_conf) >= m.min_requests and len(cur_conf) >= m.min_requests
+    alpha = m.alpha / (3 + len(fields) + int(with_conf))
+    findings = [
+        drift.length_test(ref.texts, cur.texts, alpha=alpha, min_d=m.min_length_ks),
+        drift.unseen_test(ref.texts, cur.texts, alpha=alpha, min_rise=m.min_unseen_rise, seed=seed),
+        drift.embedding_test(embedder.encode(ref.texts), embedder.encode(cur.texts), alpha=alpha,
+                             min_auc=m.min_auc, permutations=m.permutations,
+                             classifier_permutations=m.classifier_permutations, seed=seed,
+                             embedder=getattr(embedder, "name", type(embedder).__name__)),
+    ]
+    ref_labels = [answer_labels(r.answer, fields, whole_label=whole_label) for r in ref.records if r.answer is not None]
+    cur_labels = [answer_labels(r.answer, fields, whole_label=whole_label) for r in cur.records]
+    for f in fields:
+        findings.append(drift.label_test(f, [x[f] for x in ref_labels], [x[f] for x in cur_labels], alpha=alpha,
+                                         min_js=m.min_js))
+    if with_conf:
+        findings.append(drift.confidence_test(ref_conf, cur_conf, alpha=alpha, min_d=m.min_confidence_ks))
+    else:
+        why = ("the reference is training data (no model confidences)" if not ref_conf
+               else "too few logged confidences")
+        findings.append(drift.skipped("output.confidence", "ks", why, alpha, len(ref_conf), len(cur_conf)))
+    return findings
+
+
+# --------------------------------------------------------------------------- quality
+def quality_design(cfg: Config) -> CusumDesign:
+    q = cfg.monitor.quality
+    p0 = q.baseline_error if q.baseline_error is not None else cfg.review.target_error
+    p1 = q.alarm_error if q.alarm_error is not None else min(2 * p0, 0.99)
+    if p1 <= p0:
+        raise TunesmithError(f"monitor.quality.alarm_error ({p1}) must be above the baseline error rate ({p0})")
+    return CusumDesign.for_arl(p0, p1, q.arl0)
+
+
+def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None) -> QualityReport | None:
+    items = load_reviewed(ws.db_path) if reviewed is None else reviewed
+    q = cfg.monitor.quality
+    tiers = {}
+    for tier in ("sampled", "low_confidence", "mandatory"):
+        rows = [r for r in items if r.tier == tier]
+        rate = error_rate(sum(r.error for r in rows), len(rows))
+        tiers[tier] = rate if len(rows) >= q.min_reviewed else Rate(rate.errors, rate.n, None, None, None)
+    design = quality_design(cfg)
+    chart = Cusum(design)
+    chart.run(r.error for r in sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided))
+    seen_before = max((a.detail.get("position", 0) for a in alarm_table.history(ws.db_path, kind="quality")),
+                      default=0)
+    new = [a for a in chart.alarms if a > seen_before]
+    summary = {"p0": design.p0, "p1": design.p1, "h": design.h, "arl0": q.arl0,
+               "arl_at_p1": design.arl(design.p1),
+               f"p_alarm_within_{DETECT_WITHIN}_at_p1": design.p_alarm_within(design.p1, DETECT_WITHIN)}
+    note = "" if items else "no reviewed answers yet (tunesmith review)"
+    return QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note)
+
+
+# --------------------------------------------------------------------------- alarms
+def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm_table.Alarm]:
+    recorded = []
+    for prefix, kind in KINDS.items():
+        hits = [f for f in report.findings if f.alarm and f.check.startswith(prefix + ".")]
+        if hits:
+            detail = {f.check: {"test": f.test, "p_value": f.p_value, f.effect_name: f.effect} for f in hits}
+            recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
+                kind, [f.check for f in hits], current.label, current.start, current.end, len(current.records),
+                report.reference, current.versions, detail)))
+    q = report.quality
+    if q and q.alarm:
+        position = q.alarms[-1]
+        recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
+            "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}", None, None, q.reviewed,
+            f"p0={q.design['p0']}", {}, {"position": position, "statistic_h": q.design["h"],
+                                         "sampled_rate": asdict(q.tiers["sampled"])})))
+    return recorded

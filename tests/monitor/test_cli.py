@@ -1,0 +1,126 @@
+"""`tunesmith monitor` end to end on a tiny project: a snapshot prepared from generated tickets,
+traffic written into the request log, the exit codes, the JSON, the HTML and the alarm table."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from tests.monitor.textgen import tickets
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.monitor import alarms
+from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog, pii_scrubber
+
+runner = CliRunner()
+CATEGORIES = ["technical_issue", "refund_request", "account"]
+CONFIG = """project: monitor-test
+data:
+  sources:
+    - path: data/tickets.jsonl
+  workers: 1
+  pii: {{enabled: false}}
+  dedup: {{near: {{enabled: false}}}}
+eval:
+  output: {{kind: json, label_fields: [category]}}
+monitor:
+  embedder: hashing
+  permutations: 500
+  min_requests: 100
+  window: {window}
+"""
+
+
+def answer(rng: random.Random, shift: bool = False) -> str:
+    weights = [1, 1, 6] if shift else [6, 3, 1]
+    return json.dumps({"category": rng.choices(CATEGORIES, weights)[0]})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("monitor")
+    rng = random.Random(0)
+    (root / "data").mkdir()
+    with open(root / "data" / "tickets.jsonl", "w") as fh:
+        for i, text in enumerate(tickets(900, seed=1)):
+            fh.write(json.dumps({"id": f"t{i}", "messages": [
+                {"role": "system", "content": "Triage the ticket."}, {"role": "user", "content": text},
+                {"role": "assistant", "content": answer(rng)}]}) + "\n")
+    (root / "tunesmith.yaml").write_text(CONFIG.format(window=200))
+    result = runner.invoke(app, ["prepare", "-c", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def log_traffic(root: Path, texts: list[str], *, shift: bool = False, start: float = 1e9) -> None:
+    """Through the server's own request log: its PII scrubber, its table."""
+    from tunesmith.config import load_config
+    from tunesmith.data.pipeline import _salt
+
+    cfg = load_config(root)
+    rng = random.Random(len(texts))
+    log = RequestLog(cfg.workspace_dir / "tunesmith.db", scrub=pii_scrubber(cfg.data.pii, _salt(cfg)))
+    log.start()
+    for i, text in enumerate(texts):
+        prompt = (f"<|im_start|>system\nTriage the ticket.<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n"
+                  "<|im_start|>assistant\n")
+        log.record(LogEntry(f"r{start}-{i}", start + i, 200, model="monitor-test", version="v1", variant="champion",
+                            prompt=prompt, answers=[Answer(answer(rng, shift), "stop", 9)]))
+    log.stop()
+
+
+def monitor(root: Path, *args: str):
+    return runner.invoke(app, ["monitor", "-c", str(root), *args], env={"COLUMNS": "200"})
+
+
+def test_too_few_requests_is_a_clear_message_not_an_alarm(project):
+    log_traffic(project, tickets(50, seed=7), start=1e9)
+    result = monitor(project)
+    assert result.exit_code == 2
+    assert "holds 50 answered request(s); at least 100" in result.output
+    assert alarms.history(project / ".tunesmith" / "tunesmith.db") == []
+
+
+def test_same_distribution_traffic_passes_and_drift_alarms_once(project, tmp_path):
+    log_traffic(project, tickets(200, seed=8), start=2e9)
+    result = monitor(project, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["alarm"] is False and report["n_current"] == 200
+    assert report["embedder"] == "hashing-1024" and report["reference"].startswith("snapshot ")
+    assert {f["check"] for f in report["findings"]} == {
+        "input.length", "input.unseen_tokens", "input.embedding", "output.label.category", "output.confidence"}
+
+    log_traffic(project, tickets(200, seed=9, new_share=0.5), shift=True, start=3e9)
+    page = tmp_path / "report.html"
+    result = monitor(project, "--json", "--html", str(page))
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    alarming = {f["check"] for f in report["findings"] if f["alarm"]}
+    assert {"input.unseen_tokens", "input.embedding", "output.label.category"} <= alarming
+    assert {a["kind"] for a in report["alarms"]} == {"input_drift", "output_drift"}
+    text = page.read_text()
+    assert "data:image/png;base64," in text and "<script" not in text and "ALARM" in text
+
+    again = json.loads(monitor(project, "--json").output)  # the same window again: no second record
+    assert [a["new"] for a in again["alarms"]] == [False, False]
+    db_path = project / ".tunesmith" / "tunesmith.db"
+    assert len(alarms.history(db_path)) == 2
+    db = sqlite3.connect(db_path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("DELETE FROM monitor_alarms")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE monitor_alarms SET kind = 'x'")
+    db.close()
+
+
+def test_previous_window_reference_and_the_terminal_summary(project):
+    result = monitor(project, "--reference", "previous", "--window", "150")
+    assert result.exit_code in (0, 1), result.output
+    assert "reference: requests" in result.output and "input.embedding" in result.output
+    bad = monitor(project, "--reference", "yesterday")
+    assert bad.exit_code == 2 and "snapshot or previous" in bad.output

