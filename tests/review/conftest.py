@@ -26,7 +26,7 @@ def answer(category: str, urgency: str, action: str) -> str:
 
 
 def ticket(i: int) -> list[dict[str, str]]:
-    return [SYSTEM, {"role": "user", "content": f"Ticket {i}: my invoice #{i * 7} is wrong, please help"}]
+    return [SYSTEM, {"role": "user", "content": f"Ticket {i}: my invoice number {i * 7} is wrong, please help"}]
 
 
 def new_item(i: int, *, tier: str = "sampled", values: tuple[str, str, str] = ("billing", "low", "refund"),
