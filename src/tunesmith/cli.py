@@ -1118,6 +1118,12 @@ def monitor(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------- review (tunesmith/review/cli.py)
+from tunesmith.review.cli import review_app  # noqa: E402  (it imports this module's helpers)
+
+app.add_typer(review_app, name="review")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,74 @@
+"""The review stage over a project's config and workspace: what ``tunesmith review`` calls.
+
+Each function opens the project's workspace, does one thing with the queue and returns a typed
+record; the CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunesmith.config import Config, OutputSpec
+from tunesmith.review.export import ExportResult, export_reviewed, pack_hashes
+from tunesmith.review.queue import (
+    Agreement,
+    EnqueueReport,
+    ReviewDecision,
+    ReviewQueue,
+    agreement,
+    enqueue_from_request_log,
+    logged_answers,
+)
+from tunesmith.review.routing import RoutingPolicy
+from tunesmith.workspace import Workspace
+
+
+def workspace(cfg: Config) -> Workspace:
+    return Workspace(cfg.workspace_dir)
+
+
+def queue(cfg: Config) -> ReviewQueue:
+    return ReviewQueue(workspace(cfg).db_path)
+
+
+def resolved_spec(cfg: Config, ws: Workspace | None = None) -> OutputSpec:
+    """The output spec answers are read with: the one frozen in the pinned eval pack (label set
+    resolved from the training data), else in the newest pack, else ``eval.output`` as
+    configured (allowed values from its schema's enums only)."""
+    from tunesmith.evaluate.pack import PACK_KIND, load_pack
+
+    ws = ws or workspace(cfg)
+    pack_id = cfg.eval.pack or (latest.id if (latest := ws.latest(PACK_KIND)) else None)
+    if pack_id:
+        output = load_pack(ws, pack_id).settings.get("output")
+        if output:
+            return OutputSpec.model_validate(output)
+    return cfg.eval.output
+
+
+def enqueue(cfg: Config, *, since: float | None = None, until: float | None = None,
+            fitted_threshold: float | None = None) -> EnqueueReport:
+    """Queue the request log's answers that need a person (see
+    :func:`~tunesmith.review.queue.enqueue_from_request_log`); answers logged without a
+    decision are routed with ``review:`` and ``fitted_threshold`` (``review.threshold`` wins)."""
+    ws = workspace(cfg)
+    policy = RoutingPolicy.from_config(cfg.review, fitted_threshold)
+    return enqueue_from_request_log(ReviewQueue(ws.db_path), resolved_spec(cfg, ws),
+                                    logged_answers(ws.db_path, since=since, until=until), policy=policy)
+
+
+def decide(cfg: Config, ref: str, action: str, *, by: str | None = None, changes: dict[str, str] | None = None,
+           reason: str | None = None, revise: bool = False) -> ReviewDecision:
+    return queue(cfg).decide(ref, action, by=by, changes=changes, reason=reason,
+                             reason_codes=cfg.review.reason_codes, revise=revise)
+
+
+def export(cfg: Config, *, drop_overlap: bool = False, out: Path | None = None) -> ExportResult:
+    """Export against the frozen eval pack (``eval.pack``, else every pack in the workspace)."""
+    ws = workspace(cfg)
+    return export_reviewed(ws, packs=pack_hashes(ws, cfg.eval.pack), drop_overlap=drop_overlap,
+                           out=out)
+
+
+def reviewer_agreement(cfg: Config) -> Agreement:
+    return agreement(queue(cfg).items(status="decided"))
