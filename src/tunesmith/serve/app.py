@@ -23,6 +23,7 @@ unauthenticated caller learns nothing about the API, not even that its JSON was 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,7 +37,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tunesmith.serve import errors
 from tunesmith.serve.auth import ApiKeys
-from tunesmith.serve.completions import CompletionService
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tunesmith.serve.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -88,7 +88,7 @@ def create_app(service: ChatService, *, keys: ApiKeys, metrics_require_key: bool
     app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
-    completions = CompletionService(service)
+    completions = service.completion_service()
 
     def on_error(request: Request, error: APIError) -> None:
         state = request.state
@@ -145,6 +145,8 @@ def create_app(service: ChatService, *, keys: ApiKeys, metrics_require_key: bool
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             chunks = service.stream(prepared, body.model, state.started, include_usage=usage)
+            if inspect.isawaitable(chunks):  # serve.engine: vllm opens the upstream stream first
+                chunks = await chunks
             return StreamingResponse(chunks, media_type="text/event-stream",
                                      headers={**headers, "Cache-Control": "no-cache"}, background=after)
         result = await service.complete(prepared, body.model, state.started)

@@ -147,6 +147,11 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
     from tunesmith.serve.service import DEFAULT_MAX_TOKENS, ChatService
     from tunesmith.workspace import Workspace
 
+    if cfg.serve.engine == "vllm":  # a `vllm serve` child generates; routing, auth, logs stay here
+        from tunesmith.serve.vllm import build_vllm_app
+
+        return build_vllm_app(cfg, keys=keys, model=model, max_queue=max_queue,
+                              default_max_tokens=default_max_tokens, aliases=aliases)
     ws = Workspace(cfg.workspace_dir)
     pinned = ws.get("model", model).id if model else None
     scrub = log_scrubber(cfg)  # before the model loads: a missing spaCy model fails in seconds
