@@ -67,6 +67,8 @@ PROMETHEUS = Requirement("prometheus_client", "prometheus-client", _extra("serve
                          "tunesmith serve (/metrics)")
 SCIPY = Requirement("scipy", "scipy", _extra("monitor"), "tunesmith monitor (drift and quality statistics)")
 SKLEARN = Requirement("sklearn", "scikit-learn", _extra("monitor"), "tunesmith monitor (drift tests)")
+SCIPY_CALIBRATION = Requirement("scipy", "scipy", _extra("review"),
+                                "confidence calibration (temperature scaling, the review threshold)")
 
 
 def require(*requirements: Requirement) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tunesmith import deps
 from tunesmith.errors import TunesmithError
 
 ECE_BINS = 15
@@ -70,6 +71,7 @@ def fit_temperature(logits: np.ndarray, reference: np.ndarray) -> float:
     Raises:
         TunesmithError: no answers, or a reference index outside its row's allowed values.
     """
+    deps.require(deps.SCIPY_CALIBRATION)
     from scipy.optimize import minimize_scalar
 
     logits, reference = np.asarray(logits, dtype=np.float64), np.asarray(reference, dtype=np.int64)
@@ -203,6 +205,7 @@ METHOD = "learn-then-test: Clopper-Pearson upper bound, Bonferroni over a fixed 
 
 def binomial_upper_bound(errors: int, n: int, alpha: float) -> float:
     """One-sided ``1 - alpha`` Clopper–Pearson upper confidence bound on an error rate."""
+    deps.require(deps.SCIPY_CALIBRATION)
     from scipy.stats import beta
 
     if n == 0:
