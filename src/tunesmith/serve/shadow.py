@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_TRIES = 3  # engine calls a copy may start before it is dropped (each preemption wastes one)
+
 
 @dataclass
 class ShadowCounts:
@@ -44,8 +46,8 @@ class ShadowCounts:
     submitted: int = 0
     answered: int = 0
     failed: int = 0  # the engine raised
-    dropped: int = 0  # the shadow queue was full (or the server stopping)
-    preempted: int = 0  # stopped mid-call for a client request
+    dropped: int = 0  # the shadow queue was full, the server stopping, or preempted MAX_TRIES times
+    preempted: int = 0  # engine calls stopped mid-way for a client request (the copy queues again)
 
 
 class ShadowRunner:
@@ -69,29 +71,39 @@ class ShadowRunner:
         ``champion_answers``) for ``route``. Never raises, never blocks."""
         try:
             copy = dataclasses.replace(p, request_id=f"shadow-{uuid.uuid4().hex}", route=route)
-            job: Job = copy.job()
-            job.background = True
             self._count("submitted")
-            try:
-                self.scheduler.submit(job)
-            except (QueueFull, ShuttingDown):
-                self._count("dropped")
-                if self.counts.dropped in (1, 10, 100) or self.counts.dropped % 1000 == 0:
-                    log.warning("shadow queue full: %d copies dropped so far", self.counts.dropped)
-                return
-            queued = time.time()
-            job.future.add_done_callback(lambda f: self._done(f, job, copy, model, p.request_id, champion_answers,
-                                                              queued))
+            self._queue(copy, model, p.request_id, champion_answers, time.time(), 1)
         except Exception:  # a shadow must never touch the client's request
             log.exception("queueing a shadow copy failed")
 
+    def _queue(self, copy: Any, model: str, champion_id: str, champion_answers: list[str], queued: float,
+               tries: int) -> None:
+        job: Job = copy.job()
+        job.background = True
+        try:
+            self.scheduler.submit(job)
+        except (QueueFull, ShuttingDown):
+            self._count("dropped")
+            if self.counts.dropped in (1, 10, 100) or self.counts.dropped % 1000 == 0:
+                log.warning("shadow queue full: %d copies dropped so far", self.counts.dropped)
+            return
+        job.future.add_done_callback(lambda f: self._done(f, job, copy, model, champion_id, champion_answers,
+                                                          queued, tries))
+
     def _done(self, future: Any, job: Job, p: Any, model: str, champion_id: str, champion_answers: list[str],
-              queued: float) -> None:
+              queued: float, tries: int) -> None:
         """On the worker thread, when the copy's call ended."""
         try:
             error = future.exception()
-            if isinstance(error, Preempted | ShuttingDown):
-                self._count("preempted" if isinstance(error, Preempted) else "dropped")
+            if isinstance(error, Preempted):
+                self._count("preempted")
+                if tries < MAX_TRIES:  # behind the client jobs again; runs when the engine is idle
+                    self._queue(p, model, champion_id, champion_answers, queued, tries + 1)
+                else:
+                    self._count("dropped")
+                return
+            if isinstance(error, ShuttingDown):
+                self._count("dropped")
                 return
             latency_ms = (time.perf_counter() - job.started) * 1000 if job.started else None
             texts = [g.text for g in future.result()] if error is None else []
