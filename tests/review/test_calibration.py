@@ -11,6 +11,7 @@ from tunesmith.review.calibration import (
     binomial_upper_bound,
     chosen_confidence,
     expected_calibration_error,
+    field_confidences,
     fit_calibration,
     fit_temperature,
     fit_threshold,
@@ -144,3 +145,17 @@ def test_fit_calibration_over_fields():
     assert again == cal
     with pytest.raises(TunesmithError, match="same answers"):
         fit_calibration({"a": a, "b": overconfident(10, 3, seed=7)}, target_error=0.1)
+
+
+def test_field_confidences_normalise_over_the_allowed_values_and_take_the_lowest():
+    lls = {"category": {"billing": -0.1, "bug": -2.5, "security": -4.0},
+           "urgency": {"low": -1.0, "high": -1.2}}
+    per, overall = field_confidences(lls, {"category": "billing", "urgency": "low"})
+    z = np.exp([-0.1, -2.5, -4.0])
+    assert per["category"] == pytest.approx(z[0] / z.sum())
+    assert per["urgency"] == pytest.approx(1 / (1 + np.exp(-0.2)))
+    assert overall == per["urgency"]
+    hot, _ = field_confidences(lls, {"category": "billing", "urgency": "low"}, {"category": 3.0})
+    assert hot["category"] < per["category"] and hot["urgency"] == per["urgency"]
+    missing, overall = field_confidences(lls, {"category": "refunds", "urgency": "low"})
+    assert missing["category"] == 0.0 and overall == 0.0

@@ -21,6 +21,7 @@ target. It is a finite-sample guarantee; nothing asymptotic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,33 @@ def chosen_confidence(logits: np.ndarray, chosen: np.ndarray, temperature: float
     """The probability of the answered value, normalised over the allowed values."""
     p = softmax(logits, temperature)
     return p[np.arange(len(chosen)), np.asarray(chosen, dtype=np.int64)]
+
+
+def field_confidences(value_logliks: Mapping[str, Mapping[str, float]], chosen: Mapping[str, str | None],
+                      temperatures: Mapping[str, float] | None = None) -> tuple[dict[str, float | None], float | None]:
+    """One answer's calibrated confidence per field and overall (its lowest field's).
+
+    Args:
+        value_logliks: per field, the model's log-likelihood of each allowed value (the sum of
+            its tokens' log-probabilities in the answer's context).
+        chosen: the value the answer gave per field (None: missing or not allowed).
+        temperatures: per field, fitted on validation (missing: 1, i.e. uncalibrated).
+
+    A field whose value is missing or outside the allowed values has confidence 0: nobody
+    should trust it without a look.
+    """
+    temperatures = temperatures or {}
+    out: dict[str, float | None] = {}
+    for name, lls in value_logliks.items():
+        values = list(lls)
+        value = chosen.get(name)
+        if value not in lls:
+            out[name] = 0.0
+            continue
+        logits = np.array([[lls[v] for v in values]], dtype=np.float64)
+        out[name] = float(softmax(logits, temperatures.get(name, 1.0))[0, values.index(value)])
+    known = [c for c in out.values() if c is not None]
+    return out, (min(known) if known else None)
 
 
 # ----------------------------------------------------------------------------- calibration error
