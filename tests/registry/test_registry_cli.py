@@ -50,7 +50,8 @@ def test_show_prints_the_lineage_and_its_json(project):
     # -c and --json may also come before the subcommand
     data = json.loads(invoke("models", "-c", c, "--json", "show", model_id[:6]).stdout)
     assert set(data) == {"version", "path", "base_fingerprint", "tunesmith_version", "snapshot", "training",
-                         "evals", "alias_moves"}
+                         "evals", "alias_moves", "exports"}
+    assert data["exports"] == []  # none yet: tests/registry/test_export_lineage.py
     assert data["training"]["mlflow_run_id"] == "run-7" and list(data["evals"]) == [pack]
     assert data["alias_moves"][0]["by"] == "ann" and data["snapshot"]["counts"]["read"] == 120
 

@@ -97,7 +97,11 @@ def test_lora_merged_and_gguf_load_with_transformers_and_match_the_adapter(lora)
 
     cfg, ws, res = lora
     out = export_model(ws, res.model_id[:8], gguf_dtype="f32")  # an id prefix is enough
-    assert out.merged_dir == ws.root / "exports" / res.model_id / "merged"
+    # published in the workspace like every artifact, with its lineage row and every file's sha256
+    assert out.merged_dir == ws.artifact_dir("export", out.export_id) / "merged"
+    assert ws.parents("export", out.export_id) == [("model", res.model_id, "exported_from")]
+    assert out.formats == ["hf_safetensors", "gguf_f32"]
+    assert {f["path"] for f in out.files} >= {"merged/model.safetensors", "merged/tokenizer.json", "model-f32.gguf"}
     report = json.loads(out.report_path.read_text())
     assert report["prompt_source"].startswith("snapshot:") and report["prompts"] == 3
     assert all(report["checks"][k]["passed"] for k in ("merged", "gguf", "gguf_tokenizer"))
@@ -146,9 +150,11 @@ def test_lossy_gguf_reports_the_rounding_and_keeps_greedy_outputs(lora, dtype, t
 def test_a_gguf_with_the_wrong_qk_layout_fails_the_check_and_writes_nothing(lora, tmp_path, monkeypatch):
     _, ws, res = lora
     monkeypatch.setattr(export_mod, "_gguf_rope_order", lambda w, n_heads: w)
+    published = ws.list("export")
     with pytest.raises(TunesmithError, match=r"GGUF model .* differs from the trained adapter"):
-        export_model(ws, res.model_id, gguf_dtype="f32", out_dir=tmp_path / "bad")
+        export_model(ws, res.model_id, gguf_dtype="f32", out_dir=tmp_path / "bad", max_new_tokens=15)
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert ws.list("export") == published and not list((ws.root / "tmp").iterdir())
 
 
 @pytest.mark.slow
@@ -162,15 +168,19 @@ def test_a_base_model_changed_since_training_is_refused(lora, tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_given_prompts_and_reexport_replace_the_folder(lora, tmp_path):
+def test_given_prompts_and_reexport_reuse_the_export_and_refresh_the_copy(lora, tmp_path):
     _, ws, res = lora
     prompts = [[{"role": "user", "content": "my billing problem"}, {"role": "assistant", "content": "billing"}]]
     first = export_model(ws, res.model_id, gguf=False, out_dir=tmp_path / "e", prompts=prompts)
-    (first.merged_dir / "stale.txt").write_text("old")
+    assert not first.reused and first.copied_to == tmp_path / "e"
+    (tmp_path / "e" / "merged" / "stale.txt").write_text("old")
+    rows = len(ws.list("export"))
     again = export_model(ws, res.model_id, gguf=False, out_dir=tmp_path / "e", prompts=prompts)
+    assert again.reused and again.export_id == first.export_id and len(ws.list("export")) == rows
     report = json.loads(again.report_path.read_text())
     assert report["prompt_source"] == "given" and report["prompts"] == 1 and report["gguf"] is None
-    assert again.gguf_path is None and not (again.merged_dir / "stale.txt").exists()
+    assert again.gguf_path is None and not (tmp_path / "e" / "merged" / "stale.txt").exists()
+    assert (tmp_path / "e" / "export.json").read_text() == again.report_path.read_text()
 
 
 @pytest.mark.slow

@@ -13,11 +13,12 @@ from tunesmith.registry.records import (
     AliasChange,
     AliasMove,
     EvalSummary,
+    ExportInfo,
     GateVerdict,
     VersionDetail,
     VersionSummary,
     to_json,
 )
 
-__all__ = ["AliasChange", "AliasMove", "EvalSummary", "GateVerdict", "ModelRegistry", "VersionDetail",
+__all__ = ["AliasChange", "AliasMove", "EvalSummary", "ExportInfo", "GateVerdict", "ModelRegistry", "VersionDetail",
            "VersionSummary", "check_alias", "to_json"]

@@ -206,6 +206,14 @@ def _alias_history(d: VersionDetail) -> list[str]:
     return out + _table(["when", "alias", "from", "to", "action", "by", "reason", "gate"], rows)
 
 
+def _exports(d: VersionDetail) -> list[str]:
+    if not d.exports:
+        return []
+    rows = [[f"`{x.export_id}`", iso(x.created), ", ".join(x.formats), f"`{f['path']}`", f.get("bytes"),
+             f"`{f.get('sha256', '')[:16]}`"] for x in d.exports for f in x.files]
+    return ["## Exports", "", *_table(["export", "created", "formats", "file", "bytes", "sha256"], rows)]
+
+
 def model_card(d: VersionDetail, *, project: str) -> str:
     v, primary = d.version, d.version.eval
     gate = ("not evaluated" if primary is None else
@@ -219,5 +227,6 @@ def model_card(d: VersionDetail, *, project: str) -> str:
                                 ["gate", gate], ["aliases", ", ".join(v.aliases) or None],
                                 ["tunesmith", d.tunesmith_version]]),
              *_intended_use(d, project, primary), *_provenance(d), *_training(d),
-             *_evaluation(d, primary), *_forgetting(primary), *_limits(d, primary), *_alias_history(d)]
+             *_evaluation(d, primary), *_forgetting(primary), *_limits(d, primary), *_alias_history(d),
+             *_exports(d)]
     return "\n".join(lines).rstrip() + "\n"

@@ -33,6 +33,7 @@ from tunesmith.registry.records import (
 from tunesmith.registry.versions import (
     eval_summary,
     evals_of,
+    exports_of,
     gate_eval,
     gate_verdict,
     resolve_pack,
@@ -127,7 +128,7 @@ class ModelRegistry:
 
     def show(self, ref: str) -> VersionDetail:
         """The lineage of one version: source files → snapshot → training run → version → evals
-        per pack → every alias move that touched it."""
+        per pack → every alias move that touched it, and its published exports."""
         art = self.resolve(ref)
         record = version_record(art)
         evals: dict[str, list] = {}
@@ -135,7 +136,7 @@ class ModelRegistry:
             evals.setdefault(e.meta.get("pack", ""), []).append(eval_summary(self.ws, e, details=True))
         return VersionDetail(self._summary(art, self.aliases(), details=True), art.path, record.get("base_fingerprint"), record.get("tunesmith"),
                              snapshot_info(self.ws, record.get("snapshot")), training_run(record), evals,
-                             self.ledger.moves(model_id=art.id))
+                             self.ledger.moves(model_id=art.id), exports_of(self.ws, art.id))
 
     # ------------------------------------------------------------------ moving aliases
     def promote(self, ref: str, alias: str = "champion", *, force: bool = False, reason: str | None = None,

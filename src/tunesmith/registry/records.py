@@ -191,6 +191,20 @@ class AliasMove:
 
 
 @dataclass(frozen=True)
+class ExportInfo:
+    """One published export of a version (``tunesmith export``): its formats and files."""
+
+    export_id: str
+    created: float = _time()
+    path: Path | None = None
+    formats: list[str] = field(default_factory=list)  # hf_safetensors, gguf_<dtype>
+    files: list[dict[str, Any]] = field(default_factory=list)  # {"path", "bytes", "sha256"}
+    gguf: str | None = None  # the GGUF file's name, None when none was written
+    gguf_skipped: str | None = None  # why not, when ``--gguf auto`` skipped it
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class VersionDetail:
     """``tunesmith models show``: the whole chain, source files → ... → every alias move."""
 
@@ -202,6 +216,7 @@ class VersionDetail:
     training: TrainingRun
     evals: dict[str, list[EvalSummary]]  # pack id -> evals of this version on it, oldest first
     alias_moves: list[AliasMove]
+    exports: list[ExportInfo] = field(default_factory=list)  # oldest first
 
 
 @dataclass(frozen=True)

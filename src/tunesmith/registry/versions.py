@@ -6,6 +6,7 @@ Everything is read from what the stages already wrote (no copy to keep in sync):
     model/<id>/model_version.json   base model, method, snapshot, config hash, metrics, run dir
     runs/train-<key>/mlflow_run_id  the MLflow run of the training, when tracking was on
     eval/<id>/results.json          ladder, comparisons, gate checks, forgetting, probes
+    export/<id> (artifact meta)     formats, files with sha256, GGUF or why it was skipped
     eval_results (SQLite)           every rung's metrics with CIs, per eval and pack
 """
 
@@ -23,6 +24,7 @@ from tunesmith.evaluate.results import load_results
 from tunesmith.registry.records import (
     Comparison,
     EvalSummary,
+    ExportInfo,
     GateVerdict,
     Headline,
     MetricCI,
@@ -131,6 +133,13 @@ def gate_verdict(ws: Workspace, model_id: str, pinned_pack: str | None) -> GateV
 
 
 # ---------------------------------------------------------------------------- lineage
+def exports_of(ws: Workspace, model_id: str) -> list[ExportInfo]:
+    """The published exports of one model version, oldest first."""
+    return [ExportInfo(a.id, a.created, a.path, list(a.meta.get("formats") or []), list(a.meta.get("files") or []),
+                       a.meta.get("gguf"), a.meta.get("gguf_skipped"), dict(a.meta.get("settings") or {}))
+            for a in ws.list("export") if a.meta.get("model") == model_id]
+
+
 def snapshot_info(ws: Workspace, snapshot_id: str | None) -> SnapshotInfo | None:
     if not snapshot_id:
         return None

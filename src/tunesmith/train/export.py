@@ -7,7 +7,13 @@ Reads top to bottom like the algorithm:
     3. record its logits and greedy continuations on a few prompts (the reference)
     4. merge the adapter into the base, save it (safetensors + tokenizer), reload, compare
     5. write a llama.cpp GGUF from the merged folder, load it with transformers, compare
-    6. write ``export.json`` with every number; publish the folder only if every check passed
+    6. write ``export.json`` with every number and every file's sha256; publish the folder into
+       the workspace (``artifacts/export/<id>``, a lineage row to the model version) only if
+       every check passed; ``out_dir`` also gets a copy
+
+The export is an artifact like a snapshot or an eval: its id is derived from the model version
+and the export settings, so exporting the same version the same way again returns the published
+one (no second run, no second row), and ``tunesmith models show`` lists it under the version.
 
 Why check at all: a merge or a conversion that goes wrong rarely crashes. A missed q/k
 permutation or a tokenizer rebuilt with other merges gives a model that loads, answers, and is
@@ -22,6 +28,7 @@ adjacent pairs where transformers rotates the two halves of each head.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +72,7 @@ class ExportResult:
 
     ``checks`` maps ``merged`` / ``gguf`` / ``gguf_tokenizer`` to their numbers (max absolute
     logit difference against the adapter, greedy agreement); ``export.json`` holds the same.
+    The paths are inside the workspace artifact; ``copied_to`` is the ``out_dir`` copy.
     """
 
     merged_dir: Path
@@ -72,6 +80,12 @@ class ExportResult:
     checks: dict[str, Any]
     report_path: Path
     gguf_skipped: str | None = None  # with gguf="auto": why no GGUF was written
+    export_id: str = ""
+    path: Path | None = None  # <workspace>/artifacts/export/<export_id>
+    formats: list[str] | None = None  # hf_safetensors, gguf_<dtype>
+    files: list[dict[str, Any]] | None = None  # {"path", "bytes", "sha256"} relative to ``path``
+    reused: bool = False  # the same version was already exported with the same settings
+    copied_to: Path | None = None
 
 
 def export_model(
@@ -88,9 +102,10 @@ def export_model(
     """Merge a model version into a standalone HF model (and a GGUF file) and prove them equal.
 
     Args:
-        ws: the workspace holding the model version.
+        ws: the workspace holding the model version; the export is published into it
+            (``artifacts/export/<export id>``, with a lineage row to the version).
         model_id: the version's id or an unambiguous prefix.
-        out_dir: output folder; default ``<workspace>/exports/<model_id>``. Replaced if present.
+        out_dir: also copy the export here (replaced if present), for convenience.
         gguf: also write ``model-<gguf_dtype>.gguf``. ``"auto"``: where the GGUF writer supports
             the architecture (Llama), else skip it and say why in ``gguf_skipped``; ``True``:
             always, failing for other architectures; ``False``: never.
@@ -100,7 +115,8 @@ def export_model(
         log: receives ``{"event": "export", "phase": ..., "seconds": ...}`` as each phase ends.
 
     Returns:
-        The merged folder, the GGUF path and the check numbers.
+        The merged folder, the GGUF path and the check numbers, in the workspace artifact; the
+        published one when this version was exported with these settings before (``reused``).
 
     Raises:
         TunesmithError: unknown id, a prompt-tuned version, an architecture or tokenizer GGUF
@@ -110,6 +126,24 @@ def export_model(
     # 1. refuse early
     art, record = read_model_version(ws, model_id)
     check_exportable(record, gguf=bool(gguf), gguf_dtype=gguf_dtype)
+    settings = {"gguf": gguf, "gguf_dtype": gguf_dtype if gguf else None, "max_new_tokens": max_new_tokens,
+                "prompts": _digest(prompts) if prompts is not None else None}
+    export_id = _digest({"model": art.id, **settings})[:16]
+    done = _published(ws, export_id)
+    reused = done is not None
+    if done is None:
+        done = _export_and_publish(ws, art, record, export_id, settings, gguf=gguf, gguf_dtype=gguf_dtype,
+                                   prompts=prompts, log=log or (lambda e: None), start=start)
+    result = _result(done, reused)
+    if out_dir is not None:
+        result.copied_to = copy_export(done.path, Path(out_dir))
+    return result
+
+
+def _export_and_publish(ws: Workspace, art: Artifact, record: dict[str, Any], export_id: str,
+                        settings: dict[str, Any], *, gguf: bool | Literal["auto"], gguf_dtype: str,
+                        prompts: list[Messages] | None, log: LogFn, start: float) -> Artifact:
+    """Steps 2-6 in a staging folder of the workspace, published as ``export/<export_id>``."""
     skipped = None
     if gguf:
         try:
@@ -118,25 +152,73 @@ def export_model(
             if gguf != "auto":
                 raise
             gguf, skipped = False, str(exc)
-    final = Path(out_dir) if out_dir else ws.root / "exports" / art.id
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        job = _Job.prepare(ws, art, record, prompts, max_new_tokens, log or (lambda e: None))
+    with ws.staging() as tmp:
+        job = _Job.prepare(ws, art, record, prompts, settings["max_new_tokens"], log)
         if gguf == "auto":
             try:
                 check_gguf_tokenizer(job.tokenizer)
             except TunesmithError as exc:
                 gguf, skipped = False, str(exc)
         report = _export_into(tmp, job, gguf_dtype if gguf else None)
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        report["gguf_skipped"] = skipped
+        report |= {"export_id": export_id, "settings": settings, "gguf_skipped": skipped,
+                   "formats": ["hf_safetensors", *([f"gguf_{gguf_dtype}"] if report["gguf"] else [])],
+                   "files": file_digests(tmp), "seconds": round(time.perf_counter() - start, 1)}
         (tmp / "export.json").write_text(json.dumps(report, indent=1))
-        _replace_dir(tmp, final)
+        meta = {"model": art.id, **{k: report[k] for k in ("formats", "files", "gguf", "gguf_skipped", "settings",
+                                                            "base_model", "method")}}
+        return ws.publish(tmp, "export", export_id, meta=meta, parents=[("model", art.id, "exported_from")])
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digests(root: Path) -> list[dict[str, Any]]:
+    """Every file under ``root`` (sorted, relative paths) with its size and sha256."""
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out.append({"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": h.hexdigest()})
+    return out
+
+
+def _published(ws: Workspace, export_id: str) -> Artifact | None:
+    """The export already published under this id, after checking that its files are all there
+    with their recorded sizes (an artifact is never rewritten, so a damaged one is an error)."""
+    try:
+        art = ws.get("export", export_id)
+    except TunesmithError:
+        return None
+    for f in art.meta.get("files") or []:
+        path = art.path / f["path"]
+        if not path.is_file() or path.stat().st_size != f["bytes"]:
+            raise TunesmithError(f"export {export_id}: {path} is missing or changed since it was published; "
+                                 f"remove {art.path} and export again")
+    return art
+
+
+def _result(art: Artifact, reused: bool) -> ExportResult:
+    report = json.loads((art.path / "export.json").read_text())
+    return ExportResult(art.path / report["merged"], art.path / report["gguf"] if report["gguf"] else None,
+                        report["checks"], art.path / "export.json", report.get("gguf_skipped"),
+                        export_id=art.id, path=art.path, formats=report.get("formats"), files=report.get("files"),
+                        reused=reused)
+
+
+def copy_export(src: Path, dest: Path) -> Path:
+    """Copy a published export to ``dest`` (a folder outside the workspace, replaced if present):
+    copied beside it first and renamed, so ``dest`` is never half written."""
+    tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(src, tmp)
+        _replace_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    gguf_path = final / report["gguf"] if report["gguf"] else None
-    return ExportResult(final / "merged", gguf_path, report["checks"], final / "export.json", skipped)
+    return dest
 
 
 @dataclass
