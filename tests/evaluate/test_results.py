@@ -121,3 +121,21 @@ def test_missing_and_non_json_files_are_clear_errors(tmp_path):
     (tmp_path / "results.json").write_text("[]")
     with pytest.raises(TunesmithError, match="must be a JSON object, got list"):
         load_results(tmp_path)
+
+
+def test_a_confusion_matrix_as_the_runner_writes_it_round_trips(tmp_path):
+    from tunesmith.evaluate.metrics import confusion_matrix
+
+    answers = ['{"category": "billing"}', '{"category": "shipping"}', "not json", '{"category": "billing"}']
+    refs = ['{"category": "billing"}', '{"category": "billing"}', '{"category": "shipping"}', '{"category": "billing"}']
+    cm = confusion_matrix(answers, refs, "category", ["billing", "shipping"])
+    data = json.loads(FIXTURE.read_text())
+    data["confusion"] = {"category": {"rung": "finetuned", **cm.to_dict()}}
+    text = json.dumps(data, indent=1, default=str)  # as runner.py writes results.json
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    r = load_results(path)
+    assert r.to_json() == text
+    c = r.confusion["category"]
+    assert c.counts == [[2, 1, 0], [0, 0, 1]] and c.columns[-1] == "<invalid>"
+    assert c.per_label["billing"].support == 3 and c.summary["n"] == 4 and isinstance(c.summary["n"], int)
