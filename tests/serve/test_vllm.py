@@ -221,6 +221,24 @@ def test_the_childs_errors_are_openai_shaped(proxied):
     assert chat(url, {"model": "v-a", "messages": messages}, key="wrong-key-0123456789").status_code == 401
 
 
+def test_completions_are_forwarded_with_the_model_mapped(proxied):
+    url, _, cfg, log = proxied
+    resp = httpx.post(f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
+                      json={"model": cfg.project, "prompt": "Hello", "max_tokens": 3, "echo": True, "logprobs": 1},
+                      timeout=60)
+    assert resp.status_code == 200, resp.text
+    sent = requests_seen(log)[-1]
+    assert (sent["model"], sent["prompt"], sent["max_tokens"], sent["echo"], sent["logprobs"]) == (
+        "v-b", "Hello", 3, True, 1)
+    body = resp.json()
+    assert body["model"] == cfg.project and body["id"].startswith("cmpl-") and body["id"] != "cmpl-fake"
+    assert body["choices"][0]["text"] == "answer 0 from v-b to 5 tokens"
+    assert resp.headers["x-tunesmith-model-version"] == "v-b"
+    bad = httpx.post(f"{url}/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, trust_env=False,
+                     json={"model": "v-a", "prompt": "x", "stop": ["FAIL500"]}, timeout=60)
+    assert bad.status_code == 502 and bad.json()["error"]["code"] == "generation_failed"
+
+
 def test_cache_metrics_and_log_work_in_front_of_vllm(proxied):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -567,9 +567,9 @@ class VllmCompletions:
         return CompletionService.new_request_id()
 
     async def prepare(self, req: Any, request_id: str, route: Route) -> PreparedForward:
-        if req.stream:
-            raise APIError(400, "stream is not supported on /v1/completions", param="stream",
-                           code="unsupported_parameter")
+        problem = req.unsupported()
+        if problem:
+            raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
         body = {**(req.model_extra or {}), **req.model_dump(exclude_unset=True, by_alias=True),
                 "model": lora_name(route)}
         return PreparedForward(request_id, route, body)
