@@ -186,12 +186,27 @@ def test_chat_logprobs_are_the_models_log_softmax_of_the_answer(served):
     assert plain.choices[0].logprobs is None and plain.choices[0].message.content == g.text
 
 
+def test_streamed_logprobs_equal_the_answers(served):
+    kw = {"model": served.version, "messages": ask("my refund is missing"), "temperature": 0, "max_tokens": 8,
+          "n": 2, "logprobs": True, "top_logprobs": 2}
+    whole = served.client().chat.completions.create(**kw)
+    texts, logprobs, finish = ["", ""], [[], []], [None, None]
+    for chunk in served.client().chat.completions.create(**kw, stream=True):
+        for c in chunk.choices:
+            assert finish[c.index] is None  # nothing comes after an answer's finish chunk
+            texts[c.index] += c.delta.content or ""
+            logprobs[c.index] += c.logprobs.content if c.logprobs else []
+            finish[c.index] = c.finish_reason
+    assert texts == [c.message.content for c in whole.choices]
+    assert finish == [c.finish_reason for c in whole.choices]
+    for got, c in zip(logprobs, whole.choices, strict=True):
+        assert [t.model_dump() for t in got] == [t.model_dump() for t in c.logprobs.content]
+
+
 def test_chat_logprobs_refusals(served):
     client = served.client()
     with pytest.raises(openai.BadRequestError, match="top_logprobs needs logprobs"):
         client.chat.completions.create(model="base", messages=ask("hi"), top_logprobs=2)
-    with pytest.raises(openai.BadRequestError, match="stream"):
-        client.chat.completions.create(model="base", messages=ask("hi"), logprobs=True, stream=True)
     err = assert_openai_error(raw(served, "POST", "/v1/chat/completions",
                                   json={"model": "base", "messages": ask("hi"), "logprobs": True,
                                         "top_logprobs": 21}), 400)

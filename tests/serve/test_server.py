@@ -130,7 +130,7 @@ def test_unknown_model_is_a_404_naming_the_served_ones(served):
     ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "n": 9}, "n"),
     ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"model": "base", "messages": [{"role": "tool", "content": "hi"}]}, "messages.0.role"),
-    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "stream": True}, "logprobs"),
+    ({"model": "base", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
     ({"model": "base", "messages": [{"role": "assistant", "content": "hi"}]}, "messages"),
 ])
 def test_malformed_requests_are_openai_shaped_400s(served, body, param):

@@ -160,8 +160,6 @@ class ChatCompletionRequest(BaseModel):
         """(param, message) for a declared field the server cannot honour, or None."""
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "top_logprobs needs logprobs: true"
-        if self.logprobs and self.stream:
-            return "logprobs", "logprobs are not available with stream: true on this server; send one or the other"
         if self.tools:
             return "tools", "tools (function calling) are not supported by this server"
         return None
@@ -230,7 +228,7 @@ class Delta(_Wire):
 class ChunkChoice(_Wire):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None  # streamed: all of an answer's, in its finish chunk
     finish_reason: Literal["stop", "length"] | None = None
 
 

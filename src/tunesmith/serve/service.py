@@ -345,7 +345,10 @@ class ChatService:
                 choice, delta, finish = event
                 if delta and first_token is None:
                     first_token = time.perf_counter()
-                yield chunk([ChunkChoice(index=choice, delta=Delta(content=delta or None), finish_reason=finish)])
+                if p.cfg.logprobs is not None:  # the finish chunk comes last, with the answer's logprobs
+                    finish = None
+                if delta or finish:
+                    yield chunk([ChunkChoice(index=choice, delta=Delta(content=delta or None), finish_reason=finish)])
             try:
                 gens = job.future.result()
             except Exception as exc:
@@ -355,9 +358,11 @@ class ChatService:
                 yield "data: [DONE]\n\n"
                 return
             for i, (s, g) in enumerate(zip(streams, gens, strict=True)):  # answers the tokens did not end
-                if s.finish is None:
-                    rest = s.finish_with(g.text, g.finish_reason)
-                    yield chunk([ChunkChoice(index=i, delta=Delta(content=rest or None), finish_reason=g.finish_reason)])
+                if s.finish is None or p.cfg.logprobs is not None:
+                    rest = s.finish_with(g.text, g.finish_reason) if s.finish is None else ""
+                    logprobs = self._logprobs(g) if p.cfg.logprobs is not None else None  # type: ignore[arg-type]
+                    yield chunk([ChunkChoice(index=i, delta=Delta(content=rest or None), logprobs=logprobs,
+                                             finish_reason=g.finish_reason)])
             if include_usage:
                 yield chunk([], _usage(p, gens))
             status = 200
