@@ -54,6 +54,7 @@ from tunesmith.serve.agreement import (
     paired_agreement,
 )
 from tunesmith.serve.catalog import CHAMPION, Route
+from tunesmith.workspace import append_only
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +221,7 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     reason TEXT                      -- JSON: the failing numbers, thresholds, settings, or why
 );
 """
-TRIGGERS = """
-CREATE TRIGGER IF NOT EXISTS rollout_events_no_update BEFORE UPDATE ON rollout_events
-BEGIN SELECT RAISE(ABORT, 'rollout_events is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS rollout_events_no_delete BEFORE DELETE ON rollout_events
-BEGIN SELECT RAISE(ABORT, 'rollout_events is append-only'); END;
-"""
+TRIGGERS = append_only("rollout_events")
 SCHEMA = TABLE + TRIGGERS
 EVENT_COLUMNS = ("seq", "time", "event", "champion", "canary", "share", "reason")
 
