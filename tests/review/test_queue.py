@@ -191,3 +191,27 @@ def test_kappa_matches_scikit_learn():
         b = [x if rng.random() < 0.6 else rng.choice("abcd") for x in a]
         assert _kappa(list(zip(a, b, strict=True))) == pytest.approx(cohen_kappa_score(a, b))
     assert _kappa([("a", "a"), ("a", "a")]) is None
+
+
+def test_the_request_log_writer_records_what_the_queue_reads(queue, ws):
+    """Input turns (PII scrubbed), per-field confidence and the decision, written by the
+    request log's own writer thread, come back as logged answers and queue as items."""
+    from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
+
+    log = RequestLog(ws.db_path, scrub=lambda t: t.replace("ann@example.com", "<EMAIL>"))
+    log.start()
+    msgs = [{"role": "user", "content": "refund please, ann@example.com"}]
+    conf = {"category": 0.97, "urgency": 0.55, "next_action": 0.9}
+    log.record(LogEntry("r1", 5.0, 200, version="v2", prompt="rendered", messages=msgs, answers=[
+        Answer(answer("billing", "low", "refund"), "stop", 9, conf,
+               Decision("low_confidence", "confidence 0.550 < threshold 0.800", 0.55, 0.8).to_dict()),
+        Answer(answer("billing", "high", "refund"), "stop", 9, conf, Decision("auto", "auto-approved").to_dict())]))
+    log.stop()
+    logged = logged_answers(ws.db_path)
+    assert [(a.request_id, a.choice) for a in logged] == [("r1", 0), ("r1", 1)]
+    assert logged[0].messages == [{"role": "user", "content": "refund please, <EMAIL>"}]
+    assert logged[0].confidence == conf and logged[0].decision.tier == "low_confidence"
+    report = enqueue_from_request_log(queue, SPEC, logged)
+    assert (report.queued, report.auto) == (1, 1)
+    item = queue.get("r1")
+    assert item.model_version == "v2" and item.fields["urgency"].confidence == 0.55 and item.confidence == 0.55

@@ -14,6 +14,7 @@ and inserts.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import sqlite3
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS request_log (
     cached INTEGER NOT NULL DEFAULT 0, -- 1: answered from the response cache
     shadow_of TEXT,                   -- variant shadow: the request_id of the champion's answer it copies
     json_asked INTEGER,               -- 1: response_format asked for JSON (the rollout's JSON validity)
+    messages TEXT,                    -- JSON: the request's input turns [{role, content}], PII scrubbed
+    confidence TEXT,                  -- JSON: {field: calibrated confidence} of this answer
+    decision TEXT,                    -- JSON: its review routing (tunesmith.review.routing.Decision)
     PRIMARY KEY (request_id, choice)
 );
 CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
@@ -55,9 +59,10 @@ CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
 
 COLUMNS = ("request_id", "choice", "created", "model", "version", "adapter", "variant", "prompt", "answer",
            "finish_reason", "prompt_tokens", "completion_tokens", "latency_ms", "first_token_ms", "status",
-           "error", "stream", "cached", "shadow_of", "json_asked")
+           "error", "stream", "cached", "shadow_of", "json_asked", "messages", "confidence", "decision")
 # columns added after the table's first release: connect() adds them to an older table
-ADDED_COLUMNS = {"cached": "INTEGER NOT NULL DEFAULT 0", "shadow_of": "TEXT", "json_asked": "INTEGER"}
+ADDED_COLUMNS = {"cached": "INTEGER NOT NULL DEFAULT 0", "shadow_of": "TEXT", "json_asked": "INTEGER",
+                 "messages": "TEXT", "confidence": "TEXT", "decision": "TEXT"}
 
 
 @dataclass
@@ -65,6 +70,8 @@ class Answer:
     text: str
     finish_reason: str | None
     tokens: int
+    confidence: dict[str, float] | None = None  # per label field, calibrated (review)
+    decision: dict[str, Any] | None = None  # the review routing, Decision.to_dict()
 
 
 @dataclass
@@ -88,17 +95,25 @@ class LogEntry:
     cached: bool = False  # answered from the response cache
     shadow_of: str | None = None  # a shadow copy: the champion's request id
     json_asked: bool | None = None  # response_format asked for JSON (None: not known, refused requests)
+    messages: list[dict[str, str]] | None = None  # the request's input turns (the review queue's input)
 
     def rows(self, scrub: Callable[[str], str]) -> list[tuple[Any, ...]]:
         prompt = scrub(self.prompt) if self.prompt else self.prompt
         head = (self.request_id,)
         common = (self.created, self.model, self.version, self.adapter, self.variant, prompt)
         tail = (self.latency_ms, self.first_token_ms, self.status, self.error, int(self.stream), int(self.cached),
-                self.shadow_of, None if self.json_asked is None else int(self.json_asked))
+                self.shadow_of, None if self.json_asked is None else int(self.json_asked),
+                None if self.messages is None else json.dumps(
+                    [{**m, "content": scrub(m["content"]) if m.get("content") else m.get("content")}
+                     for m in self.messages], ensure_ascii=False))
         if not self.answers:
-            return [(*head, 0, *common, None, None, self.prompt_tokens, None, *tail)]
+            return [(*head, 0, *common, None, None, self.prompt_tokens, None, *tail, None, None)]
         return [(*head, i, *common, scrub(a.text) if a.text else a.text, a.finish_reason, self.prompt_tokens,
-                 a.tokens, *tail) for i, a in enumerate(self.answers)]
+                 a.tokens, *tail, _json(a.confidence), _json(a.decision)) for i, a in enumerate(self.answers)]
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def connect(db_path: Path) -> sqlite3.Connection:
