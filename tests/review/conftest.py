@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tunesmith.config import OutputSpec
-from tunesmith.review.queue import LOG_COLUMNS, FieldValue, NewItem, ReviewQueue
+from tunesmith.review.queue import FieldValue, NewItem, ReviewQueue
 from tunesmith.review.routing import Decision
 from tunesmith.workspace import Workspace
 
@@ -62,15 +62,11 @@ def publish_pack(ws: Workspace, user_texts: list[str], pack_id: str = "pack01234
 
 
 def log_rows(ws: Workspace, rows: list[dict]) -> None:
-    """Request-log rows with the columns the server writes for review (LOG_COLUMNS)."""
+    """Request-log rows with the columns the server writes for review (messages, confidence, decision)."""
     from tunesmith.serve import requestlog
 
     db = requestlog.connect(ws.db_path)
     try:
-        have = {r[1] for r in db.execute("PRAGMA table_info(request_log)")}
-        for name, decl in LOG_COLUMNS.items():
-            if name not in have:
-                db.execute(f"ALTER TABLE request_log ADD COLUMN {name} {decl}")
         with db:
             for i, r in enumerate(rows):
                 db.execute("INSERT INTO request_log (request_id, choice, created, version, prompt, answer, status, "

@@ -458,10 +458,10 @@ class LoggedAnswer:
     decision: Decision | None = None
 
 
-# The request-log columns the queue reads (JSON text), written by the server and batch
-# prediction beside each answer: the request's input turns (PII scrubbed), the per-field
-# calibrated confidence, and the routing decision (Decision.to_dict()).
-LOG_COLUMNS = {"messages": "TEXT", "confidence": "TEXT", "decision": "TEXT"}
+# The request-log columns the queue reads (JSON text; serve/requestlog.py), written beside each
+# answer: the request's input turns (PII scrubbed), the per-field calibrated confidence, and the
+# routing decision (Decision.to_dict()). A log from an older tunesmith may lack their values.
+LOG_COLUMNS = ("messages", "confidence", "decision")
 
 
 def logged_answers(db_path: Path, *, since: float | None = None, until: float | None = None) -> list[LoggedAnswer]:
