@@ -104,3 +104,10 @@ def test_export_refuses_eval_pack_overlap_unless_told(proj):
     res = invoke(root, "export", "--drop-overlap")
     assert res.exit_code == 0, res.output
     assert "1 records" in res.output and "1 overlapping the eval pack" in res.output
+
+
+def test_reject_without_a_reason_lists_the_codes(proj):
+    root, _ = proj
+    invoke(root, "enqueue")
+    res = invoke(root, "reject", "1", "--by", "ann")
+    assert res.exit_code == 2 and "one of: wrong_label, policy_change" in " ".join(res.output.split())

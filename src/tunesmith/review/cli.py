@@ -156,8 +156,8 @@ def review_correct(
 @_user_errors
 def review_reject(
     item: ItemArg,
-    reason: Annotated[str, typer.Option(help="Why: a reason code (review.reason_codes).")],
     config: MaybeConfigOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Why: a reason code (review.reason_codes); required.")] = None,
     by: ByOpt = None,
     revise: ReviseOpt = False,
     as_json: JsonOpt = False,
