@@ -2,8 +2,7 @@
 :mod:`tunesmith.review.project`).
 
 It uses the main CLI's helpers (error handling, ``--json``, the console) and is registered on
-the main app at the end of ``tunesmith.cli``: import it through ``tunesmith.cli``, which is
-what the ``tunesmith`` command does."""
+the main app at the end of ``tunesmith.cli``."""
 
 from __future__ import annotations
 
@@ -15,14 +14,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.cli import JsonOpt, MaybeConfigOpt, _emit_json, _user_errors, load_config, out
-from tunesmith.config import CONFIG_FILENAME
-from tunesmith.errors import TunesmithError
-
+# defined before the main CLI is imported: whichever of the two modules is imported first, the
+# main CLI's registration finds it (its commands are added below, before typer builds the app)
 review_app = typer.Typer(
     help="The human review queue: list, show, approve, correct, reject, export (and enqueue, agreement).",
     no_args_is_help=True,
 )
+
+from tunesmith.cli import JsonOpt, MaybeConfigOpt, _emit_json, _user_errors, load_config, out  # noqa: E402
+from tunesmith.config import CONFIG_FILENAME  # noqa: E402
+from tunesmith.errors import TunesmithError  # noqa: E402
 
 ItemArg = Annotated[str, typer.Argument(metavar="ITEM", help="Item number, or the request id.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Reviewer name; default the OS user.")]
