@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.workspace import connect_db
+from tunesmith.workspace import append_only, connect_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS monitor_alarms (
@@ -31,11 +31,7 @@ CREATE TABLE IF NOT EXISTS monitor_alarms (
     detail TEXT,                     -- JSON: the alarming findings
     action TEXT NOT NULL DEFAULT 'retrain'
 );
-CREATE TRIGGER IF NOT EXISTS monitor_alarms_no_update BEFORE UPDATE ON monitor_alarms
-BEGIN SELECT RAISE(ABORT, 'monitor_alarms is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS monitor_alarms_no_delete BEFORE DELETE ON monitor_alarms
-BEGIN SELECT RAISE(ABORT, 'monitor_alarms is append-only'); END;
-"""
+""" + append_only("monitor_alarms")
 COLUMNS = ("seq", "time", "kind", "checks", "window", "window_start", "window_end", "n_current", "reference",
            "versions", "detail", "action")
 
