@@ -639,6 +639,8 @@ class VllmConfig(_Section):
     max_model_len: int | None = Field(None, ge=1, description="vLLM's --max-model-len (default: the model's).")
     max_lora_rank: int | None = Field(None, ge=1, description="vLLM's --max-lora-rank (default: the "
                                       "largest rank among the versions).")
+    max_loras: int | None = Field(None, ge=1, description="vLLM's --max-loras, adapters in one batch (default: "
+                                  "the number of versions, at most 8; GPU memory is reserved for each).")
     extra_args: list[str] = Field(default_factory=list, description="More arguments for `vllm serve`.")
     startup_timeout: float = Field(600.0, gt=0, description="Seconds to wait for the child's /health.")
 

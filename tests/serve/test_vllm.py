@@ -105,6 +105,10 @@ def test_the_command_line_for_a_workspace_with_two_versions(project, tmp_path):
     assert tail == ["0.5", "--max-model-len", "2048", "--enable-lora", "--max-loras", "1", "--max-lora-rank", "64",
                     "--lora-modules", "a=/a", "--x"]
     assert "--enable-lora" not in vllm_command("vllm", "/m", [], opts, port=1, api_key="k")  # base only
+    many = [LoraVersion(f"v{i}", Path(f"/v{i}"), 8, 0.0) for i in range(12)]
+    assert vllm_command("vllm", "/m", many, VllmConfig(), port=1, api_key="k")[13:17] == [
+        "--enable-lora", "--max-loras", "8", "--max-lora-rank"]
+    assert vllm_command("vllm", "/m", many, VllmConfig(max_loras=2), port=1, api_key="k")[15] == "2"
     with pytest.raises(VllmError, match="v-full cannot be served by vLLM"):
         lora_versions(Workspace(cfg.workspace_dir), model_fingerprint(ref), ref.ref, required="v-full")
 

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 BASE_NAME = "base"  # --served-model-name: what the base model is called at the child
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the --max-lora-rank values vLLM accepts
+MAX_LORAS = 8  # default --max-loras cap: vLLM reserves GPU memory for every slot
 INSTALL_HINT = ("install it with `pip install vllm` (it needs an NVIDIA GPU with CUDA), or set serve.engine: "
                 "tunesmith to use the built-in engine")
 
@@ -138,7 +139,7 @@ def vllm_command(executable: str, base: str, versions: Sequence[LoraVersion], op
     if opts.max_model_len is not None:
         cmd += ["--max-model-len", str(opts.max_model_len)]
     if versions:
-        cmd += ["--enable-lora", "--max-loras", str(len(versions)),
+        cmd += ["--enable-lora", "--max-loras", str(opts.max_loras or min(len(versions), MAX_LORAS)),
                 "--max-lora-rank", str(opts.max_lora_rank or lora_rank(versions)),
                 "--lora-modules", *[f"{v.id}={v.adapter}" for v in versions]]
     return cmd + list(opts.extra_args)
