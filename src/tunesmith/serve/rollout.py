@@ -690,9 +690,12 @@ class Rollout:
 
     def _do_promote(self, pair: tuple[str, str], result: CheckResult) -> None:
         champion, challenger = pair
-        checks = ["error_rate", "json_validity", "p95_latency", "agreement"]
+        c, canary = self.monitor.checks, result.canary
+        checks = ["error_rate"] + ["json_validity"] * (canary.json_validity is not None) + [
+            "p95_latency"] * (canary.p95_latency_ms is not None) + [
+            "agreement"] * (bool(result.agreement) and (c.max_label_distance is not None))
         reason = (f"rollout: {self.monitor.clean} canary requests without a failed check "
-                  f"(promote_after {self.monitor.checks.promote_after}); last check passed: {', '.join(checks)}")
+                  f"(promote_after {c.promote_after}); last check passed: {', '.join(checks)}")
         numbers = {"champion": asdict(result.champion), "canary": asdict(result.canary),
                    "thresholds": result.thresholds, "why": reason}
         try:
