@@ -92,6 +92,9 @@ def test_same_distribution_traffic_passes_and_drift_alarms_once(project, tmp_pat
     report = json.loads(result.output)
     assert report["alarm"] is False and report["n_current"] == 200
     assert report["embedder"] == "hashing-1024" and report["reference"].startswith("snapshot ")
+    cached = list((project / ".tunesmith" / "cache" / "monitor").glob("*.npy"))
+    assert len(cached) == 1  # the snapshot's embeddings, reused by the next runs
+    stamp = cached[0].stat().st_mtime_ns
     assert {f["check"] for f in report["findings"]} == {
         "input.length", "input.unseen_tokens", "input.embedding", "output.label.category", "output.confidence"}
 
@@ -107,6 +110,7 @@ def test_same_distribution_traffic_passes_and_drift_alarms_once(project, tmp_pat
     assert "data:image/png;base64," in text and "<script" not in text and "ALARM" in text
 
     again = json.loads(monitor(project, "--json").output)  # the same window again: no second record
+    assert cached[0].stat().st_mtime_ns == stamp
     assert [a["new"] for a in again["alarms"]] == [False, False]
     db_path = project / ".tunesmith" / "tunesmith.db"
     assert len(alarms.history(db_path)) == 2
@@ -124,3 +128,33 @@ def test_previous_window_reference_and_the_terminal_summary(project):
     assert "reference: requests" in result.output and "input.embedding" in result.output
     bad = monitor(project, "--reference", "yesterday")
     assert bad.exit_code == 2 and "snapshot or previous" in bad.output
+
+
+def test_a_rise_of_reviewed_errors_raises_one_quality_alarm(project):
+    from tunesmith.review.queue import FieldValue, NewItem, ReviewQueue
+    from tunesmith.review.routing import Decision
+
+    db_path = project / ".tunesmith" / "tunesmith.db"
+    queue = ReviewQueue(db_path)
+    allowed = tuple(CATEGORIES)
+    items = [NewItem(f"q{i}", "v1", "json", [{"role": "user", "content": "x"}], '{"category": "account"}',
+                     {"category": FieldValue("account", 0.9, allowed)},
+                     Decision("low_confidence" if i % 10 == 0 else "sampled", "test")) for i in range(160)]
+    queue.enqueue(items)
+    rng = random.Random(1)
+    for i, it in enumerate(queue.items()):
+        wrong = rng.random() < (0.02 if i < 60 else 0.5)  # fine, then half the answers wrong
+        if wrong:
+            queue.decide(it.item, "correct", by="ann", changes={"category": "refund_request"})
+        else:
+            queue.decide(it.item, "approve", by="ann")
+    queue.decide(1, "reject", by="bob", reason="bad_input")  # not a model error: item 1 stays right
+
+    report = json.loads(monitor(project, "--json").output)
+    q = report["quality"]
+    assert q["tiers"]["sampled"]["n"] == 144 and q["tiers"]["low_confidence"]["n"] == 16
+    assert q["alarm"] is True and q["alarms"] and q["alarms"][0] > 54  # none while the rate was 2%
+    assert "quality" in {a["kind"] for a in report["alarms"]}
+    again = json.loads(monitor(project, "--json").output)
+    assert again["quality"]["alarm"] is False  # the same chart alarm is not a new one
+    assert [a.kind for a in alarms.history(db_path, kind="quality")] == ["quality"]

@@ -10,9 +10,14 @@ watches a stream, not a window.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tunesmith.config import Config, MonitorConfig
 from tunesmith.errors import TunesmithError
@@ -29,7 +34,7 @@ from tunesmith.monitor.traffic import (
     snapshot_window,
     traffic_windows,
 )
-from tunesmith.workspace import Workspace
+from tunesmith.workspace import Workspace, write_atomic
 
 KINDS = {"input": "input_drift", "output": "output_drift"}
 DETECT_WITHIN = 300  # the horizon the CUSUM design reports P(alarm within) for
@@ -106,6 +111,9 @@ def run_monitor(cfg: Config, *, window: int | None = None, reference: str | None
     current = _enough(windows[0], m.min_requests, "the latest window")
     ref = (_enough(windows[1], m.min_requests, "the previous window") if mode == "previous"
            else _snapshot_reference(cfg, ws))
+    # the snapshot's texts went through prepare's normaliser; traffic gets the same, so a curly
+    # quote or a collapsed space is not drift (idempotent on text already normalised)
+    current, ref = _normalised(cfg, current), _normalised(cfg, ref)
     findings, choice_name, choice_why = _drift_findings(cfg, ref, current)
     per_check = findings[0].alpha if findings else m.alpha
     quality = _quality(cfg, ws, reviewed)
@@ -125,6 +133,16 @@ def _enough(window: Window, needed: int, what: str) -> Window:
             f"{what} holds {len(window.records)} answered request(s); at least {needed} are needed to test for drift "
             "(monitor.min_requests). This is not an alarm and nothing was recorded: serve more traffic, or use a "
             "smaller --window.")
+    return window
+
+
+def _normalised(cfg: Config, window: Window) -> Window:
+    from dataclasses import replace
+
+    from tunesmith.data.normalise import build_normaliser
+
+    norm = build_normaliser(cfg.data.normalise)
+    window.records = [replace(r, text=norm(r.text)) for r in window.records]
     return window
 
 
@@ -159,13 +177,14 @@ def _drift_findings(cfg: Config, ref: Window, cur: Window) -> tuple[list[drift.F
     fields, whole = _label_fields(cfg)
     choice = choose_embedder(cfg.monitor.embedder)
     findings = drift_findings(ref, cur, cfg.monitor, fields=fields, whole_label=whole, embedder=choice.embedder,
-                              seed=cfg.seed)
+                              seed=cfg.seed, cache=cfg.workspace_dir / "cache" / "monitor")
     return findings, choice.embedder.name, choice.why
 
 
 def drift_findings(ref: Window, cur: Window, m: MonitorConfig, *, fields: list[str], whole_label: bool,
-                   embedder: Embedder, seed: int = 0) -> list[drift.Finding]:
-    """Every drift check of one run, each judged at ``m.alpha`` / (number of checks)."""
+                   embedder: Embedder, seed: int = 0, cache: Path | None = None) -> list[drift.Finding]:
+    """Every drift check of one run, each judged at ``m.alpha`` / (number of checks).
+    ``cache``: a folder where the reference's embeddings are kept between runs."""
     ref_conf = [r.confidence for r in ref.records if r.confidence is not None]
     cur_conf = [r.confidence for r in cur.records if r.confidence is not None]
     with_conf = len(ref_conf) >= m.min_requests and len(cur_conf) >= m.min_requests
@@ -173,7 +192,7 @@ def drift_findings(ref: Window, cur: Window, m: MonitorConfig, *, fields: list[s
     findings = [
         drift.length_test(ref.texts, cur.texts, alpha=alpha, min_d=m.min_length_ks),
         drift.unseen_test(ref.texts, cur.texts, alpha=alpha, min_rise=m.min_unseen_rise, seed=seed),
-        drift.embedding_test(embedder.encode(ref.texts), embedder.encode(cur.texts), alpha=alpha,
+        drift.embedding_test(_encode(embedder, ref, cache), embedder.encode(cur.texts), alpha=alpha,
                              min_auc=m.min_auc, permutations=m.permutations,
                              classifier_permutations=m.classifier_permutations, seed=seed,
                              embedder=getattr(embedder, "name", type(embedder).__name__)),
@@ -190,6 +209,28 @@ def drift_findings(ref: Window, cur: Window, m: MonitorConfig, *, fields: list[s
                else "too few logged confidences")
         findings.append(drift.skipped("output.confidence", "ks", why, alpha, len(ref_conf), len(cur_conf)))
     return findings
+
+
+def _encode(embedder: Embedder, window: Window, cache: Path | None) -> np.ndarray:
+    """The window's embeddings; a snapshot reference's are cached (keyed by the embedder and the
+    texts): MiniLM on 2,000 tickets is minutes on a busy CPU, and the snapshot never changes."""
+    name = getattr(embedder, "name", None)
+    if cache is None or name is None or "snapshot" not in window.meta:
+        return embedder.encode(window.texts)
+    digest = hashlib.sha256("\x00".join([name, *window.texts]).encode()).hexdigest()[:24]
+    path = cache / f"{window.meta['snapshot'][:16]}-{digest}.npy"
+    if path.is_file():
+        try:
+            vectors = np.load(path, allow_pickle=False)
+            if vectors.shape[0] == len(window.texts):
+                return vectors
+        except (OSError, ValueError):
+            pass  # a damaged cache file is recomputed and replaced
+    vectors = np.asarray(embedder.encode(window.texts), dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, vectors, allow_pickle=False)
+    write_atomic(path, buf.getvalue())
+    return vectors
 
 
 # --------------------------------------------------------------------------- quality
