@@ -68,8 +68,11 @@ def log_traffic(root: Path, texts: list[str], *, shift: bool = False, start: flo
     for i, text in enumerate(texts):
         prompt = (f"<|im_start|>system\nTriage the ticket.<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n"
                   "<|im_start|>assistant\n")
+        conf = {"category": rng.betavariate(3, 2) if shift else rng.betavariate(8, 2)}
         log.record(LogEntry(f"r{start}-{i}", start + i, 200, model="monitor-test", version="v1", variant="champion",
-                            prompt=prompt, answers=[Answer(answer(rng, shift), "stop", 9)]))
+                            prompt=prompt, answers=[Answer(answer(rng, shift), "stop", 9, confidence=conf)],
+                            messages=[{"role": "system", "content": "Triage the ticket."},
+                                      {"role": "user", "content": text}]))
     log.stop()
 
 
@@ -126,6 +129,9 @@ def test_previous_window_reference_and_the_terminal_summary(project):
     result = monitor(project, "--reference", "previous", "--window", "150")
     assert result.exit_code in (0, 1), result.output
     assert "reference: requests" in result.output and "input.embedding" in result.output
+    report = json.loads(monitor(project, "--reference", "previous", "--window", "200", "--json").output)
+    conf = next(f for f in report["findings"] if f["check"] == "output.confidence")
+    assert conf["alarm"] and conf["effect"] > 0.3  # the shifted window's confidences fell (logged per field)
     bad = monitor(project, "--reference", "yesterday")
     assert bad.exit_code == 2 and "snapshot or previous" in bad.output
 

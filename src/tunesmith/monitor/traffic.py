@@ -98,10 +98,12 @@ def traffic_windows(db_path: Path, size: int, *, count: int = 1) -> list[Window]
         if not cols:
             return [Window("no traffic", []) for _ in range(count)]
         confidence = "confidence" if "confidence" in cols else "NULL"
-        answered = ("status = 200 AND choice = 0 AND answer IS NOT NULL AND prompt IS NOT NULL "
-                    "AND COALESCE(variant, '') != 'shadow'" + (" AND shadow_of IS NULL" if "shadow_of" in cols else ""))
+        messages = "messages" if "messages" in cols else "NULL"
+        answered = ("status = 200 AND choice = 0 AND answer IS NOT NULL AND COALESCE(variant, '') != 'shadow'"
+                    + f" AND COALESCE(prompt, {messages}) IS NOT NULL"
+                    + (" AND shadow_of IS NULL" if "shadow_of" in cols else ""))
         rows = db.execute(
-            f"SELECT request_id, created, prompt, answer, version, {confidence} FROM request_log "
+            f"SELECT request_id, created, prompt, {messages}, answer, version, {confidence} FROM request_log "
             f"WHERE {answered} ORDER BY created DESC, request_id DESC LIMIT ?", (size * count,)).fetchall()
         total = db.execute(f"SELECT COUNT(*) FROM request_log WHERE {answered}").fetchone()[0]
     finally:
@@ -116,15 +118,47 @@ def traffic_windows(db_path: Path, size: int, *, count: int = 1) -> list[Window]
 
 def _window(rows: Sequence[tuple], first: int) -> Window:
     records, unmatched = [], 0
-    for rid, created, prompt, answer, version, conf in rows:
-        text, matched = user_text(prompt)
+    for rid, created, prompt, messages, answer, version, conf in rows:
+        text, matched = _logged_user_text(prompt, messages)
         unmatched += not matched
-        records.append(Record(rid, created, text, answer, version, None if conf is None else float(conf)))
+        records.append(Record(rid, created, text, answer, version, answer_confidence(conf)))
     if not records:
         return Window("no traffic", [])
     start, end = records[0].created, records[-1].created
     label = f"requests {first}-{first + len(records) - 1} ({_when(start)} .. {_when(end)})"
     return Window(label, records, start, end, unmatched)
+
+
+def _logged_user_text(prompt: str | None, messages: str | None) -> tuple[str, bool]:
+    """The user turns from the logged input turns (servers since the review queue log them),
+    else cut out of the rendered prompt."""
+    if messages:
+        try:
+            turns = json.loads(messages)
+            users = [m["content"] for m in turns if m.get("role") == "user" and isinstance(m.get("content"), str)]
+            if users:
+                return "\n".join(u.strip() for u in users), True
+        except (ValueError, TypeError, AttributeError, KeyError):
+            pass
+    return user_text(prompt or "")
+
+
+def answer_confidence(value: str | float | None) -> float | None:
+    """An answer's confidence: the lowest of its fields' (logged as JSON ``{field: p}``), or a number."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(data, int | float):
+        return float(data)
+    if isinstance(data, dict):
+        numbers = [float(v) for v in data.values() if isinstance(v, int | float)]
+        return min(numbers) if numbers else None
+    return None
 
 
 def _when(ts: float) -> str:
