@@ -6,6 +6,8 @@ OpenAI-shaped 400s for bad input."""
 from __future__ import annotations
 
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -109,6 +111,27 @@ def test_the_request_lm_eval_sends(served):
     assert math.isclose(score, sum(want[t - 1, (context + continuation)[t]].item()
                                    for t in range(len(context), len(context) + len(continuation))), abs_tol=1e-4)
     assert resp.headers["x-request-id"] == resp.json()["id"] and resp.json()["id"].startswith("cmpl-")
+
+
+def test_concurrent_scoring_requests_share_engine_calls(served):
+    texts = [f"ticket {i}: my order {'has not arrived' * (i % 3 + 1)}" for i in range(8)]
+    client = served.client()
+    scheduler = served.service.scheduler
+    before = scheduler.batches
+    with ThreadPoolExecutor(len(texts)) as pool:
+        with served.engine.running(None):  # the worker waits for the engine: the requests queue up
+            futures = [pool.submit(client.completions.create, model="base", prompt=t, max_tokens=0, echo=True,
+                                   logprobs=0) for t in texts]
+            deadline = time.monotonic() + 30
+            while scheduler.waiting + scheduler.running < len(texts) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        got = [f.result() for f in futures]
+    assert scheduler.batches - before <= 2  # what the worker took first, then all that waited, together
+    for text, resp in zip(texts, got, strict=True):
+        ids = encode(served, text)
+        want = log_softmax(served, ids, None)
+        assert resp.choices[0].logprobs.token_logprobs[1:] == pytest.approx(
+            [want[t - 1, ids[t]].item() for t in range(1, len(ids))], abs=1e-4)
 
 
 @pytest.mark.parametrize(("body", "param", "code"), [
