@@ -18,13 +18,20 @@ def print_report(report: MonitorReport, console: Console) -> None:
     console.print(f"reference: {escape(report.reference)} · {report.n_reference}", highlight=False)
     console.print(f"embedder: {escape(report.embedder)} ({escape(report.embedder_why)}) · alpha {report.alpha} "
                   f"per run, {report.alpha_per_check:.2g} per check", highlight=False)
-    table = Table("check", "test", "p-value", "effect", "min", "verdict")
+    table = Table("check", "test", "p-value", "effect (min)", "verdict")
+    table.columns[0].no_wrap = True
+    skipped = []
     for f in report.findings:
-        verdict = ("[bold red]ALARM[/]" if f.alarm else f"[dim]not run: {escape(f.note)}[/]" if f.p_value is None
-                   else "[green]ok[/]")
-        table.add_row(f.check, f.test, _num(f.p_value), f"{f.effect_name} {_num(f.effect, '.3f')}".strip(),
-                      _num(f.min_effect, ".3f"), verdict)
+        if f.p_value is None:
+            skipped.append(f"{f.check} not run: {f.note}")
+            table.add_row(f.check, f.test, "-", "-", "[dim]not run[/]")
+            continue
+        verdict = "[bold red]ALARM[/]" if f.alarm else "[green]ok[/]"
+        table.add_row(f.check, f.test, _num(f.p_value), f"{f.effect_name} {_num(f.effect, '.3f')} "
+                      f"({_num(f.min_effect, '.2f')})", verdict)
     console.print(table)
+    for line in skipped:
+        console.print(f"[dim]{escape(line)}[/]", highlight=False)
     for note in report.notes:
         console.print(f"[dim]{escape(note)}[/]")
     q = report.quality
