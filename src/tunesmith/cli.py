@@ -1123,6 +1123,11 @@ from tunesmith.review.cli import review_app  # noqa: E402  (it imports this modu
 
 app.add_typer(review_app, name="review")
 
+# ---------------------------------------------------------------------------- retrain (tunesmith/retrain/cli.py)
+from tunesmith.retrain.cli import retrain_command  # noqa: E402
+
+app.command("retrain")(_user_errors(retrain_command))
+
 
 def main() -> None:
     app()

@@ -752,6 +752,35 @@ class MonitorConfig(_Section):
     quality: MonitorQualityConfig = Field(default_factory=MonitorQualityConfig)
 
 
+class RetrainConfig(_Section):
+    """`tunesmith retrain`: the next version from the reviewed corrections (docs/retrain.md)."""
+
+    corrections: str | None = Field(
+        None, description="The reviewed-corrections dataset (`tunesmith review export --out`); default: the latest "
+        "export in the workspace.",
+    )
+    rehearsal_ratio: float = Field(
+        0.5, ge=0, lt=1, description="Share of the training mix drawn (seeded) from the previous version's training "
+        "split; the rest is the new data (corrections, --add files, new source records). 0 = new data only.",
+    )
+    start: Literal["base", "champion"] = Field(
+        "base", description="`base`: a fresh adapter on the base model; `champion`: continue the champion's "
+        "LoRA/DoRA adapter (same method, rank and target modules).",
+    )
+    new_slice_share: float = Field(
+        0.3, gt=0, lt=1, description="Share of the corrections held out (by a hash of their input, so an item "
+        "keeps its side across exports) as the new-slice eval pack; never trained on.",
+    )
+    min_new_slice_lift: float = Field(
+        0.0, description="The challenger must beat the champion on the new slice's headline metric by at least "
+        "this (and, with eval.gate.require_significant, with a 95% CI above 0).",
+    )
+    max_field_drop: float = Field(
+        0.02, ge=0, le=1, description="Non-inferiority margin per label field on the frozen pack: the lower end "
+        "of the 95% CI of (challenger - champion) must lie above -max_field_drop.",
+    )
+
+
 class Config(_Section):
     project: str = Field("tunesmith-project", description="Project name (shown in reports).")
     workspace: str = Field(
@@ -765,6 +794,7 @@ class Config(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     # Set by load_config: the directory relative paths are resolved against.
     _base_dir: Path = Path(".")

@@ -179,3 +179,55 @@ def load_trainable_state(model: Any, cfg: TrainConfig, state: dict[str, torch.Te
         raise TunesmithError(
             f"checkpoint does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
+
+
+LORA_METHODS = ("lora", "dora", "qlora")  # adapters a retrain may continue from
+
+
+def load_adapter_init(model: Any, version_dir: Any, cfg: TrainConfig, *, base_fingerprint: str | None = None) -> int:
+    """Copy a model version's LoRA/DoRA adapter weights into ``model`` (a fresh PeftModel of the
+    same shape) so training continues from them; returns the number of tensors loaded.
+
+    Why not ``PeftModel.from_pretrained(..., is_trainable=True)``: the run's own adapter config
+    (``train.lora``) decides the shape, dropout and the top layers; the earlier weights only
+    start it. A mismatch (another method, rank, target modules or base model) is refused with
+    what differs, never loaded partially.
+    """
+    import json
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(version_dir)
+    record_path = folder / "model_version.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    method = record.get("method")
+    if cfg.method not in LORA_METHODS:
+        raise TunesmithError(f"starting from an earlier adapter needs train.method lora or dora, not '{cfg.method}' "
+                             "(use retrain.start: base)")
+    if method and method != cfg.method:
+        raise TunesmithError(f"model version {folder.name[:12]} was trained with method '{method}', this run uses "
+                             f"'{cfg.method}': its weights cannot start this run (use retrain.start: base, or the "
+                             f"same train.method)")
+    if base_fingerprint and record.get("base_fingerprint") and record["base_fingerprint"] != base_fingerprint:
+        raise TunesmithError(f"model version {folder.name[:12]} was trained on another base model "
+                             f"({record.get('base_model')}); its adapter cannot start a run on this one")
+    weights = folder / "adapter" / "adapter_model.safetensors"
+    if not weights.exists():
+        raise TunesmithError(f"model version {folder.name[:12]} has no adapter weights ({weights} is missing)")
+    state = load_file(str(weights))
+    try:
+        result = set_peft_model_state_dict(model, state)
+    except RuntimeError as exc:  # size mismatch: another rank
+        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise TunesmithError(f"the adapter of {folder.name[:12]} does not fit train.lora ({first[0].strip()[:200]}); "
+                             "use the champion's rank and target modules, or retrain.start: base") from None
+    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if unexpected or missing:
+        which = (unexpected or missing)[0]
+        raise TunesmithError(f"the adapter of {folder.name[:12]} does not match train.lora's modules "
+                             f"({len(missing)} adapter tensors missing, {len(unexpected)} unexpected, e.g. {which}); "
+                             "use the champion's target modules and top_layers, or retrain.start: base")
+    return len(state)

@@ -56,11 +56,14 @@ def resolve_snapshot(ws: Workspace, snapshot: str | None) -> tuple[str, Path]:
     return latest.id, latest.path
 
 
-def run_key(cfg: Config, snapshot_id: str) -> str:
-    """Same snapshot + model + train config + seed -> same run folder (what --resume finds)."""
-    blob = json.dumps({"snapshot": snapshot_id, "model": cfg.model.model_dump(mode="json"),
-                       "train": cfg.train.model_dump(mode="json", exclude={"tracking"}), "seed": cfg.seed},
-                      sort_keys=True)
+def run_key(cfg: Config, snapshot_id: str, init: dict[str, Any] | None = None) -> str:
+    """Same snapshot + model + train config + seed (+ the adapter it starts from, if any) -> same
+    run folder (what --resume finds)."""
+    data = {"snapshot": snapshot_id, "model": cfg.model.model_dump(mode="json"),
+            "train": cfg.train.model_dump(mode="json", exclude={"tracking"}), "seed": cfg.seed}
+    if init:
+        data["init"] = init  # only when set: the keys of every earlier run stay what they were
+    blob = json.dumps(data, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -156,9 +159,14 @@ def _tokenize(cfg: Config, tokenizer: Any, examples: list[Example], what: str, l
 
 def train(
     cfg: Config, *, snapshot: str | None = None, resume: bool = False, log: LogFn | None = None,
-    accelerator: Any = None,
+    accelerator: Any = None, init_adapter: Path | None = None, lineage_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune ``cfg.model.base`` on a snapshot; returns the registered model version.
+
+    ``init_adapter``: a model version whose LoRA/DoRA adapter weights start training instead of
+    a fresh initialisation (``tunesmith retrain`` with ``retrain.start: champion``); it must
+    have the same method, rank and target modules. ``lineage_extra``: more lineage keys for the
+    version record (the parent version, the retrain it came from).
 
     Raises:
         TunesmithError: no snapshot, empty train split, unsupported method here, template or
@@ -182,7 +190,8 @@ def train(
     train_ex, val_ex = load_split(snap_dir, "train"), load_split(snap_dir, "validation")
     if not train_ex:
         raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
-    key = run_key(cfg, snapshot_id)
+    init = {"adapter_of": init_adapter.name, **(lineage_extra or {})} if init_adapter else dict(lineage_extra or {})
+    key = run_key(cfg, snapshot_id, init or None)
     if not resume and (done := _existing_version(ws, key)) is not None:
         return done
     ref = resolve_model(model_reference(cfg))
@@ -229,6 +238,11 @@ def train(
         base.gradient_checkpointing_enable()
         base.enable_input_require_grads()
     model = apply_method(base, cfg.train, tokenizer)
+    if init_adapter is not None:
+        from tunesmith.train.methods import load_adapter_init
+
+        loaded = load_adapter_init(model, init_adapter, cfg.train, base_fingerprint=model_fingerprint(ref))
+        log({"event": "init_adapter", "from": init_adapter.name, "tensors": loaded})
     if cfg.train.compile:
         model = torch.compile(model)
     n_train, n_total = trainable_parameters(model)
@@ -259,7 +273,7 @@ def train(
     trainer.load_best()
     lineage = {"run_key": key, "base_model": cfg.model.base, "base_location": ref.location, "base_fingerprint": model_fingerprint(ref), "snapshot": snapshot_id,
                "rehearsal": rehearsal_ref, "config_hash": cfg.hash(), "method": cfg.train.method,
-               "tunesmith": __version__, "seed": cfg.seed}
+               "tunesmith": __version__, "seed": cfg.seed, **(lineage_extra or {})}
     art = None
     if trainer.acc.is_main_process:
         art = _export(ws, cfg, trainer, tokenizer, lineage, metrics, run_dir)
@@ -337,6 +351,9 @@ def _export(ws: Workspace, cfg: Config, trainer: Trainer, tokenizer: Any, lineag
         plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), staging / "loss.png")
         plot_loss_curve(read_metrics(run_dir / "metrics.jsonl"), run_dir / "loss.png")
         parents = [("snapshot", lineage["snapshot"], "trained_on")]
+        if lineage.get("parent"):
+            parents.append(("model", lineage["parent"], "continues" if lineage.get("start") == "champion"
+                            else "retrained_from"))
         return ws.publish(staging, "model", model_id, meta={k: record[k] for k in (
             "run_key", "base_model", "base_fingerprint", "snapshot", "config_hash", "method", "tunesmith", "metrics")},
             parents=parents)
