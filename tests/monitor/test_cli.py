@@ -81,6 +81,8 @@ def monitor(root: Path, *args: str):
 
 
 def test_too_few_requests_is_a_clear_message_not_an_alarm(project):
+    never_served = monitor(project)
+    assert never_served.exit_code == 2 and "holds 0 answered request(s)" in never_served.output
     log_traffic(project, tickets(50, seed=7), start=1e9)
     result = monitor(project)
     assert result.exit_code == 2
@@ -164,3 +166,12 @@ def test_a_rise_of_reviewed_errors_raises_one_quality_alarm(project):
     again = json.loads(monitor(project, "--json").output)
     assert again["quality"]["alarm"] is False  # the same chart alarm is not a new one
     assert [a.kind for a in alarms.history(db_path, kind="quality")] == ["quality"]
+
+
+def test_the_preflight_names_the_monitor_extra(project):
+    from tunesmith import deps
+    from tunesmith.config import load_config
+
+    needed = deps.needed(load_config(project), ["monitor"])
+    assert deps.SCIPY in needed and deps.SKLEARN in needed
+    assert "tunesmith[monitor]" in deps.SKLEARN.install
