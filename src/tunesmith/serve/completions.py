@@ -100,6 +100,7 @@ class CompletionService:
             raise APIError(400, f"{len(prompts)} prompts x n={req.n} is more than the {MAX_ROWS} answers one request "
                                 "may ask for; split the request", param="prompt", code="invalid_request")
         answer = req.max_tokens > 0
+        room = 1 if answer else 0  # positions the answer needs beyond the prompt
         context = self.engine.context
         for i, ids in enumerate(prompts):
             if not ids:
@@ -109,7 +110,7 @@ class CompletionService:
             if bad is not None:
                 raise APIError(400, f"prompt {i}: token id {bad} is not in this model's vocabulary (0 to "
                                     f"{self.vocab - 1})", param="prompt", code="invalid_request")
-            if context is not None and len(ids) + answer > context:
+            if context is not None and len(ids) + room > context:
                 need = "and the answer needs at least one more" if answer else "(max_tokens is 0)"
                 raise APIError(400, f"prompt {i} has {len(ids)} tokens; this model's context is {context} tokens "
                                     f"{need}: shorten the prompt", param="prompt", code="context_length_exceeded")
