@@ -1008,6 +1008,10 @@ def rollout_abort(
 
 
 # ---------------------------------------------------------------------------- serve
+UiKeyFileOpt = Annotated[Path | None, typer.Option(
+    "--key-file", "--ui-key-file", help="UI keys: a `role key` or `role key name` line each (with $TUNESMITH_UI_KEYS); roles reviewer, admin.")]
+
+
 @app.command()
 @_user_errors
 def serve(
@@ -1019,6 +1023,8 @@ def serve(
     api_key_file: Annotated[Path | None, typer.Option(
         help="File with one API key per line (used with $TUNESMITH_API_KEYS).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (a trusted network only).")] = False,
+    with_ui: Annotated[bool, typer.Option("--ui", help="Also serve the web UI at /ui (UI keys: $TUNESMITH_UI_KEYS).")] = False,
+    ui_key_file: UiKeyFileOpt = None,
 ) -> None:
     """Serve every model version behind an OpenAI-compatible API until Ctrl-C."""
     cfg = load_config(config)
@@ -1029,8 +1035,19 @@ def serve(
 
     keys = ApiKeys.disabled() if no_auth else ApiKeys.load(key_file=api_key_file)  # refuses without a key
 
+    if with_ui:
+        deps.preflight(cfg, ["ui"])
+        from tunesmith.ui.auth import UiKeys
+
+        ui_keys = UiKeys.load(key_file=ui_key_file)  # before the models load: a missing key fails fast
+
     quiet_libraries()
     loaded = launch.build_app(cfg, keys=keys, model=model)
+    if with_ui:
+        from tunesmith.ui import create_ui_app
+
+        loaded.app.mount("/ui", create_ui_app(cfg, keys=ui_keys))
+        out.print(f"web UI on http://{host}:{port}/ui/", highlight=False)
     for version, why in loaded.skipped.items():
         err.print(f"[yellow]not served[/] {version}: {escape(why)}", highlight=False)
     cat = loaded.catalog
@@ -1042,6 +1059,29 @@ def serve(
         out.print(f"auth: Authorization: Bearer <key> (keys from ${KEYS_ENV} / --api-key-file)", highlight=False,
                   soft_wrap=True)
     launch.run(loaded.app, host=host, port=port)
+
+
+# ---------------------------------------------------------------------------- ui
+@app.command()
+@_user_errors
+def ui(
+    config: ConfigOpt = Path(CONFIG_FILENAME),
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the UI to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8500,
+    key_file: UiKeyFileOpt = None,
+) -> None:
+    """The web UI (dashboard and review workbench) over the project's workspace, until Ctrl-C."""
+    cfg = load_config(config)
+    deps.preflight(cfg, ["ui"])
+    import uvicorn
+
+    from tunesmith.ui import create_ui_app
+    from tunesmith.ui.auth import UiKeys
+
+    app_ = create_ui_app(cfg, keys=UiKeys.load(key_file=key_file))  # refuses to start without a key
+    out.print(f"tunesmith ui for [bold]{escape(cfg.project)}[/] on http://{host}:{port}/ (log in with a UI key)",
+              highlight=False, soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 # ---------------------------------------------------------------------------- predict

@@ -65,6 +65,10 @@ FASTAPI = Requirement("fastapi", "fastapi", _extra("serve"), "tunesmith serve")
 UVICORN = Requirement("uvicorn", "uvicorn", _extra("serve"), "tunesmith serve")
 PROMETHEUS = Requirement("prometheus_client", "prometheus-client", _extra("serve"),
                          "tunesmith serve (/metrics)")
+JINJA2 = Requirement("jinja2", "jinja2", _extra("ui"), "tunesmith ui")
+ITSDANGEROUS = Requirement("itsdangerous", "itsdangerous", _extra("ui"), "tunesmith ui (signed sessions)")
+MULTIPART = Requirement("python_multipart", "python-multipart", _extra("ui"), "tunesmith ui (forms)")
+MARKDOWN_IT = Requirement("markdown_it", "markdown-it-py", _extra("ui"), "tunesmith ui (model cards)")
 SCIPY = Requirement("scipy", "scipy", _extra("monitor"), "tunesmith monitor (drift and quality statistics)")
 SKLEARN = Requirement("sklearn", "scikit-learn", _extra("monitor"), "tunesmith monitor (drift tests)")
 SCIPY_CALIBRATION = Requirement("scipy", "scipy", _extra("review"),
@@ -86,7 +90,7 @@ def _model_requirements(cfg: Config) -> list[Requirement]:
 
 
 def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> list[Requirement]:
-    """Every optional package the config needs for these stages (prepare, train, eval, serve)."""
+    """Every optional package the config needs for these stages (prepare, train, eval, serve, ui)."""
     stages = set(stages)
     reqs: list[Requirement] = []
     if "prepare" in stages:
@@ -98,6 +102,8 @@ def needed(cfg: Config, stages: Iterable[str], *, executor: str = "local") -> li
             reqs += [RAY]
     if "serve" in stages:
         reqs += [FASTAPI, UVICORN, PROMETHEUS]
+    if "ui" in stages:
+        reqs += [FASTAPI, UVICORN, JINJA2, ITSDANGEROUS, MULTIPART, MARKDOWN_IT]
     if "monitor" in stages:
         reqs += [SCIPY, SKLEARN]  # the embedder is optional: monitor falls back to hashing
     if stages & {"train", "eval", "serve"}:
@@ -130,7 +136,7 @@ def preflight(cfg: Config, stages: Iterable[str], *, executor: str = "local") ->
 
 KNOWN = (TORCH, TRANSFORMERS, PEFT, ACCELERATE, SAFETENSORS, GGUF, STARTER, TENSORBOARD, MLFLOW, BITSANDBYTES,
          BM25S, STEMMER, EMBEDDER, SPACY, SPACY_MODEL, RAY, LM_EVAL, LLGUIDANCE, FASTAPI, UVICORN,
-         SCIPY, SKLEARN)
+         SCIPY, SKLEARN, JINJA2, ITSDANGEROUS, MULTIPART, MARKDOWN_IT)
 
 
 def hint_for(exc: BaseException) -> str | None:

@@ -58,9 +58,11 @@ def enqueue(cfg: Config, *, since: float | None = None, until: float | None = No
 
 
 def decide(cfg: Config, ref: str, action: str, *, by: str | None = None, changes: dict[str, str] | None = None,
-           reason: str | None = None, revise: bool = False) -> ReviewDecision:
+           reason: str | None = None, revise: bool = False, expect_decisions: int | None = None) -> ReviewDecision:
+    """One decision, checked against ``review.reason_codes`` (``expect_decisions``: see
+    :meth:`ReviewQueue.decide`)."""
     return queue(cfg).decide(ref, action, by=by, changes=changes, reason=reason,
-                             reason_codes=cfg.review.reason_codes, revise=revise)
+                             reason_codes=cfg.review.reason_codes, revise=revise, expect_decisions=expect_decisions)
 
 
 def export(cfg: Config, *, drop_overlap: bool = False, out: Path | None = None) -> ExportResult:

@@ -282,14 +282,60 @@ class ReviewQueue:
         with transaction(self.db_path) as db:
             return [AuditRow(*r) for r in db.execute(query + " ORDER BY seq", args).fetchall()]
 
+    def page(self, *, status: str = "pending", tier: str | None = None, after: int | None = None,
+             before: int | None = None, limit: int = 50) -> list[ReviewItem]:
+        """At most ``limit`` items in item order, read with SQL (a queue of 10,000 items pages in
+        milliseconds; :meth:`items` reads them all): those after item ``after`` (oldest first),
+        or the nearest ones before item ``before`` (still returned oldest first)."""
+        if status not in ("pending", "decided", "all"):
+            raise TunesmithError(f"unknown status {status!r}; one of pending, decided, all")
+        where, args = [], []
+        if status != "all":
+            where.append(("NOT " if status == "pending" else "")
+                         + "EXISTS (SELECT 1 FROM review_audit a WHERE a.item = review_items.item)")
+        if tier is not None:
+            where.append("tier = ?")
+            args.append(tier)
+        if after is not None:
+            where.append("item > ?")
+            args.append(after)
+        if before is not None:
+            where.append("item < ?")
+            args.append(before)
+        order = "DESC" if before is not None else "ASC"
+        sql = (f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_items"
+               + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY item {order} LIMIT ?")
+        with transaction(self.db_path) as db:
+            rows = db.execute(sql, (*args, limit)).fetchall()
+            ids = [r[0] for r in rows]
+            audit = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM review_audit WHERE item IN "
+                               f"({', '.join('?' * len(ids))}) ORDER BY seq", ids).fetchall() if ids else []
+        decisions = _decisions(audit)
+        return sorted((_item(r, decisions.get(r[0], [])) for r in rows), key=lambda it: it.item)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{tier: {"pending": n, "decided": n}} over the whole queue, in one query."""
+        with transaction(self.db_path) as db:
+            rows = db.execute(
+                "SELECT tier, EXISTS (SELECT 1 FROM review_audit a WHERE a.item = i.item) AS decided, COUNT(*) "
+                "FROM review_items i GROUP BY tier, decided").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for tier, decided, n in rows:
+            out.setdefault(tier, {"pending": 0, "decided": 0})["decided" if decided else "pending"] += n
+        return out
+
     # ------------------------------------------------------------------ decide
     def decide(self, ref: int | str, action: str, *, by: str | None = None,
                changes: Mapping[str, str] | None = None, reason: str | None = None,
-               reason_codes: Sequence[str] = (), revise: bool = False) -> ReviewDecision:
+               reason_codes: Sequence[str] = (), revise: bool = False,
+               expect_decisions: int | None = None) -> ReviewDecision:
         """Record one reviewer's decision; every check runs before anything is written, and the
         check and the write happen in one locked transaction.
 
         Raises:
+            StaleItem: ``expect_decisions`` is given (the number of decisions the reviewer saw
+                when the form was drawn) and the item has a different number now: someone decided
+                it meanwhile; nothing is written.
             TunesmithError: no such item; this reviewer already decided it (and not ``revise``);
                 a correction naming an unknown field, a value outside the allowed ones, or no
                 change; approving an answer that did not parse; a reason code not configured;
@@ -301,6 +347,8 @@ class ReviewQueue:
         changes = dict(changes or {})
         with transaction(self.db_path, write=True) as db:
             item = self._get(db, ref)
+            if expect_decisions is not None and len(item.decisions) != expect_decisions:
+                raise StaleItem(item.item, item.decisions[expect_decisions:])
             _check_not_decided(item, reviewer, revise)
             _check_reason(action, reason, reason_codes)
             rows = _rows_for(item, action, changes, reason)
@@ -312,6 +360,16 @@ class ReviewQueue:
             stored = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM review_audit WHERE decision = ? "
                                 "ORDER BY seq", (decision_id,)).fetchall()
         return ReviewDecision.from_rows([AuditRow(*r) for r in stored])
+
+
+class StaleItem(TunesmithError):
+    """The item changed since the reviewer's form was drawn (web UI: another reviewer decided it)."""
+
+    def __init__(self, item: int, newer: list[ReviewDecision]):
+        who = ", ".join(f"{d.action} by {d.by}" for d in newer) or "its decisions changed"
+        super().__init__(f"item {item} was decided meanwhile ({who}); nothing was written. Look at it again "
+                         "and decide with the new decision in view")
+        self.item, self.newer = item, newer
 
 
 def _check_not_decided(item: ReviewItem, reviewer: str, revise: bool) -> None:
