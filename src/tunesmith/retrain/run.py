@@ -166,13 +166,33 @@ def new_slice_pack(ws: Workspace, frozen: EvalPack, mix: DataMix, corrections: C
     return load_pack(ws, pack_id)
 
 
+def prepare_data(cfg: Config, ws: Workspace, *, frozen: EvalPack, previous: str,
+                 add: list[Path]) -> tuple[Corrections, DataMix, Config]:
+    """The corrections tagged, the new snapshot prepared, the mix published; and the config the
+    rest of the retrain runs with (the new sources, the frozen pack pinned)."""
+    from tunesmith.data.pipeline import prepare
+    from tunesmith.retrain import corrections, mix
+
+    frozen_hashes = frozenset(input_hash(c.messages) for c in frozen.cases)
+    work = ws.root / "retrain"
+    work.mkdir(parents=True, exist_ok=True)
+    fixes = corrections.tag_corrections(cfg, ws, frozen_hashes, work)
+    sources, replaced = mix.retrain_sources(cfg, fixes, add)
+    new_cfg = _derived_config(cfg, sources, frozen.id)
+    prepared = prepare(new_cfg)
+    data = mix.build_mix(new_cfg, ws, snapshot=prepared.snapshot_id, snapshot_dir=prepared.path,  # type: ignore[arg-type]
+                         previous=previous, frozen_hashes=frozen_hashes, corrections=fixes, replaced=replaced)
+    return fixes, data, new_cfg
+
+
 # ---------------------------------------------------------------------------- 4. publish the comparisons
-def _publish_eval(ws: Workspace, cmp: PackComparison, challenger: str, champion: str, checks: list[Check],
-                  extra: dict[str, Any]) -> str:
+def _publish_eval(ws: Workspace, cmp: PackComparison, pack: EvalPack, project: str, challenger: str, champion: str,
+                  checks: list[Check], extra: dict[str, Any]) -> str:
     """The comparison as an eval of the challenger on ``cmp.pack``: the ladder holds both
     versions (``champion`` and ``finetuned``), the lead is challenger − champion, the gate is the
     retrain gate. The registry reads it like any eval (promote, models show)."""
     from tunesmith.evaluate.gate import junit_xml
+    from tunesmith.evaluate.report import write_reports
 
     passed = all(c.passed for c in checks)
     results = EvalResults.model_validate({
@@ -194,6 +214,7 @@ def _publish_eval(ws: Workspace, cmp: PackComparison, challenger: str, champion:
         with ws.staging() as staging:
             (staging / "results.json").write_text(text)
             (staging / "gate.xml").write_text(junit_xml(checks, suite="tunesmith-retrain-gate"))
+            write_reports(staging, results, pack, f"{project}: retrain ({cmp.kind} pack)")
             ws.publish(staging, "eval", eval_id,
                        parents=[("evalpack", cmp.pack, "evaluated_on"), ("model", challenger, "evaluates"),
                                 ("model", champion, "compared_with")],
@@ -237,8 +258,7 @@ def retrain(cfg: Config, *, add: list[Path] | None = None, start: str | None = N
 
 def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: str | None, by: str | None,
              log: LogFn, train_log: LogFn | None) -> RetrainResult:
-    from tunesmith.data.pipeline import prepare
-    from tunesmith.retrain import compare, corrections, gate, mix
+    from tunesmith.retrain import compare, gate
     from tunesmith.train.recipe import train
 
     seconds: dict[str, float] = {}
@@ -256,23 +276,15 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
     if not cfg.eval.pack:
         notes.append(f"eval.pack is not pinned; the frozen pack is {frozen.id} ({frozen_from}): pin it "
                      f"(eval.pack: {frozen.id}) so every later eval uses it")
-    frozen_hashes = frozenset(input_hash(c.messages) for c in frozen.cases)
     triggers = triggers_since(ws, champion)
     log({"event": "retrain_start", "champion": champion.id, "frozen_pack": frozen.id,
          "triggers": [t.kind for t in triggers]})
     # 2. data
     t0 = time.perf_counter()
-    work = ws.root / "retrain"
-    work.mkdir(parents=True, exist_ok=True)
-    fixes = corrections.tag_corrections(cfg, ws, frozen_hashes, work)
+    fixes, data, new_cfg = prepare_data(cfg, ws, frozen=frozen, previous=previous, add=add)
     if fixes.overlap_frozen:
         notes.append(f"{len(fixes.overlap_frozen)} exported record(s) have the input of a frozen-pack case and were "
                      "left out (neither trained on nor held out)")
-    sources, replaced = mix.retrain_sources(cfg, fixes, add)
-    new_cfg = _derived_config(cfg, sources, frozen.id)
-    prepared = prepare(new_cfg)
-    data = mix.build_mix(new_cfg, ws, snapshot=prepared.snapshot_id, snapshot_dir=prepared.path, previous=previous,
-                         frozen_hashes=frozen_hashes, corrections=fixes, replaced=replaced)
     slice_pack = new_slice_pack(ws, frozen, data, fixes)
     seconds["data"] = round(time.perf_counter() - t0, 1)
     log({"event": "data_ready", **data.to_dict(), "new_slice_pack": slice_pack.id})
@@ -307,8 +319,10 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
     extra = {"retrain_key": key, "snapshot": data.mix_snapshot, "new_slice_pack": slice_pack.id,
              "frozen_pack": frozen.id}
     # the new slice first: with no pinned pack, the registry reads the latest eval (the frozen one)
-    result.evals["new_slice"] = _publish_eval(ws, slice_cmp, challenger.id, champion.id, checks, extra)
-    result.evals["frozen"] = _publish_eval(ws, frozen_cmp, challenger.id, champion.id, checks, extra)
+    result.evals["new_slice"] = _publish_eval(ws, slice_cmp, slice_pack, cfg.project, challenger.id, champion.id,
+                                              checks, extra)
+    result.evals["frozen"] = _publish_eval(ws, frozen_cmp, frozen, cfg.project, challenger.id, champion.id, checks,
+                                           extra)
     # 5. register + rollout
     _register(cfg, ws, result, frozen.id, rollout, by)
     result.retrain_id = _record(ws, result)
