@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS request_log (
     PRIMARY KEY (request_id, choice)
 );
 CREATE INDEX IF NOT EXISTS request_log_created ON request_log (created);
+-- the rollout's windows (latest requests of one variant of a deployment) and the UI's figures
+CREATE INDEX IF NOT EXISTS request_log_variant ON request_log (model, variant, created);
 """
 
 COLUMNS = ("request_id", "choice", "created", "model", "version", "adapter", "variant", "prompt", "answer",

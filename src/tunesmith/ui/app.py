@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -126,6 +126,10 @@ def create_ui_app(cfg: Config, *, keys: UiKeys | None = None, secret: str | None
         target = request.url.path.removeprefix(base) or "/"
         if request.method == "GET" and request.url.query:
             target += "?" + request.url.query
+        elif request.method != "GET":  # back to the page the form was on (a POST url cannot be reopened)
+            referer = urlsplit(request.headers.get("referer", ""))
+            same = referer.netloc == request.url.netloc and referer.path.startswith(base)
+            target = (referer.path.removeprefix(base) + (f"?{referer.query}" if referer.query else "")) if same else "/"
         query = urlencode({"next": target, **({"why": exc.why} if exc.why else {})})
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": f"{base}/login?{query}"})
@@ -163,8 +167,8 @@ def create_ui_app(cfg: Config, *, keys: UiKeys | None = None, secret: str | None
             response.set_cookie(LOGIN_COOKIE, fresh, httponly=True, samesite="strict", max_age=3600, path=base or "/")
             return response
         response = RedirectResponse(base + next_url, status_code=303)
-        response.set_cookie(COOKIE, sessions.issue(user), httponly=True, samesite="strict", max_age=sessions.max_age,
-                            path=base or "/")
+        # a browser-session cookie: the expiry is the signature's, so the server can say "expired"
+        response.set_cookie(COOKIE, sessions.issue(user), httponly=True, samesite="strict", path=base or "/")
         response.delete_cookie(LOGIN_COOKIE, path=base or "/")
         return response
 

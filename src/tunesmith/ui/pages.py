@@ -29,6 +29,12 @@ from tunesmith.workspace import Artifact
 PAGE = 25  # rows per page of the quarantine browser and the worst-errors table
 
 
+def traffic_summary(p: Project, latest: int = traffic.LATEST) -> traffic.TrafficSummary:
+    """The request log's summary, recomputed only when the log was written since (exact)."""
+    mark = traffic.log_mark(p.ws.db_path)
+    return p.cached("traffic", f"{mark}:{latest}", lambda: traffic.summary(p.ws.db_path, latest=latest))
+
+
 # ---------------------------------------------------------------------------- overview
 def overview(p: Project) -> dict[str, Any]:
     aliases = p.registry.aliases()
@@ -41,7 +47,7 @@ def overview(p: Project) -> dict[str, Any]:
         "aliases": aliases, "champion": aliases.get("champion"),
         "challenger_alias": rollout.challenger_alias, "challenger": aliases.get(rollout.challenger_alias),
         "rollout": asdict(settings), "rollout_changed": last,
-        "traffic": traffic.summary(p.ws.db_path, latest=2_000),
+        "traffic": traffic_summary(p, latest=2_000),
         "last_eval": last_eval, "last_eval_model": latest.meta.get("model") if latest else None,
         "queue": {t: counts.get(t, {"pending": 0, "decided": 0}) for t in TIERS if t != "auto"},
         "alarms": alarm_table.history(p.ws.db_path, limit=5),
@@ -253,7 +259,7 @@ def deployments(p: Project) -> dict[str, Any]:
     from tunesmith.serve.rollout_admin import rollout_status
 
     status = rollout_status(p.cfg, events=50)
-    return {"traffic": traffic.summary(p.ws.db_path), "rollout": status,
+    return {"traffic": traffic_summary(p), "rollout": status,
             "events": list(reversed(status["events"]))}
 
 
@@ -278,7 +284,7 @@ def monitoring(p: Project) -> dict[str, Any]:
             s["t"].append(a.time)
             s["v"].append(effect[1])
     return {"alarms": history, "series": list(series.values()), "monitor": p.cfg.monitor,
-            "traffic": traffic.summary(p.ws.db_path)}
+            "traffic": traffic_summary(p)}
 
 
 def _threshold(p: Project, check: str) -> float | None:

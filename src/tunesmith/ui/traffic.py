@@ -8,7 +8,6 @@ costs the same with a hundred thousand logged requests as with a thousand; the p
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections import defaultdict
@@ -58,57 +57,63 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
-def _parses(text: str | None) -> bool:
+def log_mark(db_path: Path) -> int:
+    """The request log's highest rowid: every write (an insert or a replace) raises it, so a
+    summary computed at the same mark is still exact (what the UI's cache is keyed on)."""
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
-        json.loads(text or "")
-    except ValueError:
-        return False
-    return True
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'request_log'").fetchone():
+            return 0
+        return db.execute("SELECT MAX(rowid) FROM request_log").fetchone()[0] or 0
+    finally:
+        db.close()
 
 
 def summary(db_path: Path, *, latest: int = LATEST) -> TrafficSummary:
     """Traffic per variant (share, latency percentiles, error and JSON validity rates) and per
-    hour (requests, errors, p95 latency per variant) over the latest ``latest`` requests."""
+    hour (requests, errors, p95 latency per variant) over the latest ``latest`` requests. The
+    counts are aggregated by SQLite; only (time, variant, latency, 5xx) rows come to Python."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'request_log'").fetchone():
             return TrafficSummary(0, 0, None, None, [], {})
         have = {r[1] for r in db.execute("PRAGMA table_info(request_log)")}
-        json_col = "json_asked" if "json_asked" in have else "NULL"
-        shadow_col = "shadow_of" if "shadow_of" in have else "NULL"
+        asked = "json_asked = 1 AND status = 200" if "json_asked" in have else "0"
+        latest_rows = ("SELECT created, COALESCE(variant, 'direct') AS variant, version, status, latency_ms, "
+                       f"({asked}) AS asked, answer FROM request_log WHERE choice = 0 ORDER BY created DESC LIMIT ?")
         total = db.execute("SELECT MAX(rowid) FROM request_log").fetchone()[0] or 0
-        rows = db.execute(
-            f"SELECT created, COALESCE(variant, 'direct'), version, status, latency_ms, {json_col}, "
-            f"CASE WHEN {json_col} = 1 THEN answer END, {shadow_col} FROM request_log WHERE choice = 0 "
-            "ORDER BY created DESC LIMIT ?", (latest,)).fetchall()
+        groups = db.execute(
+            "SELECT variant, COALESCE(version, '?'), COUNT(*), SUM(status >= 500), SUM(status <> 200 AND status < 500), "
+            f"SUM(asked), SUM(asked AND json_valid(answer)), MIN(created), MAX(created) FROM ({latest_rows}) "
+            "GROUP BY 1, 2", (latest,)).fetchall()
+        rows = db.execute("SELECT created, COALESCE(variant, 'direct'), latency_ms, status >= 500 FROM request_log "
+                          "WHERE choice = 0 ORDER BY created DESC LIMIT ?", (latest,)).fetchall()
     finally:
         db.close()
-    return _summarise(rows, total)
+    return _summarise(groups, rows, total)
 
 
-def _summarise(rows: list[tuple], total: int) -> TrafficSummary:
+def _summarise(groups: list[tuple], rows: list[tuple], total: int) -> TrafficSummary:
     stats: dict[str, VariantStats] = {}
+    for variant, version, n, errors, refused, asked, valid, _, _ in groups:
+        s = stats.setdefault(variant, VariantStats(variant))
+        s.versions[version] = n
+        s.requests += n
+        s.errors += errors or 0
+        s.refused += refused or 0
+        s.json_asked += asked or 0
+        s.json_valid += valid or 0
     latencies: dict[str, list[float]] = defaultdict(list)
     hours: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hour_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     hour_errors: dict[int, int] = defaultdict(int)
-    for created, variant, version, status, latency, json_asked, answer, _shadow_of in rows:
-        s = stats.setdefault(variant, VariantStats(variant))
-        s.requests += 1
-        s.versions[version or "?"] = s.versions.get(version or "?", 0) + 1
-        if status >= 500:
-            s.errors += 1
-        elif status != 200:
-            s.refused += 1
-        if json_asked and status == 200:
-            s.json_asked += 1
-            s.json_valid += _parses(answer)
+    for created, variant, latency, failed in rows:
         bucket = int(created // 3600)
         hour_counts[bucket][variant] += 1
+        hour_errors[bucket] += failed
         if latency is not None:
             latencies[variant].append(latency)
             hours[bucket][variant].append(latency)
-        hour_errors[bucket] += status >= 500
     served = sum(s.requests for v, s in stats.items() if v != "shadow")
     for v, s in stats.items():
         s.share = s.requests / served if served and v != "shadow" else 0.0
