@@ -541,6 +541,15 @@ class Engine:
             out.append([-s.nll for s in scores])
         return out
 
+    def score(self, requests: list[ScoreRequest], *, adapter: str | None = None) -> list[Score]:
+        """NLL of given token spans of given token sequences, batched, the tokens every request
+        starts with run once (answer confidence scores a field's allowed values with it).
+
+        Raises:
+            GenerationError: a sequence is longer than the model's context.
+        """
+        return self._score(requests, adapter)
+
     def prompt_logprobs(self, prompts: list[list[int]], *, top: int = 0,
                         adapter: str | None = None) -> list[list[TokenLogprob | None]]:
         """Every token's log-probability given the tokens before it (the first: None), with the

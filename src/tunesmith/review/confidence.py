@@ -1,0 +1,268 @@
+"""An answer's confidence from the model's own token log-probabilities, the same way in eval,
+the server and batch prediction.
+
+- **Label fields** (JSON fields with allowed values, or a label answer): for each field, every
+  allowed value is scored as a continuation of the *same* context: the prompt plus the answer's
+  text up to where the field's value starts (for a JSON answer, the keys and values the model
+  wrote before it). A JSON string value is scored with its closing quote (``"bug"`` must not
+  win probability from ``"bug_report"``), a label with the end-of-turn token (as
+  :meth:`Engine.rank` does). The field's confidence is the probability of the value given,
+  normalised over the allowed values: ``softmax(loglik / T)``, ``T`` the field's fitted
+  temperature (:mod:`tunesmith.review.calibration`). The answer's confidence is its lowest
+  field's. A field that is missing, or whose value is not allowed, has confidence 0.
+- **Free text**: the geometric mean of the answer's token probabilities, ``exp(mean logprob)``,
+  from the decoding logprobs when the engine recorded them, else from one scoring pass.
+
+Cost: all allowed values of all fields of the answers to one prompt go through the engine in
+one scoring call (:meth:`Engine.score`); the tokens they share (the prompt and the answer's
+beginning) run once and their keys/values are copied to every row, so the price is about one
+prefill of the prompt plus a forward pass over a few tokens per allowed value.
+
+Token boundaries: each alternative is the tokenisation of ``answer prefix + value``; the scored
+tokens start where the alternatives' token ids first differ (BPE may merge the opening quote
+with the value), so every value is compared from the same position and context.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tunesmith.config import OutputSpec
+from tunesmith.review.answers import (
+    LABEL_FIELD,
+    TEXT_FIELD,
+    allowed,
+    answer_fields,
+    answer_kind,
+    field_names,
+)
+from tunesmith.review.calibration import field_confidences
+
+if TYPE_CHECKING:
+    from tunesmith.generate.engine import Engine
+    from tunesmith.generate.logprobs import TokenLogprob
+
+_SPACE = " \t\n\r"
+
+
+@dataclass
+class AnswerScores:
+    """What the model thinks of one answer, before calibration.
+
+    ``values``: the answer's fields (None: a JSON answer with no JSON object). ``logliks``: per
+    label field, each allowed value's log-likelihood in the answer's context (a field the
+    answer lacks has none). ``text_logprob``: free text, the mean token log-probability.
+    """
+
+    kind: str  # json | label | text
+    values: dict[str, str | None] | None
+    logliks: dict[str, dict[str, float]] = field(default_factory=dict)
+    text_logprob: float | None = None
+
+    def confidences(self, temperatures: Mapping[str, float] | None = None
+                    ) -> tuple[dict[str, float | None], float | None]:
+        """Per field and overall (the lowest field's), calibrated with ``temperatures``."""
+        if self.kind == "text":
+            c = None if self.text_logprob is None else math.exp(self.text_logprob)
+            return {TEXT_FIELD: c}, c
+        if self.values is None:
+            return {}, None
+        return field_confidences(self.logliks, self.values, temperatures)
+
+
+@dataclass
+class ScoringCost:
+    """Where the time of :func:`score_answers` went (for the overhead figures)."""
+
+    answers: int = 0
+    seconds: float = 0.0
+    rows: int = 0  # scored alternatives
+
+    @property
+    def ms_per_answer(self) -> float:
+        return 1000 * self.seconds / self.answers if self.answers else 0.0
+
+
+# ----------------------------------------------------------------------------- JSON positions
+def value_spans(text: str) -> dict[str, tuple[int, int]] | None:
+    """Character span of every value of the first JSON object in ``text`` (dotted names for
+    nested objects), the object :func:`~tunesmith.evaluate.metrics.extract_json` would find;
+    None when there is none."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        spans: dict[str, tuple[int, int]] = {}
+        try:
+            _walk(text, start, "", spans, decoder)
+            return spans
+        except (ValueError, IndexError, StopIteration):
+            start = text.find("{", start + 1)
+    return None
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    return i
+
+
+def _walk(text: str, i: int, path: str, spans: dict[str, tuple[int, int]], decoder: json.JSONDecoder) -> int:
+    """Parse the object at ``text[i] == '{'``, recording value spans; returns its end."""
+    i = _skip(text, i + 1)
+    if text[i] == "}":
+        return i + 1
+    while True:
+        i = _skip(text, i)
+        key, i = decoder.scan_once(text, i)
+        if not isinstance(key, str):
+            raise ValueError("object key is not a string")
+        i = _skip(text, i)
+        if text[i] != ":":
+            raise ValueError("':' expected")
+        start = _skip(text, i + 1)
+        name = path + key
+        end = _walk(text, start, name + ".", spans, decoder) if text[start] == "{" else decoder.scan_once(text, start)[1]
+        spans[name] = (start, end)
+        i = _skip(text, end)
+        if text[i] == ",":
+            i += 1
+            continue
+        if text[i] == "}":
+            return i + 1
+        raise ValueError("',' or '}' expected")
+
+
+# ----------------------------------------------------------------------------- the alternatives
+@dataclass(frozen=True)
+class Alternatives:
+    """One field of one answer: each allowed value's token ids (context included) and the
+    position from which they are scored."""
+
+    field: str
+    values: list[str]
+    ids: list[list[int]]
+    start: int
+
+
+def _common(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        t = seqs[0][i]
+        if any(s[i] != t for s in seqs[1:]):
+            return i
+    return n
+
+
+def _alternatives(name: str, values: list[str], ids: list[list[int]]) -> Alternatives:
+    start = min(_common(ids), min(len(s) for s in ids) - 1)  # every value keeps at least one token
+    return Alternatives(name, values, ids, max(start, 1))
+
+
+def alternatives(engine: Engine, spec: OutputSpec, prompt_ids: list[int], answer: str) -> list[Alternatives]:
+    """The continuations to score for one answer's label fields (none for free text, a JSON
+    answer without an object, or a field the answer lacks)."""
+    kind = answer_kind(spec)
+    tok = engine.tokenizer
+
+    def encode(text: str) -> list[int]:
+        return list(prompt_ids) + tok(text, add_special_tokens=False)["input_ids"]
+
+    if kind == "label":
+        labels = allowed(spec, LABEL_FIELD)
+        if not labels:
+            return []
+        eot = engine.stop_ids[:1]
+        return [_alternatives(LABEL_FIELD, labels, [encode(v) + eot for v in labels])]
+    if kind != "json":
+        return []
+    spans = value_spans(answer)
+    if spans is None:
+        return []
+    out = []
+    for name in field_names(spec):
+        values = allowed(spec, name)
+        if name not in spans or not values:
+            continue
+        start, end = spans[name]
+        raw, head = answer[start:end], answer[:start]
+        if raw.startswith('"'):
+            ascii_only = "\\u" in raw
+            rendered = [json.dumps(v, ensure_ascii=ascii_only) for v in values]
+        else:  # a non-string value (true, 3): its spelling and the delimiter the model wrote after it
+            rendered = [v + answer[end:end + 1] for v in values]
+        out.append(_alternatives(name, values, [encode(head + r) for r in rendered]))
+    return out
+
+
+# ----------------------------------------------------------------------------- scoring
+def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]], answers: Sequence[str], *,
+                  adapter: str | None = None, logprobs: Sequence[Sequence[TokenLogprob] | None] | None = None,
+                  cost: ScoringCost | None = None) -> list[AnswerScores]:
+    """Each answer's :class:`AnswerScores` (``prompts[i]``: the token ids ``answers[i]`` was
+    generated from; ``logprobs[i]``: its decoding logprobs, if recorded). Answers to the same
+    prompt (``n > 1``) share one scoring call.
+
+    Raises:
+        GenerationError: a prompt plus answer longer than the model's context.
+    """
+    from tunesmith.generate.scoring import ScoreRequest
+
+    t0 = time.perf_counter()
+    kind = answer_kind(spec)
+    out = [AnswerScores(kind, answer_fields(spec, a)) for a in answers]
+    labelled = [f for f in field_names(spec) if allowed(spec, f)] if kind != "text" else []
+    for s in out:  # a field the answer lacks keeps no log-likelihoods: confidence 0
+        if s.values is not None:
+            s.logliks = {f: {} for f in labelled}
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(tuple(p), []).append(i)
+    rows = 0
+    for key, members in groups.items():
+        prompt = list(key)
+        requests: list[ScoreRequest] = []
+        where: list[tuple[int, str | None, str | None]] = []  # (answer, field, value); field None: free text
+        for i in members:
+            if kind == "text":
+                lps = logprobs[i] if logprobs is not None else None
+                if lps:
+                    stops = set(engine.stop_ids)
+                    content = [r.logprob for r in lps if r.token not in stops] or [r.logprob for r in lps]
+                    out[i].text_logprob = sum(content) / len(content)
+                    continue
+                ids = prompt + engine.tokenizer(answers[i], add_special_tokens=False)["input_ids"]
+                if len(ids) > len(prompt):
+                    requests.append(ScoreRequest(ids, [(len(prompt), len(ids))]))
+                    where.append((i, None, None))
+                continue
+            for alt in alternatives(engine, spec, prompt, answers[i]):
+                out[i].logliks[alt.field] = {}
+                for value, ids in zip(alt.values, alt.ids, strict=True):
+                    requests.append(ScoreRequest(ids, [(alt.start, len(ids))]))
+                    where.append((i, alt.field, value))
+        if not requests:
+            continue
+        rows += len(requests)
+        for (i, name, value), s in zip(where, engine.score(requests, adapter=adapter), strict=True):
+            if name is None:
+                out[i].text_logprob = -s.nll / s.tokens if s.tokens else None
+            else:
+                out[i].logliks[name][value] = -s.nll  # type: ignore[index]
+    if cost is not None:
+        cost.answers += len(answers)
+        cost.rows += rows
+        cost.seconds += time.perf_counter() - t0
+    return out
+
+
+def brief(scores: AnswerScores, temperatures: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Per field: the value given and its calibrated confidence (rounded for the wire)."""
+    per, _ = scores.confidences(temperatures)
+    values = scores.values or {}
+    return {name: {"value": values.get(name), "confidence": None if c is None else round(c, 6)}
+            for name, c in per.items()}

@@ -1,0 +1,151 @@
+"""Answer confidence from the model's token log-probabilities equals a brute-force
+normalisation computed directly from the model (one full forward pass per allowed value, no
+batching, no shared prefix), on a tiny random Llama in float32."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from models.tiny import build_model, build_tokenizer
+from tunesmith.config import OutputSpec
+from tunesmith.generate import Engine, GenerationConfig
+from tunesmith.review.confidence import ScoringCost, score_answers, value_spans
+
+CATS = ["billing", "bug", "security", "account_access"]
+URG = ["low", "high", "critical"]
+SPEC = OutputSpec(kind="json", label_fields=["category", "urgency"], json_schema={
+    "type": "object", "properties": {"category": {"enum": CATS}, "urgency": {"enum": URG}}})
+LABEL_SPEC = OutputSpec(kind="label", labels=CATS)
+SYSTEM = "You triage support tickets for the billing team. Answer with JSON only, please."
+
+
+@pytest.fixture(scope="module")
+def engine():
+    tok = build_tokenizer()
+    return Engine(build_model("llama", tok, seed=7), tok, max_batch_size=4)
+
+
+def conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def full_logprobs(engine, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = engine.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0]
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def brute(engine, prompt: list[int], texts: list[str]) -> list[float]:
+    """Normalised probability of each continuation text of ``prompt``, from the first token
+    where their tokenisations differ (each scored alone, full forward pass)."""
+    seqs = [prompt + engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    start = 0
+    while all(len(s) > start + 1 for s in seqs) and len({s[start] for s in seqs}) == 1:
+        start += 1
+    lls = []
+    for s in seqs:
+        lp = full_logprobs(engine, s)
+        lls.append(sum(float(lp[t - 1, s[t]]) for t in range(start, len(s))))
+    m = max(lls)
+    z = sum(math.exp(x - m) for x in lls)
+    return [math.exp(x - m) / z for x in lls]
+
+
+def brute_json(engine, prompt: list[int], answer: str, name: str, allowed: list[str]) -> dict[str, float]:
+    key = f'"{name}": "'
+    head = answer[: answer.index(key) + len(key) - 1]  # up to the value's opening quote
+    return dict(zip(allowed, brute(engine, prompt, [head + json.dumps(v) for v in allowed]), strict=True))
+
+
+def test_json_field_confidence_equals_brute_force(engine):
+    answers = ['{"category": "billing", "urgency": "high"}',
+               '{"category":"security","urgency":"critical"}',
+               'Sure: {"urgency": "low", "category": "bug"} hope this helps',
+               '{"category": "account_access", "urgency": "high", "note": "x"}']
+    prompts = [engine.encode(conv(f"ticket {i}: my invoice {i * 13} is wrong")) for i in range(len(answers))]
+    cost = ScoringCost()
+    scores = score_answers(engine, SPEC, prompts, answers, cost=cost)
+    for prompt, answer, s in zip(prompts, answers, scores, strict=True):
+        obj = json.loads(answer[answer.index("{"): answer.rindex("}") + 1])
+        per, overall = s.confidences()
+        for name, allowed in (("category", CATS), ("urgency", URG)):
+            want = brute_json(engine, prompt, answer.replace('":"', '": "').replace('","', '", "'), name, allowed) \
+                if '":"' not in answer else None
+            got = s.logliks[name]
+            probs = {v: math.exp(got[v] - max(got.values())) for v in allowed}
+            z = sum(probs.values())
+            if want is not None:
+                for v in allowed:
+                    assert probs[v] / z == pytest.approx(want[v], abs=1e-5), (answer, name, v)
+            assert per[name] == pytest.approx(probs[obj[name]] / z, abs=1e-9)
+        assert overall == min(per.values())
+    assert cost.answers == 4 and cost.rows == 4 * (len(CATS) + len(URG))
+
+
+def test_compact_json_confidence_equals_brute_force(engine):
+    answer = '{"category":"security","urgency":"critical"}'
+    prompt = engine.encode(conv("someone logged into my account from abroad"))
+    [s] = score_answers(engine, SPEC, [prompt], [answer])
+    head = '{"category":'
+    want = brute(engine, prompt, [head + json.dumps(v) for v in CATS])
+    per, _ = s.confidences()
+    assert per["category"] == pytest.approx(want[CATS.index("security")], abs=1e-5)
+    head = '{"category":"security","urgency":'
+    want = brute(engine, prompt, [head + json.dumps(v) for v in URG])
+    assert per["urgency"] == pytest.approx(want[URG.index("critical")], abs=1e-5)
+
+
+def test_temperature_scales_and_keeps_the_argmax(engine):
+    prompt = engine.encode(conv("refund my order please"))
+    [s] = score_answers(engine, SPEC, [prompt], ['{"category": "billing", "urgency": "low"}'])
+    lls = s.logliks["category"]
+    raw, _ = s.confidences()
+    hot, _ = s.confidences({"category": 3.0})
+    z3 = sum(math.exp(v / 3.0) for v in lls.values())
+    assert hot["category"] == pytest.approx(math.exp(lls["billing"] / 3.0) / z3, abs=1e-12)
+    assert hot["urgency"] == raw["urgency"]  # no temperature for it: uncalibrated
+
+
+def test_label_answer_confidence_equals_brute_force(engine):
+    eot = engine.tokenizer.decode(engine.stop_ids[:1])
+    prompts = [engine.encode(conv(t)) for t in ("my card was charged twice", "app crashes on start")]
+    scores = score_answers(engine, LABEL_SPEC, prompts, ["billing", "bug"])
+    for prompt, s, label in zip(prompts, scores, ["billing", "bug"], strict=True):
+        want = brute(engine, prompt, [v + eot for v in CATS])
+        per, overall = s.confidences()
+        assert per == {"label": pytest.approx(want[CATS.index(label)], abs=1e-5)} and overall == per["label"]
+
+
+def test_missing_or_unknown_values_have_confidence_zero(engine):
+    prompt = engine.encode(conv("hello"))
+    missing, unknown, broken = score_answers(
+        engine, SPEC, [prompt] * 3,
+        ['{"category": "billing"}', '{"category": "refunds", "urgency": "low"}', "no json here"])
+    assert missing.confidences()[0]["urgency"] == 0.0 and missing.confidences()[1] == 0.0
+    assert unknown.confidences()[0]["category"] == 0.0 and unknown.confidences()[0]["urgency"] > 0
+    assert broken.values is None and broken.confidences() == ({}, None)
+
+
+def test_free_text_confidence_from_decoding_logprobs_equals_scoring(engine):
+    spec = OutputSpec(kind="text")
+    convs = [conv("say something"), conv("say something else")]
+    gens = engine.generate(convs, GenerationConfig(max_new_tokens=6, logprobs=0))
+    prompts = [engine.encode(c) for c in convs]
+    decoded = score_answers(engine, spec, prompts, [g.text for g in gens], logprobs=[g.logprobs for g in gens])
+    for g, d, p in zip(gens, decoded, prompts, strict=True):
+        stops = set(engine.stop_ids)
+        ids = [t for t in g.token_ids if t not in stops]
+        lp = full_logprobs(engine, p + ids)
+        want = math.exp(sum(float(lp[len(p) + k - 1, t]) for k, t in enumerate(ids)) / len(ids))
+        assert d.confidences()[1] == pytest.approx(want, abs=1e-5)
+
+
+def test_value_spans_follow_nesting():
+    text = 'x {"a": {"b": "v", "c": [1, 2]}, "d": true}'
+    spans = value_spans(text)
+    assert text[slice(*spans["a.b"])] == '"v"' and text[slice(*spans["d"])] == "true"
+    assert value_spans("{broken") is None
