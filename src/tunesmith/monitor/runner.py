@@ -254,8 +254,7 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None) -> Qua
     design = quality_design(cfg)
     chart = Cusum(design)
     chart.run(r.error for r in sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided))
-    seen_before = max((a.detail.get("position", 0) for a in alarm_table.history(ws.db_path, kind="quality")),
-                      default=0)
+    seen_before = max((_position(a) for a in alarm_table.history(ws.db_path, kind="quality")), default=0)
     new = [a for a in chart.alarms if a > seen_before]
     summary = {"p0": design.p0, "p1": design.p1, "h": design.h, "arl0": q.arl0,
                "arl_at_p1": design.arl(design.p1),
@@ -277,8 +276,16 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
     q = report.quality
     if q and q.alarm:
         position = q.alarms[-1]
+        rate = q.tiers["sampled"]
+        detail = {"quality.cusum": {"test": "cusum", "p_value": None, "error_rate": rate.errors / max(rate.n, 1),
+                                    "low": rate.low, "high": rate.high, "reviewed": rate.n, "position": position,
+                                    "h": q.design["h"], "p0": q.design["p0"], "p1": q.design["p1"]}}
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
             "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}", None, None, q.reviewed,
-            f"p0={q.design['p0']}", {}, {"position": position, "statistic_h": q.design["h"],
-                                         "sampled_rate": asdict(q.tiers["sampled"])})))
+            f"p0={q.design['p0']}", {}, detail)))
     return recorded
+
+
+def _position(alarm: alarm_table.Alarm) -> int:
+    """The chart position a recorded quality alarm was raised at."""
+    return int(alarm.detail.get("quality.cusum", {}).get("position", 0))
