@@ -2,6 +2,7 @@
 
     python benchmarks/bench_defaults.py [--datasets sample,intents,summaries] [--budget 15m]
                                         [--cases 200] [--out DIR] [--smoke]
+                                        [--train KEY=VALUE ...] [--eval KEY=VALUE ...]
 
 What is measured is tunesmith's *defaults*: each project's ``tunesmith.yaml`` sets only its data,
 the task's output spec, its rungs, ``train.time_budget`` (``--budget``) and ``eval.max_cases``
@@ -37,6 +38,11 @@ The baselines are the ladder's base-model rungs of the same run, on the same fro
 the end, one table per dataset: each rung's headline mean with its 95% CI, the fine-tune's lead
 over the best baseline (paired bootstrap CI) and their ratio, the recommendation, and the
 seconds of prepare / train / eval.
+
+``--train KEY=VALUE`` / ``--eval KEY=VALUE`` (repeatable; dotted keys nest, values are YAML:
+``--train batch_size=1 --train lora.top_layers=10 --eval rungs=[finetuned]``) set one field of the
+written config on top of the above — for ``benchmarks/sweep_defaults.py``, which compares
+candidate defaults this way; without them the config is the defaults.
 
 ``--smoke`` checks the wiring: ``intents`` only, ``--budget 1m --cases 20``, 32 validation
 examples, 16 new tokens, and the probes and forgetting checks off. The budget is re-planned
@@ -111,6 +117,26 @@ PROJECTS: dict[str, Callable[[Path], dict[str, Any]]] = {
 }
 
 
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``lora.top_layers=10`` -> (["lora", "top_layers"], 10); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    path = [k for k in key.strip().split(".") if k]
+    if not sep or not path:
+        raise ValueError(f"{text!r}: expected KEY=VALUE (e.g. batch_size=1, lora.top_layers=10)")
+    return path, yaml.safe_load(value)
+
+
+def apply_overrides(section: dict[str, Any], overrides: list[str]) -> None:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = section
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{text!r}: {key} is not a section")
+        node[path[-1]] = value
+
+
 def write_config(root: Path, name: str, args: argparse.Namespace) -> Path:
     cfg = PROJECTS[name](root)
     cfg["model"] = {"base": "starter"}
@@ -119,6 +145,8 @@ def write_config(root: Path, name: str, args: argparse.Namespace) -> Path:
     if args.smoke:
         cfg["train"]["eval_examples"] = 32  # the validation pass is part of the budget
         cfg["eval"].update({"generation": {"max_new_tokens": 16}, "probes": False, "forgetting": False})
+    apply_overrides(cfg["train"], getattr(args, "train", None) or [])
+    apply_overrides(cfg["eval"], getattr(args, "eval", None) or [])
     path = root / "tunesmith.yaml"
     header = (f"# written by benchmarks/bench_defaults.py: tunesmith's defaults on the {name} "
               "dataset, with a training time budget\n")
@@ -210,6 +238,8 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace, keep: bool) -> None:
     print(f"\n== tunesmith defaults, train.time_budget {args.budget}, eval.max_cases {args.cases} "
           "(95% CIs; the baselines are the same run's base-model rungs)")
+    if args.train or args.eval:
+        print("   overrides: " + " ".join([f"train.{t}" for t in args.train] + [f"eval.{t}" for t in args.eval]))
     print(f"{'dataset':<10} {'rung':<18} {'headline':<12} mean (95% CI)")
     for res in results:
         for rung, m in res["ladder"].items():
@@ -247,7 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true",
                     help="intents only, --budget 1m --cases 20, short validation and answers, "
                          "no probes/forgetting")
+    ap.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a train field on top of the defaults (repeatable; dotted keys nest)")
+    ap.add_argument("--eval", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an eval field (repeatable), e.g. rungs=[finetuned]")
     args = ap.parse_args(argv)
+    for text in args.train + args.eval:
+        try:
+            parse_override(text)
+        except ValueError as exc:
+            ap.error(str(exc))
     if args.smoke:
         args.datasets, args.budget, args.cases = "intents", "1m", 20
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]

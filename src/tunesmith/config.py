@@ -372,7 +372,11 @@ class TrainConfig(_Section):
         "copy of that prefix in a row; each attends to it at its own positions, so the loss is unchanged and "
         "fewer tokens are computed (~1.8x more examples/s on the sample project). Needs sdpa or eager attention.",
     )
-    batch_size: int = Field(4, ge=1, description="Rows per micro-batch.")
+    batch_size: int = Field(
+        1, ge=1,
+        description="Rows per micro-batch. 1 (one packed row, ~10-20 short examples) by default: within a CPU "
+        "time budget, more optimizer updates learn more than fewer larger ones (docs/training.md, the sweep).",
+    )
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (loss normalised by trained tokens).")
     epochs: float = Field(2, gt=0, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
@@ -382,12 +386,16 @@ class TrainConfig(_Section):
         "measured in the first steps and the step count (and LR schedule) set to fit, validation included. "
         "It shortens training, never lengthens it beyond max_steps/epochs.",
     )
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr: float = Field(
+        1e-3, gt=0,
+        description="Peak learning rate. 1e-3 suits LoRA at one packed row per step (measured on three tasks, "
+        "docs/training.md); lower it for full fine-tuning or larger batches.",
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null = off.")
-    eval_every: int = Field(50, ge=1, description="Validate every N optimizer steps (and at the end).")
+    eval_every: int = Field(100, ge=1, description="Validate every N optimizer steps (and at the end).")
     eval_examples: int | None = Field(
         256, ge=1, description="Validation examples used at each evaluation; null = all."
     )

@@ -19,7 +19,7 @@ def test_the_card_has_every_section_from_the_lineage(project):
     assert "`data/tickets.jsonl` | `abababababababab` | 1234" in card  # source hash
     assert "| 120 | 100 | 15 | 5 |" in card  # read, kept, dropped, quarantined
     assert "`filter:too_short` | 5" in card and "| EMAIL | 7 |" in card and "PERSON: pseudonym" in card
-    assert "| lr | 0.0002 |" in card and "best val loss | 0.4321 (step 200)" in card
+    assert f"| lr | {project.cfg.train.lr} |" in card and "best val loss | 0.4321 (step 200)" in card
     assert "| finetuned | 0.800 | [0.740, 0.860] | 60 |" in card  # the ladder with CIs
     assert "general-text perplexity | 12.00 | 13.20 | +10.0%" in card
     limits = card.split("## Known limits")[1].split("##")[0]
