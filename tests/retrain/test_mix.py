@@ -60,7 +60,11 @@ def test_the_mix_holds_new_data_corrections_and_rehearsal_at_the_ratio(data_proj
     expected_held = sum(held_out(correction(i)["messages"], 0.3) for i in range(40))
     assert fixes.held_out == expected_held and 5 <= expected_held <= 20
     c = data.counts
-    assert c["new_slice"] == expected_held and c["correction"] == 40 - expected_held and c["new"] == 10
+    assert c["new_slice"] == expected_held and c["correction"] == 40 - expected_held
+    # new: the --add examples prepare put in the train split (the split of new records depends on their ids)
+    added_train = [ex for ex in load_split(ws.get("snapshot", data.snapshot).path, "train")
+                   if "never arrived" in ex.messages[0]["content"]]
+    assert c["new"] == len(added_train) >= 5
     # rehearsal: half of the mix, drawn from the previous training split only
     assert c["rehearsal"] == c["new"] + c["correction"] and data.ratio_achieved == pytest.approx(0.5)
     mix_dir = ws.get("snapshot", data.mix_snapshot).path

@@ -105,6 +105,11 @@ def test_start_from_the_champion_continues_its_adapter(project):
     assert ("model", project.champion, "continues") in ws.parents("model", result.challenger)
     init = [e for e in events if e.get("event") == "init_adapter"]
     assert init and init[0]["from"] == project.champion and init[0]["tensors"] > 0
+    # the same inputs again: snapshot, training and comparisons reused, the same challenger
+    steps = []
+    again = retrain(project.cfg, start="champion", log=steps.append)
+    assert again.challenger == result.challenger and again.evals == result.evals
+    assert any(e["event"] == "compare_reused" for e in steps) and "already" in again.registration
 
 
 def test_the_adapter_init_equals_the_champions_weights_and_a_mismatch_is_refused(project):

@@ -42,7 +42,7 @@ def field_checks(fields: dict[str, Comparison], margin: float) -> list[Check]:
     for name, cmp in fields.items():
         verdict = non_inferiority(cmp, margin)
         why = {"pass": "no drop beyond the margin",
-               "regression": f"the challenger is worse by {_pt(-(cmp.diff or 0))} (beyond the margin)",
+               "regression": f"the challenger is worse by {abs(cmp.diff or 0) * 100:.1f} pts (beyond the margin)",
                "inconclusive": "the CI reaches below the margin: a drop beyond it cannot be ruled out "
                                "(more frozen-pack cases narrow it)"}[verdict]
         checks.append(Check(name=f"field:{name}", passed=verdict == "pass", value=cmp.low, threshold=-margin,
@@ -57,7 +57,7 @@ def new_slice_checks(cmp: Comparison, *, min_lift: float, require_significant: b
     checks = [Check(name="new_slice_lift", passed=diff is not None and diff >= min_lift - TOLERANCE, value=diff,
                     threshold=min_lift, detail=f"challenger − champion on {metric}, new-slice pack (n={cmp.n})")]
     if require_significant:
-        checks.append(Check(name="new_slice_significant", passed=cmp.low is not None and cmp.low > 0 and bool(diff),
+        checks.append(Check(name="new_slice_significant", passed=cmp.low is not None and cmp.low > 0,
                             value=cmp.low, threshold=0.0,
                             detail=f"95% CI of the difference [{_pt(cmp.low)}, {_pt(cmp.high)}] must be above 0"))
     return checks

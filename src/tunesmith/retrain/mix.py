@@ -138,7 +138,8 @@ def build_mix(cfg: Config, ws: Workspace, *, snapshot: str, snapshot_dir: Path, 
             f"nothing new to train on: the corrections ({corrections.records} records, {corrections.held_out} held "
             f"out as the new slice) and the sources add no example that the previous training split lacks; "
             f"review more answers, export again, or pass --add FILE")
-    rehearsal, superseded = _rehearsal(cfg, prev_train, new, frozen_hashes | held)
+    validated = {h for ex in validation if (h := _input(ex))}  # early stopping must not see trained inputs
+    rehearsal, superseded = _rehearsal(cfg, prev_train, new, frozen_hashes | held | validated)
     excluded["rehearsal_superseded"] = superseded
     excluded = {k: v for k, v in excluded.items() if v}
     for part, examples in (("new", fresh), ("correction", fixes), ("rehearsal", rehearsal)):
@@ -161,8 +162,9 @@ def build_mix(cfg: Config, ws: Workspace, *, snapshot: str, snapshot_dir: Path, 
 def _rehearsal(cfg: Config, prev_train: list[Example], new: list[Example],
                forbidden: set[str] | frozenset[str]) -> tuple[list[Example], int]:
     """A seeded sample of the previous training split, ``ratio`` of the mix (as many as there are
-    when fewer). Left out first: inputs of frozen-pack cases and held-out corrections, and inputs
-    the new data answers again (the new answer supersedes the old)."""
+    when fewer). Left out first: ``forbidden`` inputs (frozen-pack cases, held-out corrections,
+    the new validation split), and inputs the new data answers again (the new answer supersedes
+    the old)."""
     ratio = cfg.retrain.rehearsal_ratio
     renewed = {h for ex in new if (h := _input(ex))}
     pool, superseded = [], 0

@@ -186,6 +186,33 @@ def prepare_data(cfg: Config, ws: Workspace, *, frozen: EvalPack, previous: str,
 
 
 # ---------------------------------------------------------------------------- 4. publish the comparisons
+def comparison_key(key: str, pack_id: str, checks: list[Check] | None = None) -> str:
+    """The input key of one published comparison: the versions, packs and settings (``key``)
+    and the pack; with ``checks``, the gate too (another margin is another verdict, same answers)."""
+    gate = [c.to_dict() for c in checks] if checks is not None else None
+    return hashlib.sha256(json.dumps({"retrain": key, "pack": pack_id, "gate": gate}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:20]
+
+
+def _existing_comparison(ws: Workspace, key: str, pack: EvalPack) -> PackComparison | None:
+    """A comparison published for the same versions, packs and settings (the answers and their
+    scores do not change; the gate is computed again from them)."""
+    from tunesmith.config import OutputSpec
+    from tunesmith.evaluate.results import load_results
+    from tunesmith.retrain.compare import field_metrics
+
+    for art in reversed(ws.list("eval")):
+        if art.meta.get("kind") == "retrain" and art.meta.get("comparison_key") == comparison_key(key, pack.id):
+            r = load_results(art.path)
+            if r.lead is None or "champion" not in r.ladder or "finetuned" not in r.ladder:
+                return None
+            spec = OutputSpec(**pack.settings["output"])
+            kind = (r.model_extra or {}).get("retrain", {}).get("pack_kind", "frozen")
+            return PackComparison(pack.id, kind, r.cases or 0, r.headline, r.ladder["champion"], r.ladder["finetuned"],
+                                  r.lead, dict(r.fields_vs_best_baseline), field_metrics(spec))
+    return None
+
+
 def _publish_eval(ws: Workspace, cmp: PackComparison, pack: EvalPack, project: str, challenger: str, champion: str,
                   checks: list[Check], extra: dict[str, Any]) -> str:
     """The comparison as an eval of the challenger on ``cmp.pack``: the ladder holds both
@@ -206,8 +233,7 @@ def _publish_eval(ws: Workspace, cmp: PackComparison, pack: EvalPack, project: s
                            "Keep the champion: " + "; ".join(c.name for c in checks if not c.passed) + " failed."),
         "retrain": {"champion": champion, "pack_kind": cmp.kind, **extra},
     })
-    results.input_key = hashlib.sha256(json.dumps({"retrain": extra.get("retrain_key"), "pack": cmp.pack},
-                                                  sort_keys=True).encode()).hexdigest()[:20]
+    results.input_key = comparison_key(extra["retrain_key"], cmp.pack, checks)
     text = results.to_json()
     eval_id = hashlib.sha256(text.encode()).hexdigest()[:16]
     if not ws.artifact_dir("eval", eval_id).exists():
@@ -219,7 +245,8 @@ def _publish_eval(ws: Workspace, cmp: PackComparison, pack: EvalPack, project: s
                        parents=[("evalpack", cmp.pack, "evaluated_on"), ("model", challenger, "evaluates"),
                                 ("model", champion, "compared_with")],
                        meta={"headline": cmp.headline, "passed": passed, "model": challenger, "pack": cmp.pack,
-                             "input_key": results.input_key, "kind": "retrain", "champion": champion})
+                             "input_key": results.input_key, "kind": "retrain", "champion": champion,
+                             "comparison_key": comparison_key(extra["retrain_key"], cmp.pack)})
         ws.record_eval(eval_id, challenger, cmp.pack,
                        {r: {k: v.to_dict() for k, v in rung.metrics.items()}
                         for r, rung in (("champion", cmp.champion), ("finetuned", cmp.challenger))})
@@ -298,14 +325,24 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
         raise TunesmithError("training was interrupted; run `tunesmith retrain` again (the data steps are reused)")
     seconds["train"] = round(time.perf_counter() - t0, 1)
     challenger = ws.get("model", trained.model_id)
-    # 4. compare + gate
+    # 4. compare + gate (the same versions, packs and settings: the published comparisons are reused)
     t0 = time.perf_counter()
-    engine = compare.load_engine(new_cfg, champion, challenger)
-    frozen_cmp = compare.compare_on(engine, new_cfg, frozen, "frozen", log)
-    slice_cmp = compare.compare_on(engine, new_cfg, slice_pack, "new_slice", log)
-    del engine
-    gate_cfg = GateConfig(**frozen.settings["gate"])
     rc = cfg.retrain
+    key = hashlib.sha256(json.dumps({"challenger": challenger.id, "champion": champion.id, "frozen": frozen.id,
+                                     "slice": slice_pack.id, "eval": new_cfg.eval.model_dump(mode="json"),
+                                     "model": new_cfg.model.model_dump(mode="json"), "seed": cfg.seed},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    done = {kind: _existing_comparison(ws, key, pack) for kind, pack in (("frozen", frozen),
+                                                                         ("new_slice", slice_pack))}
+    if done["frozen"] and done["new_slice"]:
+        frozen_cmp, slice_cmp = done["frozen"], done["new_slice"]
+        log({"event": "compare_reused", "key": key})
+    else:
+        engine = compare.load_engine(new_cfg, champion, challenger)
+        frozen_cmp = compare.compare_on(engine, new_cfg, frozen, "frozen", log)
+        slice_cmp = compare.compare_on(engine, new_cfg, slice_pack, "new_slice", log)
+        del engine
+    gate_cfg = GateConfig(**frozen.settings["gate"])
     checks = gate.retrain_checks(
         frozen_fields=frozen_cmp.fields, new_slice=slice_cmp.diff, metric=slice_cmp.headline,
         margin=rc.max_field_drop, min_lift=rc.min_new_slice_lift, require_significant=gate_cfg.require_significant,
@@ -313,9 +350,6 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
     seconds["compare"] = round(time.perf_counter() - t0, 1)
     result = RetrainResult(champion.id, challenger.id, start, frozen.id, slice_pack.id, fixes, data, frozen_cmp,
                            slice_cmp, checks, triggers, seconds=seconds, notes=notes)
-    key = hashlib.sha256(json.dumps({"challenger": challenger.id, "champion": champion.id, "frozen": frozen.id,
-                                     "slice": slice_pack.id, "retrain": rc.model_dump(mode="json"),
-                                     "eval": cfg.eval.bootstrap_resamples}, sort_keys=True).encode()).hexdigest()[:20]
     extra = {"retrain_key": key, "snapshot": data.mix_snapshot, "new_slice_pack": slice_pack.id,
              "frozen_pack": frozen.id}
     # the new slice first: with no pinned pack, the registry reads the latest eval (the frozen one)
@@ -346,8 +380,11 @@ def _register(cfg: Config, ws: Workspace, result: RetrainResult, frozen_pack_id:
         return
     change = registry.promote(challenger, alias, reason=f"tunesmith retrain (champion {result.champion[:12]})", by=by)
     result.registered = True
-    result.registration = (f"'{alias}' → {challenger[:12]}" + (f" (was {change.previous[:12]})" if change.previous
-                                                                else ""))
+    if not change.changed:
+        result.registration = f"'{alias}' already → {challenger[:12]}"
+    else:
+        result.registration = f"'{alias}' → {challenger[:12]}" + (f" (was {change.previous[:12]})" if change.previous
+                                                                 else "")
     if rollout:
         result.rollout = _start_rollout(cfg, rollout, challenger, by)
 
