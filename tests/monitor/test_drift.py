@@ -170,3 +170,11 @@ def test_month_one_windows_of_the_sample_project_rarely_alarm():
         findings = drift_findings(ref, cur, CFG, fields=fields, whole_label=False, embedder=HashingEmbedder(), seed=k)
         alarmed += [(k, f.check, f.p_value) for f in findings if f.alarm]
     assert len({k for k, _, _ in alarmed}) <= 1, alarmed
+
+
+def test_the_classifier_permutation_test_can_decide_embedding_drift(reference):
+    e = HashingEmbedder()
+    ref, cur = e.encode(reference[:150]), e.encode(tickets(100, seed=13, new_share=0.6))
+    f = drift.embedding_test(ref, cur, alpha=0.06, min_auc=0.55, permutations=200, classifier_permutations=19)
+    assert f.test == "classifier-permutation" and f.p_value == pytest.approx(1 / 20)
+    assert f.alarm and f.detail["mmd_p"] < 0.01 and f.detail["classifier_permutations"] == 19
