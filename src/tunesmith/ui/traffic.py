@@ -57,6 +57,17 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
+BUCKETS = ((2 * 3600, 60, "minute"), (12 * 3600, 600, "10 minutes"), (7 * 86400, 3600, "hour"))
+
+
+def _bucket(span: float) -> tuple[int, str]:
+    """The chart's time bucket for a window spanning ``span`` seconds: a few dozen points."""
+    for longest, size, name in BUCKETS:
+        if span <= longest:
+            return size, name
+    return 86400, "day"
+
+
 def log_mark(db_path: Path) -> int:
     """The request log's highest rowid: every write (an insert or a replace) raises it, so a
     summary computed at the same mark is still exact (what the UI's cache is keyed on)."""
@@ -71,7 +82,7 @@ def log_mark(db_path: Path) -> int:
 
 def summary(db_path: Path, *, latest: int = LATEST) -> TrafficSummary:
     """Traffic per variant (share, latency percentiles, error and JSON validity rates) and per
-    hour (requests, errors, p95 latency per variant) over the latest ``latest`` requests. The
+    time bucket (requests, errors, p95 latency per variant; a minute to a day, by the span) over the latest ``latest`` requests. The
     counts are aggregated by SQLite; only (time, variant, latency, 5xx) rows come to Python."""
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
@@ -107,8 +118,9 @@ def _summarise(groups: list[tuple], rows: list[tuple], total: int) -> TrafficSum
     hours: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     hour_counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     hour_errors: dict[int, int] = defaultdict(int)
+    size, size_name = _bucket(rows[0][0] - rows[-1][0] if rows else 0.0)
     for created, variant, latency, failed in rows:
-        bucket = int(created // 3600)
+        bucket = int(created // size)
         hour_counts[bucket][variant] += 1
         hour_errors[bucket] += failed
         if latency is not None:
@@ -121,7 +133,8 @@ def _summarise(groups: list[tuple], rows: list[tuple], total: int) -> TrafficSum
         s.latency = {f"p{q}": percentile(ordered, q) for q in (50, 95, 99)}
     names = sorted(stats)
     buckets = sorted(hour_counts)
-    series: dict[str, Any] = {"t": [b * 3600 for b in buckets], "variants": names,
+    series: dict[str, Any] = {"t": [b * size for b in buckets], "bucket": size, "bucket_name": size_name,
+                              "variants": names,
                               "requests": {v: [hour_counts[b].get(v, 0) for b in buckets] for v in names},
                               "p95": {v: [percentile(sorted(hours[b].get(v, [])), 95) for b in buckets] for v in names},
                               "errors": [hour_errors[b] for b in buckets]}

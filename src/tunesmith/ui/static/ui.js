@@ -43,7 +43,7 @@
         return s.threshold
           ? {label: s.label, stroke: "#6b7280", dash: [6, 4], width: 1, points: {show: false}}
           : {label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
-             points: {show: !!s.points, size: 6}};
+             points: {show: !!s.points || a.data[0].length < 30, size: 6}};
       })),
     };
     host.textContent = "";
@@ -115,6 +115,7 @@
     drawAll(document);
     var form = document.querySelector("form[data-keyboard]");
     if (form) { cursor = 0; focusPicker(form, 0); }
+    document.body.setAttribute("data-ready", "1");  // the keys work from here on (tests wait for it)
   }
 
   document.addEventListener("keydown", onKey);
