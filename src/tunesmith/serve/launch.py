@@ -141,6 +141,7 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
     Raises:
         TunesmithError: an unknown ``--model``, or a champion that cannot be loaded.
     """
+    from tunesmith.review.live import answer_reviewer
     from tunesmith.serve.app import create_app
     from tunesmith.serve.cache import ResponseCache
     from tunesmith.serve.requestlog import RequestLog
@@ -165,7 +166,8 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
     service = ChatService(engine, catalog, request_log=request_log, max_queue=max_queue,
                           default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS,
                           rollout=canary_rollout(cfg, ws, catalog),
-                          cache=ResponseCache(cfg.serve.cache.max_entries))
+                          cache=ResponseCache(cfg.serve.cache.max_entries),
+                          reviewer=answer_reviewer(cfg, ws, engine))
     app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
     return Loaded(app, engine, catalog, skipped)
 

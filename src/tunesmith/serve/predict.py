@@ -8,6 +8,11 @@ skips the records already answered there, and the final file is written (and the
 removed) only when every record has an answer. Each answer is logged in the request log like a
 served request (variant ``batch``, request id ``batch:<input digest>:<record id>``, so a resumed
 run never logs a record twice).
+
+For a project whose answers have label fields (or are a label), each row also carries the
+answer's ``confidence`` and review ``decision`` and the full ``tunesmith`` extension (per-field
+values and confidences, reasons, threshold), computed as the server does
+(:mod:`tunesmith.review.live`), and the request log records them for ``tunesmith review enqueue``.
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
     from tunesmith.evaluate.outputs import grammar_for, resolve_output
     from tunesmith.evaluate.strategies import STRATEGIES, build_conversation
     from tunesmith.generate.sampling import GenerationConfig
+    from tunesmith.review.live import AnswerReviewer, reviews_answers, version_calibration
     from tunesmith.serve.launch import load_engine, log_scrubber
     from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
 
@@ -151,6 +157,8 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
     g = cfg.eval.generation
     gen_cfg = GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=cfg.seed,
                                grammar=grammar_for(spec))
+    calibration = version_calibration(ws, version.id) if version is not None else None
+    reviewer = AnswerReviewer(engine, spec, cfg.review, lambda _: calibration) if reviews_answers(spec) else None
     request_log = RequestLog(ws.db_path, scrub=scrub)
     request_log.start()
     answered = 0
@@ -164,19 +172,27 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
                 gens = engine.generate(convs, gen_cfg, adapter=adapter) if convs else []
                 per = (time.time() - t0) * 1000 / max(len(gens), 1)
                 answers = {r.id: g for (_, r), g in zip(ok, gens, strict=True)}
+                conv_of = {r.id: conv for (_, r), conv in zip(ok, convs, strict=True)}
+                reviews = {r.id: reviewer.review_answers(f"batch:{digest}:{_row_id(i, r)}", engine.encode(conv_of[r.id]),
+                                                         [answers[r.id].text], adapter=adapter, version=adapter)[0]
+                           for i, r in ok} if reviewer else {}
                 for i, r in chunk:
                     row_id = _row_id(i, r)
                     if isinstance(r, Example):
                         gen = answers[r.id]
                         row = {"id": row_id, "answer": gen.text, "finish_reason": gen.finish_reason,
                                "tokens": gen.tokens, "error": None}
+                        logged = Answer(gen.text, gen.finish_reason, gen.tokens)
+                        if (rv := reviews.get(r.id)) is not None:
+                            ext = rv.extension()
+                            row |= {"confidence": ext["confidence"], "decision": ext["decision"], "tunesmith": ext}
+                            logged.confidence, logged.decision = rv.field_confidence(), rv.decision.to_dict()
                         request_log.record(LogEntry(
                             f"batch:{digest}:{row_id}", t0, 200, model=cfg.project,
                             version=version.id if version is not None else "base", adapter=adapter,
-                            variant="batch", prompt=engine.tokenizer.decode(engine.encode(build_conversation(
-                                strategy, r, instructions=cfg.eval.instructions))),
-                            prompt_tokens=gen.prompt_tokens, answers=[Answer(gen.text, gen.finish_reason, gen.tokens)],
-                            latency_ms=per))
+                            variant="batch", prompt=engine.tokenizer.decode(engine.encode(conv_of[r.id])),
+                            prompt_tokens=gen.prompt_tokens, answers=[logged], latency_ms=per,
+                            messages=conv_of[r.id]))
                     else:
                         row = {"id": row_id, "answer": None, "finish_reason": None, "tokens": 0, "error": r}
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -199,9 +215,12 @@ def _write(rows: list[dict[str, Any]], path: Path) -> None:
         return
     import pyarrow as pa
 
-    table = pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("answer", pa.string()),
-                                                         ("finish_reason", pa.string()), ("tokens", pa.int64()),
-                                                         ("error", pa.string())]))
+    columns = [("id", pa.string()), ("answer", pa.string()), ("finish_reason", pa.string()),
+               ("tokens", pa.int64()), ("error", pa.string())]
+    if any("tunesmith" in r for r in rows):  # confidence and review decision (label projects)
+        columns += [("confidence", pa.float64()), ("decision", pa.string()), ("tunesmith", pa.string())]
+        rows = [{**r, "tunesmith": json.dumps(r["tunesmith"]) if r.get("tunesmith") else None} for r in rows]
+    table = pa.Table.from_pylist(rows, schema=pa.schema(columns))
     tmp = path.with_name(path.name + ".tmp")
     if suffix == ".csv":
         import pyarrow.csv as pacsv

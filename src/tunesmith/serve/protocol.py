@@ -204,6 +204,7 @@ class Choice(_Wire):
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"]
+    tunesmith: dict[str, Any] | None = None  # extension: confidence and review decision (review.live)
 
 
 def _now() -> int:
@@ -230,6 +231,7 @@ class ChunkChoice(_Wire):
     delta: Delta
     logprobs: ChoiceLogprobs | None = None  # streamed: all of an answer's, in its finish chunk
     finish_reason: Literal["stop", "length"] | None = None
+    tunesmith: dict[str, Any] | None = None  # extension, in the finish chunk (see Choice)
 
 
 class ChatCompletionChunk(_Wire):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from tunesmith.generate.constrain import Grammar
     from tunesmith.generate.engine import Engine, Generation
     from tunesmith.models.chat import Messages
+    from tunesmith.review.live import AnswerReviewer, Reviewed
     from tunesmith.serve.completions import CompletionService
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,17 @@ class ChatService:
         default_max_tokens: answer budget when a request names none.
         rollout: canary routing of the deployment name and its monitor (None: off).
         cache: the response cache of greedy requests (None: off).
+        reviewer: each answer's confidence and review decision (None: the project's answers
+            have no label fields; see :mod:`tunesmith.review.live`).
     """
 
     endpoint = "chat"  # the metrics' label
 
     def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
                  max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None,
-                 cache: ResponseCache | None = None):
+                 cache: ResponseCache | None = None, reviewer: AnswerReviewer | None = None):
         self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
+        self.reviewer = reviewer
         shadow_queue = getattr(getattr(rollout, "cfg", None), "shadow_queue", 16)
         self.scheduler = Scheduler(engine, max_queue=max_queue, max_background=shadow_queue)
         self.shadow = None if rollout is None else ShadowRunner(self.scheduler, rollout, request_log=request_log,
@@ -247,16 +251,32 @@ class ChatService:
     async def complete(self, p: Prepared, model: str, started: float) -> ChatCompletion:
         key, hit = self.cache_lookup(p)
         if hit is not None:
-            self._record(p, model, started, 200, gens=hit, cached=True)
-            return _completion(p, model, hit)
+            reviews = await self._review(p, hit)
+            self._record(p, model, started, 200, gens=hit, cached=True, reviews=reviews)
+            return _completion(p, model, hit, reviews)
         gens, first_token = await self._generate(p, model, started)
         self.cache_store(key, gens)
-        self._record(p, model, started, 200, gens=gens, first_token=first_token)
-        result = _completion(p, model, gens)
+        reviews = await self._review(p, gens)
+        self._record(p, model, started, 200, gens=gens, first_token=first_token, reviews=reviews)
+        result = _completion(p, model, gens, reviews)
         if p.cfg.logprobs is not None:
             for choice, g in zip(result.choices, gens, strict=True):
                 choice.logprobs = self._logprobs(g)  # type: ignore[arg-type]
         return result
+
+    async def _review(self, p: Prepared, gens: Sequence[Answered]) -> list[Reviewed] | None:
+        """Each answer's confidence and review decision (:mod:`tunesmith.review.live`), off the
+        event loop; None without a reviewer. A failure costs the answers their decision (logged),
+        never the response."""
+        if self.reviewer is None or not gens:
+            return None
+        try:
+            return await asyncio.to_thread(
+                self.reviewer.review_answers, p.request_id, p.prompt_ids, [g.text for g in gens],
+                adapter=p.route.adapter, version=p.route.version, logprobs=[getattr(g, "logprobs", None) for g in gens])
+        except Exception:
+            log.exception("confidence for %s failed; its answers carry no review decision", p.request_id)
+            return None
 
     def _logprobs(self, g: Generation) -> ChoiceLogprobs:
         """The answer's tokens with their logprobs, the end-of-turn token left out (it is not
@@ -317,18 +337,20 @@ class ChatService:
             return _sse(body, include_usage)
 
         status = 499
+        reviews = await self._review(p, hit)
         try:
             yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(p.n)])
             for i, answer in enumerate(hit):
                 yield chunk([ChunkChoice(index=i, delta=Delta(content=answer.text or None),
-                                         finish_reason=answer.finish_reason)])  # type: ignore[arg-type]
+                                         finish_reason=answer.finish_reason,  # type: ignore[arg-type]
+                                         tunesmith=reviews[i].extension() if reviews else None)])
             if include_usage:
                 yield chunk([], _usage(p, hit))
             status = 200
             yield "data: [DONE]\n\n"
         finally:
             self._record(p, model, started, status, gens=hit if status == 200 else None, stream=True, cached=True,
-                         error=None if status == 200 else "the client went away")
+                         error=None if status == 200 else "the client went away", reviews=reviews)
 
     async def _chunks(self, p: Prepared, model: str, started: float, job: Job,
                       events: asyncio.Queue[tuple[int, str, str | None] | None], streams: list[TextStream],
@@ -338,14 +360,15 @@ class ChatService:
             return _sse(body, include_usage)
 
         first_token: float | None = None
-        status, gens, failure = 499, None, "the client went away"
+        status, gens, failure, reviews = 499, None, "the client went away", None
+        deferred = p.cfg.logprobs is not None or self.reviewer is not None  # finish chunks carry them
         try:
             yield chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content="")) for i in range(p.n)])
             while (event := await events.get()) is not None:
                 choice, delta, finish = event
                 if delta and first_token is None:
                     first_token = time.perf_counter()
-                if p.cfg.logprobs is not None:  # the finish chunk comes last, with the answer's logprobs
+                if deferred:  # the finish chunk comes last, with the answer's logprobs / review
                     finish = None
                 if delta or finish:
                     yield chunk([ChunkChoice(index=choice, delta=Delta(content=delta or None), finish_reason=finish)])
@@ -357,12 +380,14 @@ class ChatService:
                 yield f"data: {json.dumps(error.body())}\n\n"
                 yield "data: [DONE]\n\n"
                 return
+            reviews = await self._review(p, gens)
             for i, (s, g) in enumerate(zip(streams, gens, strict=True)):  # answers the tokens did not end
-                if s.finish is None or p.cfg.logprobs is not None:
+                if s.finish is None or deferred:
                     rest = s.finish_with(g.text, g.finish_reason) if s.finish is None else ""
                     logprobs = self._logprobs(g) if p.cfg.logprobs is not None else None  # type: ignore[arg-type]
                     yield chunk([ChunkChoice(index=i, delta=Delta(content=rest or None), logprobs=logprobs,
-                                             finish_reason=g.finish_reason)])
+                                             finish_reason=g.finish_reason,
+                                             tunesmith=reviews[i].extension() if reviews else None)])
             if include_usage:
                 yield chunk([], _usage(p, gens))
             status = 200
@@ -372,15 +397,17 @@ class ChatService:
             job.cancelled = status == 499
             ttft = None if first_token is None else (first_token - started) * 1000
             self._record(p, model, started, status, gens=gens, stream=True, first_token_ms=ttft,
-                         error=None if status == 200 else failure, first_token=first.at)
+                         error=None if status == 200 else failure, first_token=first.at, reviews=reviews)
 
     # ------------------------------------------------------------------ request log
     def _record(self, p: Prepared, model: str, started: float, status: int, *,
                 gens: Sequence[Answered] | None = None, stream: bool = False, first_token_ms: float | None = None,
-                error: str | None = None, first_token: float | None = None, cached: bool = False) -> None:
+                error: str | None = None, first_token: float | None = None, cached: bool = False,
+                reviews: Sequence[Reviewed] | None = None) -> None:
         """One finished request: the rollout monitor (not for cached answers: they say nothing
-        new about the version), /metrics and the request log. ``first_token``: perf_counter
-        time of the first generated token."""
+        new about the version), /metrics and the request log (with the input turns, and each
+        answer's confidence and review decision when ``reviews``). ``first_token``:
+        perf_counter time of the first generated token."""
         latency = time.perf_counter() - started
         if status == 200 and gens:
             p.answers = [g.text for g in gens]
@@ -395,12 +422,15 @@ class ChatService:
         if self.request_log is None:
             return
         answers = [Answer(g.text, g.finish_reason, g.tokens) for g in gens or []]
+        for a, r in zip(answers, reviews or [], strict=False):
+            a.confidence, a.decision = r.field_confidence(), r.decision.to_dict()
         self.request_log.record(LogEntry(
             request_id=p.request_id, created=time.time() - (time.perf_counter() - started), status=status,
             model=model, version=p.route.version, adapter=p.route.adapter, variant=p.route.variant,
             prompt=self.engine.tokenizer.decode(p.prompt_ids), prompt_tokens=len(p.prompt_ids), answers=answers,
             latency_ms=(time.perf_counter() - started) * 1000, first_token_ms=first_token_ms, error=error,
-            stream=stream, cached=cached, json_asked=p.cfg.grammar is not None))
+            stream=stream, cached=cached, json_asked=p.cfg.grammar is not None,
+            messages=p.conversation if gens else None))
 
     def record_error(self, request_id: str, started: float, error: APIError, *, model: str | None,
                      route: Route | None, stream: bool) -> None:
@@ -438,8 +468,10 @@ class FirstToken:
             self.at = time.perf_counter()
 
 
-def _completion(p: Prepared, model: str, gens: Sequence[Answered]) -> ChatCompletion:
-    choices = [Choice(index=i, message=AssistantMessage(content=g.text), finish_reason=g.finish_reason)
+def _completion(p: Prepared, model: str, gens: Sequence[Answered],
+                reviews: Sequence[Reviewed] | None = None) -> ChatCompletion:
+    choices = [Choice(index=i, message=AssistantMessage(content=g.text), finish_reason=g.finish_reason,
+                      tunesmith=reviews[i].extension() if reviews else None)
                for i, g in enumerate(gens)]
     return ChatCompletion(id=p.request_id, choices=choices, model=model, usage=_usage(p, gens))
 
