@@ -214,3 +214,26 @@ def test_ui_keys_are_checked():
                                ("", "reviewer", "line 1"), ("", "", "no UI key configured")):
         with pytest.raises(TunesmithError, match=message):
             UiKeys.parse(env, text)
+
+
+def test_review_filters_and_my_decisions(client, generated):
+    from fastapi.testclient import TestClient
+
+    from tunesmith.review.queue import ReviewQueue
+
+    queue = ReviewQueue(generated.cfg.workspace_dir / "tunesmith.db")
+    login(client, REVIEWER_KEY)
+    _, item, csrf = _item_form(client, "/review?below=0.5&field=urgency")
+    assert queue.get(item).fields["urgency"].confidence < 0.5
+    assert all(it.fields["urgency"].confidence < 0.5 for it in queue.page(below=0.5, field="urgency", limit=100))
+    r = client.post(f"/review/{item}", data={"csrf": csrf, "action": "approve", "seen": "0", "field": "urgency",
+                                             "below": "0.5"}, follow_redirects=False)
+    assert "below=0.5" in r.headers["location"] and "field=urgency" in r.headers["location"]
+    other = TestClient(client.app)
+    login(other, SECOND_KEY)
+    other.post(f"/review/{item}", data={"csrf": csrf_of(other.get(f"/review?item={item}").text), "action": "reject",
+                                        "seen": "1", "reason": "other"})
+    mine = client.get("/review/mine").text
+    assert f"#{item}</a>" in mine and "shared items</dt><dd>1" in mine
+    assert client.get("/review?below=x").status_code == 400
+    assert "unknown tier" in client.get("/review?tier=urgent").text

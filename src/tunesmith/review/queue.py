@@ -283,13 +283,21 @@ class ReviewQueue:
             return [AuditRow(*r) for r in db.execute(query + " ORDER BY seq", args).fetchall()]
 
     def page(self, *, status: str = "pending", tier: str | None = None, after: int | None = None,
-             before: int | None = None, limit: int = 50) -> list[ReviewItem]:
+             before: int | None = None, limit: int = 50, field: str | None = None,
+             below: float | None = None) -> list[ReviewItem]:
         """At most ``limit`` items in item order, read with SQL (a queue of 10,000 items pages in
         milliseconds; :meth:`items` reads them all): those after item ``after`` (oldest first),
-        or the nearest ones before item ``before`` (still returned oldest first)."""
+        or the nearest ones before item ``before`` (still returned oldest first). ``below``
+        keeps items whose confidence is under it: the answer's (its lowest field's), or with
+        ``field`` that field's."""
         if status not in ("pending", "decided", "all"):
             raise TunesmithError(f"unknown status {status!r}; one of pending, decided, all")
         where, args = [], []
+        if field is not None and not field.replace("_", "").replace(".", "").isalnum():
+            raise TunesmithError(f"unknown field {field!r}")
+        if below is not None:
+            where.append("confidence < ?" if field is None else "json_extract(fields, ?) < ?")
+            args += [below] if field is None else [f'$."{field}".confidence', below]
         if status != "all":
             where.append(("NOT " if status == "pending" else "")
                          + "EXISTS (SELECT 1 FROM review_audit a WHERE a.item = review_items.item)")
@@ -312,6 +320,34 @@ class ReviewQueue:
                                f"({', '.join('?' * len(ids))}) ORDER BY seq", ids).fetchall() if ids else []
         decisions = _decisions(audit)
         return sorted((_item(r, decisions.get(r[0], [])) for r in rows), key=lambda it: it.item)
+
+    def history(self, by: str, *, limit: int = 50) -> list[ReviewDecision]:
+        """``by``'s latest ``limit`` decisions, newest first."""
+        with transaction(self.db_path) as db:
+            ids = [r[0] for r in db.execute("SELECT decision FROM review_audit WHERE by = ? GROUP BY decision "
+                                            "ORDER BY MIN(seq) DESC LIMIT ?", (by, limit))]
+            rows = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM review_audit WHERE decision IN "
+                              f"({', '.join('?' * len(ids))}) ORDER BY seq", ids).fetchall() if ids else []
+        decisions = [d for ds in _decisions(rows).values() for d in ds]
+        return sorted(decisions, key=lambda d: -d.seq)
+
+    def shared_with_others(self, reviewer: str) -> list[ReviewItem]:
+        """The items ``reviewer`` decided that someone else decided too (their agreement's
+        items), read with SQL rather than the whole queue."""
+        with transaction(self.db_path) as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT item FROM review_audit GROUP BY item HAVING SUM(by = ?) > 0 AND COUNT(DISTINCT by) > 1",
+                (reviewer,))]
+            items = []
+            for start in range(0, len(ids), 500):  # SQLite's variable limit
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = db.execute(f"SELECT {', '.join(ITEM_COLUMNS)} FROM review_items WHERE item IN ({marks})",
+                                  chunk).fetchall()
+                audit = _decisions(db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM review_audit WHERE item IN "
+                                              f"({marks}) ORDER BY seq", chunk).fetchall())
+                items += [_item(r, audit.get(r[0], [])) for r in rows]
+        return sorted(items, key=lambda it: it.item)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{tier: {"pending": n, "decided": n}} over the whole queue, in one query."""

@@ -63,11 +63,15 @@ def svg(d: VersionDetail, base: str = "") -> str:
              '<desc id="lin-d">' + escape(" → ".join(", ".join(n.title for n in c) for c in cols)) + '</desc>',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>']
-    for i in range(len(cols) - 1):
-        for x0, y0 in pos[i]:
-            for x1, y1 in pos[i + 1]:
-                parts.append(f'<line class="edge" x1="{x0 + BOX_W}" y1="{y0 + BOX_H // 2}" x2="{x1 - 2}" '
-                             f'y2="{y1 + BOX_H // 2}" marker-end="url(#arrow)"/>')
+    version_col = next(i for i, c in enumerate(cols) if c and c[0].kind == "version")
+    for i in range(1, len(cols)):
+        # alias moves act on the version (not on its evals): their arrows start at the version
+        parent = version_col if cols[i][0].kind == "move" else i - 1
+        for x0, y0 in pos[parent]:
+            for x1, y1 in pos[i]:
+                bend = "" if parent == i - 1 else f" Q {(x0 + x1) // 2} {PAD // 2}"  # over the evals column
+                parts.append(f'<path class="edge" d="M {x0 + BOX_W} {y0 + BOX_H // 2}{bend} {x1 - 2} '
+                             f'{y1 + BOX_H // 2}" fill="none" marker-end="url(#arrow)"/>')
     for col, places in zip(cols, pos, strict=True):
         for node, (x, y) in zip(col, places, strict=True):
             box = (f'<g class="node {node.kind}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6"/>'
