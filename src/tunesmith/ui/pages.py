@@ -96,6 +96,11 @@ def _turn(messages: list[dict[str, str]] | None, role: str) -> str:
     return found[-1] if found else ""
 
 
+def _case_input(case: Any) -> str:
+    """The user turn of a chat case, or the text of a raw-text one."""
+    return _turn(case.messages, "user") or (case.text or "")
+
+
 def evaluation(p: Project, eval_id: str | None, *, field: str | None, query: str, page: int) -> dict[str, Any]:
     evals = list(reversed(p.ws.list("eval")))
     if not evals:
@@ -132,7 +137,7 @@ def worst_errors(p: Project, r: EvalResults, rung: str | None, *, field: str | N
         value = s.get(metric)
         if value is None or value >= 1.0:
             continue
-        text = _turn(cases[i].messages, "user") if i < len(cases) else ""
+        text = _case_input(cases[i]) if i < len(cases) else ""
         if query and query.lower() not in text.lower():
             continue
         order.append((value, i))
@@ -142,7 +147,7 @@ def worst_errors(p: Project, r: EvalResults, rung: str | None, *, field: str | N
     rows = []
     for value, i in order[(page - 1) * PAGE: page * PAGE]:
         case = cases[i] if i < len(cases) else None
-        rows.append({"i": i, "score": value, "input": _turn(case.messages, "user") if case else "",
+        rows.append({"i": i, "score": value, "input": _case_input(case) if case else "",
                      "reference": _turn(case.messages, "assistant") if case else "",
                      "answers": {name: (rg.answers[i] if i < len(rg.answers) else None,
                                         rg.scores[i].get(metric) if i < len(rg.scores) else None)
@@ -269,18 +274,23 @@ EFFECT_THRESHOLDS = {"length": "min_length_ks", "unseen": "min_unseen_rise", "em
 
 
 def monitoring(p: Project) -> dict[str, Any]:
+    """Every recorded alarm, and per alarming check its effect size over time with the threshold
+    it alarms at (``monitor.min_*``; for the quality chart, the acceptable error rate p0)."""
     history = alarm_table.history(p.ws.db_path, limit=200)
     series: dict[str, dict[str, Any]] = {}
     for a in reversed(history):  # oldest first for the charts
         for check, d in a.detail.items():
             if not isinstance(d, dict):
                 continue
-            effect = next(((k, v) for k, v in d.items() if k not in ("test", "p_value") and isinstance(v, int | float)),
-                          None)
+            effect = next(((k, v) for k, v in d.items() if k not in ("test", "p_value") and isinstance(v, int | float)
+                           and not isinstance(v, bool)), None)
             if effect is None:
                 continue
+            threshold = d.get("p0") if check.startswith("quality") else _threshold(p, check)
             s = series.setdefault(check, {"check": check, "effect": effect[0], "t": [], "v": [],
-                                          "threshold": _threshold(p, check)})
+                                          "threshold": threshold, "threshold_label":
+                                              "acceptable error rate (p0)" if check.startswith("quality")
+                                              else "alarm threshold"})
             s["t"].append(a.time)
             s["v"].append(effect[1])
     return {"alarms": history, "series": list(series.values()), "monitor": p.cfg.monitor,

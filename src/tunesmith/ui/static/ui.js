@@ -23,7 +23,7 @@
     });
     if (spec.threshold !== null && spec.threshold !== undefined && x.length) {
       data.push(x.map(function () { return spec.threshold; }));
-      series = series.concat([{label: "alarm threshold", threshold: true}]);
+      series = series.concat([{label: spec.threshold_label || "alarm threshold", threshold: true}]);
     }
     return {data: data, series: series};
   }
