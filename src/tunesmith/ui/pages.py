@@ -263,7 +263,12 @@ def quarantine_page(path: Path, page: int) -> tuple[list[dict[str, Any]], int]:
 def deployments(p: Project) -> dict[str, Any]:
     from tunesmith.serve.rollout_admin import rollout_status
 
-    status = rollout_status(p.cfg, events=50)
+    # a pure function of the request log, the rollout events and the aliases: recomputed only
+    # when one of them was written since (the same exact cache as the traffic summary)
+    last_event = p.events.read(limit=1)
+    moves = p.registry.history()
+    key = f"{traffic.log_mark(p.ws.db_path)}:{last_event[-1]['seq'] if last_event else 0}:{moves[-1].seq if moves else 0}"
+    status = p.cached("rollout", key, lambda: rollout_status(p.cfg, events=50))
     return {"traffic": traffic_summary(p), "rollout": status,
             "events": list(reversed(status["events"]))}
 
