@@ -693,6 +693,10 @@ class ReviewConfig(_Section):
         0.05, ge=0, le=1, description="Share of the remaining answers sent to review as quality control "
         "(`sampled`; decided by a hash of the request id, so a replay decides the same).",
     )
+    calibration_examples: int = Field(
+        200, ge=0, description="Validation examples the fine-tuned version answers at eval to fit its "
+        "confidence calibration (temperature per label field, auto-approval threshold); 0: none fitted.",
+    )
     reason_codes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REASON_CODES),
         description="Reason codes a reviewer may give (required to reject, optional to correct).",

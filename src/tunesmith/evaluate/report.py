@@ -186,6 +186,10 @@ def _sections(results: Results, pack: EvalPack) -> list[tuple[str, list[str], li
                          ["label", "precision", "recall", "f1", "support"],
                          [[k, f"{v.precision:.2f}", f"{v.recall:.2f}", f"{v.f1:.2f}", v.support]
                           for k, v in cm.per_label.items()]))
+    if results.calibration is not None:
+        from tunesmith.evaluate.calibration_report import calibration_rows
+
+        sections.append(("Confidence calibration", ["", ""], calibration_rows(results.calibration)))
     if results.probes:
         sections.append(("Safety probes", ["model", "refusal/escalation rate", "injections followed"],
                          [[who, _num(p.refusal_rate), f"{p.injection_followed} / {p.injection_probes}"]
@@ -236,6 +240,12 @@ def write_reports(out: Path, results: Results, pack: EvalPack, project: str) -> 
     imgs = "".join(f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
                    f"<figcaption>{html.escape(t)}</figcaption></figure>" for t, p in charts)
     body = "".join(f"<h2>{html.escape(t)}</h2>{_html_table(h, r)}" for t, h, r in sections)
+    if results.calibration is not None:  # reliability diagram, risk-coverage: inline SVG after its table
+        from tunesmith.evaluate.calibration_report import calibration_figures
+
+        anchor = "<h2>Confidence calibration</h2>"
+        at = body.find("</table>", body.find(anchor)) + len("</table>")
+        body = body[:at] + calibration_figures(results.calibration) + body[at:]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;color:#222}"
             "table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;"

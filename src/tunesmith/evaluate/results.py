@@ -212,6 +212,58 @@ class GateResult(_Record):
         return [c for c in self.checks if not c.passed]
 
 
+class ReliabilityBin(_Record):
+    """One bin of a reliability diagram: answers (fields) with confidence in ``(low, high]``."""
+
+    low: Num
+    high: Num
+    count: int
+    confidence: Num | None = None  # their mean confidence
+    accuracy: Num | None = None  # the share of them that were right
+
+
+class RiskCoverage(_Record):
+    """Keeping the answers whose confidence is at least ``threshold[i]``: the share kept and
+    the error rate among them; ``aurc`` is the area under the curve (lower is better)."""
+
+    threshold: list[Num] = Field(default_factory=list)
+    coverage: list[Num] = Field(default_factory=list)
+    risk: list[Num] = Field(default_factory=list)
+    aurc: Num | None = None
+
+
+class CalibrationCheck(_Record):
+    """The fitted calibration measured on the test answers (held out from the fit)."""
+
+    answers: int  # test answers with a confidence (parsed, every field among its values)
+    ece_before: Num | None = None  # 15 bins, label fields pooled
+    ece_after: Num | None = None
+    reliability_before: list[ReliabilityBin] = Field(default_factory=list)
+    reliability_after: list[ReliabilityBin] = Field(default_factory=list)
+    risk_coverage: RiskCoverage | None = None  # answer confidence (after scaling) vs all fields right
+    auto_coverage: Num | None = None  # share of test answers the fitted threshold auto-approves
+    auto_error: Num | None = None  # their error rate
+
+
+class CalibrationResult(_Record):
+    """Temperature scaling per label field and the auto-approval threshold, fitted on the
+    fine-tuned rung's answers to validation examples (``review.calibration_examples``), and
+    how they do on the test answers. Stored with the eval as ``calibration.json`` too: the
+    server and batch prediction read it for the version (:mod:`tunesmith.review.live`)."""
+
+    rung: str
+    split: str = "validation"
+    examples: int = 0  # validation examples answered
+    used: int = 0  # of them, answers with every field parsed and a known reference
+    temperatures: dict[str, Num] = Field(default_factory=dict)
+    threshold: dict[str, Any] = Field(default_factory=dict)  # review.calibration.Threshold.to_dict()
+    ece_before: Num | None = None  # on the validation half not used for the temperatures
+    ece_after: Num | None = None
+    test: CalibrationCheck | None = None
+    ms_per_answer: Num | None = None  # confidence's scoring cost per answer
+    note: str | None = None  # why nothing was fitted
+
+
 class EvalResults(_Record):
     """The whole of ``results.json``. Only ``headline`` is required: the gate and the
     recommendation are computed from a partial record, and older files lack later keys."""
@@ -231,6 +283,7 @@ class EvalResults(_Record):
     probes: dict[str, ProbeResult] = Field(default_factory=dict)
     forgetting: Forgetting = Field(default_factory=Forgetting)
     test_perplexity: dict[str, Num | None] = Field(default_factory=dict)
+    calibration: CalibrationResult | None = None
     gate: GateResult | None = None
     recommendation: str | None = None
     seconds: Num | None = None

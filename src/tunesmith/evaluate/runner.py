@@ -203,6 +203,46 @@ def _rank(engine: Any, convs: list[list[dict]], labels: list[str], adapter: str 
     return gens, [round(float(p[b]), 6) for p, b in zip(probs, best, strict=True)]
 
 
+# ---------------------------------------------------------------------------- calibration
+def _calibration(cfg: Config, ws: Workspace, engine: Any, spec: OutputSpec, snapshot_id: str | None,
+                 pack: EvalPack, ladder: dict[str, Any], log: LogFn) -> dict[str, Any] | None:
+    """The fine-tuned rung's confidence calibration (:mod:`tunesmith.evaluate.calibrate`):
+    fitted on validation answers, checked on its test answers. None when there is nothing to
+    calibrate (no fine-tuned rung, or ``review.calibration_examples: 0``)."""
+    from tunesmith.evaluate.calibrate import calibrate
+    from tunesmith.generate.sampling import GenerationConfig
+
+    rung = "finetuned"  # what the server answers with: the version alone, no shots, no retrieval
+    if rung not in ladder or cfg.review.calibration_examples == 0:
+        return None
+    if not snapshot_id:
+        return {"rung": rung, "note": "the snapshot the pack came from is not known: no validation split"}
+    try:
+        validation = load_split(ws.get("snapshot", snapshot_id).path, "validation")
+    except (TunesmithError, OSError) as exc:
+        return {"rung": rung, "note": f"no validation split: {exc}"}
+    strategy = STRATEGIES[rung]
+    g = cfg.eval.generation
+
+    def conversations(examples: list[Example]) -> list[list[dict]]:
+        return [build_conversation(strategy, c, instructions=cfg.eval.instructions) for c in examples]
+
+    def answer(examples: list[Example]) -> tuple[list[list[int]], list[Any]]:
+        convs = conversations(examples)
+        if spec.decoding == "rank" and spec.labels:
+            gens, _ = _rank(engine, convs, list(spec.labels), strategy.adapter)
+        else:
+            gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                                           seed=cfg.seed, grammar=grammar_for(spec)),
+                                   adapter=strategy.adapter)
+        return [engine.encode(c) for c in convs], gens
+
+    test = ([engine.encode(c) for c in conversations(pack.cases)], ladder[rung]["answers"], pack.cases)
+    section, _ = calibrate(cfg, engine, spec, validation, rung=rung, answer=answer, test=test,
+                           adapter=strategy.adapter, log=log)
+    return section
+
+
 # ---------------------------------------------------------------------------- 5. probes, forgetting
 def _probes(pack: EvalPack, engine: Any, cfg: Config, spec: OutputSpec, has_ft: bool) -> dict[str, Any]:
     from tunesmith.evaluate.metrics import injection_followed, is_refusal
@@ -365,6 +405,9 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
         **_comparisons(ladder, headline, cfg),
         "confusion": _confusion(ladder, pack.cases, spec) if spec.label_fields else {},
     }
+    calibration = _calibration(cfg, ws, engine, spec, snapshot_id, pack, ladder, log)
+    if calibration is not None:
+        results["calibration"] = calibration
     log({"event": "probes_start"})
     for name, phase in (("probes", lambda: _probes(pack, engine, cfg, spec, has_ft)),
                         ("forgetting", lambda: _forgetting(pack, engine, cfg, has_ft)),
@@ -401,6 +444,13 @@ def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | Non
     with ws.staging() as staging:
         (staging / "results.json").write_text(results.to_json())
         (staging / "gate.xml").write_text(gate_mod.junit_xml(checks))
+        if results.calibration is not None and results.calibration.temperatures:  # the server reads it
+            from tunesmith.review.live import CALIBRATION_FILE
+
+            c = results.calibration
+            (staging / CALIBRATION_FILE).write_text(json.dumps(
+                {"temperatures": c.temperatures, "threshold": c.threshold, "ece_before": c.ece_before,
+                 "ece_after": c.ece_after, "rung": c.rung, "split": c.split, "used": c.used}, indent=2))
         write_reports(staging, results, pack, cfg.project)
         parents = [("evalpack", pack.id, "evaluated_on")] + ([("model", version.id, "evaluates")] if version else [])
         art = ws.publish(staging, "eval", eval_id, parents=parents,
