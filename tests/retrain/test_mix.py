@@ -149,3 +149,27 @@ def test_no_export_says_how_to_make_one(data_project):
     cfg.retrain.corrections = "missing.jsonl"
     with pytest.raises(TunesmithError, match=r"retrain.corrections: .*missing.jsonl does not exist.*review export"):
         _mix(cfg, ws, snap, pack)
+
+
+def test_a_second_round_counts_each_correction_once_and_keeps_the_held_out_side(data_project):
+    """Round 2 rehearses from round 1's mix and reads a cumulative export (round 1's corrections
+    again, plus new ones): no example twice, nothing superseded, last round's held-out items
+    still held out."""
+    from tunesmith.retrain.mix import content_key
+
+    cfg, ws, snap, pack = data_project
+    publish_export(ws, [correction(i) for i in range(30)])
+    _, first, _ = _mix(cfg, ws, snap, pack)
+    publish_export(ws, [correction(i) for i in range(50)])
+    _, second, _ = _mix(cfg, ws, first.mix_snapshot, pack)
+
+    train = load_split(ws.get("snapshot", second.mix_snapshot).path, "train")
+    keys = [content_key(ex) for ex in train]
+    assert len(keys) == len(set(keys))
+    items = [ex.meta["review_item"] for ex in train if "review_item" in ex.meta]
+    assert len(items) == len(set(items)) and "rehearsal_superseded" not in second.excluded
+    held_first = {input_hash(ex.messages) for ex in first.new_slice}
+    held_second = {input_hash(ex.messages) for ex in second.new_slice}
+    assert held_first < held_second
+    assert not held_second & {input_hash(ex.messages) for ex in train}
+    assert second.counts["correction"] == 50 - len(held_second)

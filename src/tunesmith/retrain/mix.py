@@ -167,10 +167,11 @@ def _rehearsal(cfg: Config, prev_train: list[Example], new: list[Example],
     the old)."""
     ratio = cfg.retrain.rehearsal_ratio
     renewed = {h for ex in new if (h := _input(ex))}
+    already = {content_key(ex) for ex in new}  # e.g. last round's corrections, exported again
     pool, superseded = [], 0
     for ex in prev_train:
         h = _input(ex)
-        if h in forbidden:
+        if h in forbidden or content_key(ex) in already:
             continue
         if h in renewed:
             superseded += 1
