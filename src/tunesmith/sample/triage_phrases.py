@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import string
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -36,6 +36,11 @@ class Ctx:
     created: date
     pii: Counter[str] = field(default_factory=Counter)
     planted: list[tuple[str, str]] = field(default_factory=list)
+    vocab: Vocabulary | None = None  # None: month 1's products and symptoms
+
+    @property
+    def words(self) -> Vocabulary:
+        return self.vocab or MONTH_ONE_VOCAB
 
     def mark(self, kind: str, value: str) -> str:
         self.pii[kind] += 1
@@ -62,11 +67,21 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 _CURRENCY = {"en_GB": "£", "es_ES": "€", "de_DE": "€", "fr_FR": "€"}
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words customers use for the catalogue: product names, nicknames and how they describe
+    each symptom. A new product line (the simulated second month) brings its own."""
+
+    names: Mapping[str, str]  # product key -> catalogue name
+    nicknames: Mapping[str, tuple[str, ...]]
+    symptoms: Mapping[str, tuple[str, ...]]  # symptom key -> phrasings
+
+
 def product_name(ctx: Ctx, key: str) -> str:
     """The product's catalogue name or one of the nicknames customers use."""
     if ctx.rng.random() < 0.5:
-        return PRODUCTS[key].name
-    return ctx.pick(NICKNAMES[key])
+        return ctx.words.names[key]
+    return ctx.pick(ctx.words.nicknames[key])
 
 
 def product_ref(ctx: Ctx, key: str) -> str:
@@ -360,10 +375,13 @@ def _version_phrase(ctx: Ctx, issue: Issue) -> str:
 
 
 def describe_fault(ctx: Ctx, issue: Issue) -> str:
-    symptom = ctx.pick(SYMPTOM_PHRASES[issue.symptom or ""])
+    symptom = ctx.pick(ctx.words.symptoms[issue.symptom or ""])
     item = product_ref(ctx, issue.product or "lumen_hub")
     text = ctx.pick(_FAULT_TEMPLATES).format(
         item=item, Item=item[0].upper() + item[1:], symptom=symptom,
         Symptom=symptom[0].upper() + symptom[1:],
     )
     return text + _version_phrase(ctx, issue) + ctx.pick(_TRIED)
+
+
+MONTH_ONE_VOCAB = Vocabulary({k: p.name for k, p in PRODUCTS.items()}, NICKNAMES, SYMPTOM_PHRASES)

@@ -9,6 +9,7 @@ the policy pages reaches the same answer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 # --------------------------------------------------------------------------- label sets
@@ -178,60 +179,80 @@ class Triage:
         return {"category": self.category, "urgency": self.urgency, "next_action": self.next_action}
 
 
+# --------------------------------------------------------------------------- the policy in force
+@dataclass(frozen=True)
+class Policy:
+    """The numbers and catalogue the rules read. ``MONTH_ONE`` is the policy the training data
+    follows; the simulated second month (``triage_month2``) replaces some of them (a shorter
+    refund window, a new product line, new known issues) and labels with the same rules."""
+
+    name: str
+    hardware_refund_days: int
+    store_credit_days: int
+    subscription_refund_days: int
+    products: Mapping[str, Product]
+    known_issues: Mapping[str, KnownIssue]
+    symptoms: Mapping[str, Symptom]
+
+
+MONTH_ONE = Policy("month 1", HARDWARE_REFUND_DAYS, STORE_CREDIT_DAYS, SUBSCRIPTION_REFUND_DAYS,
+                   PRODUCTS, KNOWN_ISSUES, SYMPTOMS)
+
+
 # --------------------------------------------------------------------------- rules
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-def version_affected(issue_id: str, stated: str | None) -> bool:
+def version_affected(issue_id: str, stated: str | None, policy: Policy = MONTH_ONE) -> bool:
     """Whether a stated version falls in a known issue's range. Unstated counts as affected
     (labelling guide: give the known issue the benefit of the doubt); "latest" means the
     product's current version from the products page."""
-    ki = KNOWN_ISSUES[issue_id]
+    ki = policy.known_issues[issue_id]
     if stated is None:
         return True
-    version = PRODUCTS[ki.product].current_version if stated == "latest" else stated
+    version = policy.products[ki.product].current_version if stated == "latest" else stated
     assert version is not None, f"{ki.product} has no current version"
     return parse_version(ki.first) <= parse_version(version) <= parse_version(ki.last)
 
 
-def is_hazard(issue: Issue) -> bool:
-    return issue.kind == "device_fault" and SYMPTOMS[issue.symptom or ""].severity == "hazard"
+def is_hazard(issue: Issue, policy: Policy = MONTH_ONE) -> bool:
+    return issue.kind == "device_fault" and policy.symptoms[issue.symptom or ""].severity == "hazard"
 
 
-def _device_fault(issue: Issue) -> tuple[str, str, str]:
-    symptom = SYMPTOMS[issue.symptom or ""]
+def _device_fault(issue: Issue, policy: Policy) -> tuple[str, str, str]:
+    symptom = policy.symptoms[issue.symptom or ""]
     if symptom.severity == "hazard":
         return "technical_issue", "critical", "escalate_engineering"
-    if symptom.known_issue and version_affected(symptom.known_issue, issue.version):
+    if symptom.known_issue and version_affected(symptom.known_issue, issue.version, policy):
         return "known_issue", "normal", "send_workaround"
     return "technical_issue", SEVERITY_URGENCY[symptom.severity], "escalate_engineering"
 
 
-def _hardware_return(issue: Issue) -> tuple[str, str, str]:
+def _hardware_return(issue: Issue, policy: Policy) -> tuple[str, str, str]:
     days = issue.days or 0
-    if days <= HARDWARE_REFUND_DAYS:
+    if days <= policy.hardware_refund_days:
         return "refund", "normal", "issue_refund"
-    if days <= STORE_CREDIT_DAYS:
+    if days <= policy.store_credit_days:
         return "refund", "normal", "offer_store_credit"
     # Past both windows: a faulty item is a warranty replacement, anything else is declined.
     return "refund", "normal", "reship_order" if issue.defective else "answer_question"
 
 
-def _subscription_refund(issue: Issue) -> tuple[str, str, str]:
-    if (issue.days or 0) <= SUBSCRIPTION_REFUND_DAYS:
+def _subscription_refund(issue: Issue, policy: Policy) -> tuple[str, str, str]:
+    if (issue.days or 0) <= policy.subscription_refund_days:
         return "refund", "normal", "issue_refund"
     return "refund", "normal", "offer_store_credit"
 
 
-def _late_delivery(issue: Issue) -> tuple[str, str, str]:
+def _late_delivery(issue: Issue, policy: Policy) -> tuple[str, str, str]:
     window = DELIVERY_DAYS[issue.method or DEFAULT_SHIPPING]
     if (issue.days or 0) <= window:
         return "shipping", "low", "answer_question"  # still on time: share the tracking link
     return "shipping", "normal", "reship_order"  # overdue counts as lost
 
 
-def label_issue(issue: Issue) -> tuple[str, str, str]:
+def label_issue(issue: Issue, policy: Policy = MONTH_ONE) -> tuple[str, str, str]:
     """(category, base urgency, action) of one issue, before the ticket-level rules."""
     if issue.kind in FIXED_RULES:
         return FIXED_RULES[issue.kind]
@@ -241,19 +262,19 @@ def label_issue(issue: Issue) -> tuple[str, str, str]:
         "late_delivery": _late_delivery,
         "device_fault": _device_fault,
     }[issue.kind]
-    return rule(issue)
+    return rule(issue, policy)
 
 
-def label_ticket(facts: TicketFacts) -> Triage:
-    """The ticket's label per the labelling guide.
+def label_ticket(facts: TicketFacts, policy: Policy = MONTH_ONE) -> Triage:
+    """The ticket's label per the labelling guide, under ``policy`` (default: month 1's).
 
     Category and action come from the primary issue: a safety hazard if there is one, else
     the issue whose category has the highest priority. Urgency is the highest base urgency
     among all issues, raised one level for the Enterprise plan and one for a repeat contact,
     capped at critical. Tone ("URGENT!!!") never changes urgency.
     """
-    labelled = [label_issue(i) for i in facts.issues]
-    hazards = [lab for i, lab in zip(facts.issues, labelled, strict=True) if is_hazard(i)]
+    labelled = [label_issue(i, policy) for i in facts.issues]
+    hazards = [lab for i, lab in zip(facts.issues, labelled, strict=True) if is_hazard(i, policy)]
     category, _, action = hazards[0] if hazards else min(
         labelled, key=lambda lab: CATEGORY_PRIORITY.index(lab[0]))
     level = max(URGENCIES.index(lab[1]) for lab in labelled)
