@@ -193,7 +193,11 @@ def _publish(ws: Workspace, snapshot_dir: Path, splits: dict[str, list[Example]]
         return mix_id
     source_manifest = orjson.loads((snapshot_dir / "manifest.json").read_bytes())
     counts = dict(source_manifest.get("counts") or {})
+    # what training reads: the mix's splits (the prepared snapshot, a lineage parent, keeps the
+    # record-by-record accounting of the sources; rehearsed examples were not read from them)
     counts["splits"] = {s: len(splits[s]) for s in SPLITS}
+    counts["kept"] = sum(counts["splits"].values())
+    counts["mix"] = info["counts"]
     manifest = {**source_manifest, "kind": "tunesmith.snapshot", "snapshot_id": mix_id, "counts": counts,
                 MIX_KEY: info}
     parents = [("snapshot", info["snapshot"], "mixed_from"), ("snapshot", info["previous_snapshot"], "rehearsal_from")]
