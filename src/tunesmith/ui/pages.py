@@ -26,7 +26,8 @@ from tunesmith.ui import lineage, traffic
 from tunesmith.ui.project import Project
 from tunesmith.workspace import Artifact
 
-PAGE = 25  # rows per page of the quarantine browser and the worst-errors table
+PAGE = 25  # rows per page of the quarantine browser
+ERRORS_PAGE = 8  # cases per page of the worst errors (each shows every rung's answer)
 
 
 def traffic_summary(p: Project, latest: int = traffic.LATEST) -> traffic.TrafficSummary:
@@ -64,8 +65,10 @@ def models(p: Project) -> dict[str, Any]:
 def model(p: Project, ref: str, base: str) -> dict[str, Any]:
     from markdown_it import MarkdownIt
 
+    from tunesmith.registry.card import model_card
+
     detail = p.registry.show(ref)
-    card = p.registry.card(detail.version.id)
+    card = model_card(detail, project=p.name)  # what `tunesmith models card` prints, from the same detail
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     return {"d": detail, "svg": lineage.svg(detail, base), "card_html": md.render(card),
             "aliases": p.registry.aliases()}
@@ -142,10 +145,10 @@ def worst_errors(p: Project, r: EvalResults, rung: str | None, *, field: str | N
             continue
         order.append((value, i))
     order.sort()
-    pages = max(1, -(-len(order) // PAGE))
+    pages = max(1, -(-len(order) // ERRORS_PAGE))
     page = min(max(page, 1), pages)
     rows = []
-    for value, i in order[(page - 1) * PAGE: page * PAGE]:
+    for value, i in order[(page - 1) * ERRORS_PAGE: page * ERRORS_PAGE]:
         case = cases[i] if i < len(cases) else None
         rows.append({"i": i, "score": value, "input": _case_input(case) if case else "",
                      "reference": _turn(case.messages, "assistant") if case else "",
