@@ -237,3 +237,32 @@ def test_review_filters_and_my_decisions(client, generated):
     assert f"#{item}</a>" in mine and "shared items</dt><dd>1" in mine
     assert client.get("/review?below=x").status_code == 400
     assert "unknown tier" in client.get("/review?tier=urgent").text
+
+
+def test_an_admin_changes_and_aborts_the_rollout(client, generated):
+    from tunesmith.serve.rollout import RolloutEvents
+
+    events = RolloutEvents(generated.cfg.workspace_dir / "tunesmith.db")
+    before = len(events.read())
+    login(client, ADMIN_KEY)
+    csrf = csrf_of(client.get("/deployments").text)
+    r = client.post("/deployments/rollout", data={"csrf": csrf, "action": "set", "share": "0.25",
+                                                  "reason": "more canary traffic"})
+    assert r.status_code == 200 and "rollout settings recorded" in r.text
+    r = client.post("/deployments/rollout", data={"csrf": csrf, "action": "set", "share": "2", "reason": "x"})
+    assert r.status_code == 400 and "within 0..1" in r.text
+    r = client.post("/deployments/rollout", data={"csrf": csrf, "action": "abort", "reason": "errors"})
+    assert r.status_code == 200 and "aborted" in r.text
+    rows = events.read()[before:]
+    assert [(e["event"], e["share"], e["reason"]["by"]) for e in rows] == [("set", 0.25, "alice"), ("abort", 0.0, "alice")]
+
+
+def test_tunesmith_ui_refuses_to_start_without_a_key(generated, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    monkeypatch.delenv("TUNESMITH_UI_KEYS", raising=False)
+    monkeypatch.delenv("TUNESMITH_UI_KEY_FILE", raising=False)
+    result = CliRunner().invoke(app, ["ui", "-c", str(generated.root)])
+    assert result.exit_code != 0 and "no UI key configured" in result.output

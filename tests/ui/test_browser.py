@@ -79,12 +79,28 @@ def test_every_page_opens_without_errors_and_is_screenshotted(browser, site):
         assert page.locator("h1").first.is_visible(), name
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert watch.problems == []
-    # a phone: the same page reads without a horizontal scroll of the whole body
+    # a phone: every page reads without scrolling the whole page sideways (wide tables scroll alone)
     phone, phone_watch = _login(browser, url, REVIEWER_KEY, viewport={"width": 390, "height": 844})
+    for name, path in PAGES.items():
+        phone.goto(url + (path or f"/models/{gen.versions[1]}"))
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1, name
     phone.goto(url + "/review")
     phone.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True)
-    assert phone.evaluate("document.documentElement.scrollWidth") <= 390 + 1
     assert phone_watch.problems == []
+
+
+def test_the_quarantine_pager_swaps_the_table_in_place(browser, site):
+    _, url = site
+    page, watch = _login(browser, url, ADMIN_KEY)
+    page.goto(url + "/data")
+    first = page.locator("#quarantine tbody tr").first.inner_text()
+    page.evaluate("window.__same_document = true")
+    page.locator("#quarantine a[rel=next]").click()
+    page.wait_for_url(re.compile(r".*page=2"))
+    page.wait_for_function("document.querySelector('#quarantine nav span').innerText.startsWith('page 2')")
+    assert page.evaluate("window.__same_document === true")  # htmx swapped it: no page load
+    assert page.locator("#quarantine tbody tr").first.inner_text() != first
+    assert watch.problems == []
 
 
 def test_charts_render(browser, site):
