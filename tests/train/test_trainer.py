@@ -401,6 +401,10 @@ def test_top_layers_adapts_only_the_last_layers_and_stops_backward_there(arch):
     assert all(".1." in n for n in trained)
     with pytest.raises(TunesmithError, match="top_layers: 3 is more than the model's 2 layers"):
         apply_method(build_model(arch, tok), TrainConfig(lora={"top_layers": 3}), tok)
+    # the default (10, chosen on the 30-layer starter) adapts every layer of a smaller model
+    assert TrainConfig().lora.top_layers == 10
+    default = apply_method(build_model(arch, tok), TrainConfig(), tok)
+    assert {n.split(".lora_A")[0] for n, _ in default.named_parameters() if ".lora_A." in n} == everywhere
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

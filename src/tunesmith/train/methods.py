@@ -66,10 +66,20 @@ def lora_config(model: PreTrainedModel, lc: LoraSettings, *, dora: bool = False)
 
     return peft.LoraConfig(
         task_type=peft.TaskType.CAUSAL_LM, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-        target_modules=_linear_names(model) if lc.top_layers and lc.target_modules == "all-linear" else lc.target_modules,
+        target_modules=_linear_names(model) if _lora_top_layers(model, lc) and lc.target_modules == "all-linear"
+        else lc.target_modules,
         use_rslora=lc.rslora, use_dora=dora,
-        layers_to_transform=_top_layers(model, lc.top_layers, "train.lora.top_layers"),
+        layers_to_transform=_top_layers(model, _lora_top_layers(model, lc), "train.lora.top_layers"),
     )
+
+
+def _lora_top_layers(model: PreTrainedModel, lc: LoraSettings) -> int | None:
+    """``lora.top_layers``, except that the *default* (10, chosen on the 30-layer starter) means
+    every layer of a model that has no more layers than that; a value the config sets itself is
+    kept, and one above the model's layer count fails in ``_top_layers``."""
+    n = lc.top_layers
+    default = n is not None and "top_layers" not in lc.model_fields_set
+    return None if default and n >= model.config.get_text_config().num_hidden_layers else n
 
 
 def _linear_names(model: PreTrainedModel) -> list[str]:
@@ -230,4 +240,44 @@ def load_adapter_init(model: Any, version_dir: Any, cfg: TrainConfig, *, base_fi
         raise TunesmithError(f"the adapter of {folder.name[:12]} does not match train.lora's modules "
                              f"({len(missing)} adapter tensors missing, {len(unexpected)} unexpected, e.g. {which}); "
                              "use the champion's target modules and top_layers, or retrain.start: base")
+    return len(state)
+
+
+def load_full_init(model: Any, version_dir: Any, *, base_fingerprint: str | None = None) -> int:
+    """Copy a full fine-tune's weights (``<version>/model/*.safetensors``) into ``model`` so
+    training continues from them (``retrain.start: champion`` for ``train.method: full``);
+    returns the number of tensors loaded. Which layers train is this run's ``train.full``.
+
+    Every tensor must fit: a version of another base or architecture is refused with what
+    differs, never loaded partially (only tied duplicates, saved once, may be absent).
+    """
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(version_dir)
+    record_path = folder / "model_version.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if record.get("weights") != "model":
+        raise TunesmithError(f"model version {folder.name[:12]} holds no full weights (method "
+                             f"'{record.get('method')}'); it cannot start a full fine-tune (use retrain.start: base)")
+    if base_fingerprint and record.get("base_fingerprint") and record["base_fingerprint"] != base_fingerprint:
+        raise TunesmithError(f"model version {folder.name[:12]} was trained on another base model "
+                             f"({record.get('base_model')}); its weights cannot start a run on this one")
+    files = sorted((folder / "model").glob("*.safetensors"))
+    if not files:
+        raise TunesmithError(f"model version {folder.name[:12]} has no weights ({folder / 'model'} holds no .safetensors)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if k not in state and k not in _tied_aliases(model)]
+    if wrong or missing:
+        raise TunesmithError(f"the weights of {folder.name[:12]} do not fit this model ({len(wrong)} unexpected or "
+                             f"reshaped, {len(missing)} missing, e.g. {(wrong or missing)[0]}); use retrain.start: base")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            own[name].copy_(tensor.to(own[name].dtype))
     return len(state)
