@@ -293,9 +293,11 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
     # 1. what it starts from (every check before any work)
     champion = champion_version(ws, cfg)
     champ_record = json.loads((champion.path / "model_version.json").read_text())
-    if start == "champion" and champ_record.get("weights") != "adapter":
-        raise TunesmithError(f"retrain.start: champion continues the champion's LoRA adapter, but {champion.id[:12]} "
-                             f"was trained with method '{champ_record.get('method')}'; use retrain.start: base")
+    continues = {"adapter": "lora/dora", "model": "full"}.get(champ_record.get("weights") or "")
+    if start == "champion" and (continues is None or (continues == "full") != (cfg.train.method == "full")):
+        raise TunesmithError(f"retrain.start: champion continues the champion's weights with the same kind of method, "
+                             f"but {champion.id[:12]} was trained with method '{champ_record.get('method')}' and this "
+                             f"run uses '{cfg.train.method}'; use retrain.start: base")
     previous = champ_record.get("snapshot")
     if not previous or not ws.artifact_dir("snapshot", previous).exists():
         raise TunesmithError(f"the champion's training snapshot {previous} is not in {ws.root}: rehearsal needs it")

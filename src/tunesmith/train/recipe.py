@@ -163,9 +163,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``cfg.model.base`` on a snapshot; returns the registered model version.
 
-    ``init_adapter``: a model version whose LoRA/DoRA adapter weights start training instead of
-    a fresh initialisation (``tunesmith retrain`` with ``retrain.start: champion``); it must
-    have the same method, rank and target modules. ``lineage_extra``: more lineage keys for the
+    ``init_adapter``: a model version whose LoRA/DoRA adapter weights (or, for ``method: full``,
+    whole weights) start training instead of a fresh initialisation (``tunesmith retrain`` with
+    ``retrain.start: champion``); it must have the same method (and rank and target modules). ``lineage_extra``: more lineage keys for the
     version record (the parent version, the retrain it came from).
 
     Raises:
@@ -239,9 +239,12 @@ def train(
         base.enable_input_require_grads()
     model = apply_method(base, cfg.train, tokenizer)
     if init_adapter is not None:
-        from tunesmith.train.methods import load_adapter_init
+        from tunesmith.train.methods import load_adapter_init, load_full_init
 
-        loaded = load_adapter_init(model, init_adapter, cfg.train, base_fingerprint=model_fingerprint(ref))
+        if cfg.train.method == "full":  # a full fine-tune continues from the version's whole weights
+            loaded = load_full_init(model, init_adapter, base_fingerprint=model_fingerprint(ref))
+        else:
+            loaded = load_adapter_init(model, init_adapter, cfg.train, base_fingerprint=model_fingerprint(ref))
         log({"event": "init_adapter", "from": init_adapter.name, "tensors": loaded})
     if cfg.train.compile:
         model = torch.compile(model)
