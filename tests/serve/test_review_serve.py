@@ -166,3 +166,21 @@ def _db(cfg):
     from tunesmith.workspace import Workspace
 
     return Workspace(cfg.workspace_dir).db_path
+
+
+def test_enqueue_routes_undecided_log_rows_with_the_versions_fitted_threshold(project):
+    from tunesmith.review import project as review_project
+    from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
+
+    cfg, version = project
+    log = RequestLog(_db(cfg), scrub=lambda t: t)
+    log.start()
+    turns = [{"role": "user", "content": "where is my parcel"}]
+    for rid, conf in (("undecided-low", 0.9), ("undecided-high", 0.999)):  # fitted threshold: 0.995
+        log.record(LogEntry(rid, 1.0, 200, model=cfg.project, version=version, answers=[
+            Answer("billing", "stop", 2, confidence={"label": conf})], messages=turns))
+    log.stop()
+    review_project.enqueue(cfg)
+    queued = {i.request_id: i for i in review_project.queue(cfg).items()}
+    assert queued["undecided-low"].tier == "low_confidence" and "< threshold 0.995" in queued["undecided-low"].reason
+    assert "undecided-high" not in queued  # auto (sample_rate 0)

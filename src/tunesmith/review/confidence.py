@@ -207,8 +207,8 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
     generated from; ``logprobs[i]``: its decoding logprobs, if recorded). Answers to the same
     prompt (``n > 1``) share one scoring call.
 
-    Raises:
-        GenerationError: a prompt plus answer longer than the model's context.
+    A field whose alternatives would run past the model's context is not scored (confidence
+    0); free text is scored up to the context.
     """
     from tunesmith.generate.scoring import ScoreRequest
 
@@ -236,11 +236,15 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
                     out[i].text_logprob = sum(content) / len(content)
                     continue
                 ids = prompt + engine.tokenizer(answers[i], add_special_tokens=False)["input_ids"]
+                if engine.context is not None:
+                    ids = ids[: engine.context]
                 if len(ids) > len(prompt):
                     requests.append(ScoreRequest(ids, [(len(prompt), len(ids))]))
                     where.append((i, None, None))
                 continue
             for alt in alternatives(engine, spec, prompt, answers[i]):
+                if engine.context is not None and max(map(len, alt.ids)) > engine.context:
+                    continue  # past the model's context: not scored, the field's confidence is 0
                 out[i].logliks[alt.field] = {}
                 for value, ids in zip(alt.values, alt.ids, strict=True):
                     requests.append(ScoreRequest(ids, [(alt.start, len(ids))]))

@@ -13,13 +13,14 @@ from tunesmith.review.export import ExportResult, export_reviewed, pack_hashes
 from tunesmith.review.queue import (
     Agreement,
     EnqueueReport,
+    LoggedAnswer,
     ReviewDecision,
     ReviewQueue,
     agreement,
     enqueue_from_request_log,
     logged_answers,
 )
-from tunesmith.review.routing import RoutingPolicy
+from tunesmith.review.routing import Decision, RoutingPolicy
 from tunesmith.workspace import Workspace
 
 
@@ -50,11 +51,27 @@ def enqueue(cfg: Config, *, since: float | None = None, until: float | None = No
             fitted_threshold: float | None = None) -> EnqueueReport:
     """Queue the request log's answers that need a person (see
     :func:`~tunesmith.review.queue.enqueue_from_request_log`); answers logged without a
-    decision are routed with ``review:`` and ``fitted_threshold`` (``review.threshold`` wins)."""
+    decision are routed with ``review:`` and ``fitted_threshold``, by default the threshold
+    the answering version's eval fitted (``review.threshold`` wins)."""
+    from tunesmith.review.answers import answer_fields, field_names
+    from tunesmith.review.live import workspace_calibrations
+    from tunesmith.review.routing import decide as route_answer
+
     ws = workspace(cfg)
-    policy = RoutingPolicy.from_config(cfg.review, fitted_threshold)
-    return enqueue_from_request_log(ReviewQueue(ws.db_path), resolved_spec(cfg, ws),
-                                    logged_answers(ws.db_path, since=since, until=until), policy=policy)
+    spec = resolved_spec(cfg, ws)
+    calibrations = workspace_calibrations(ws)
+    names = field_names(spec)
+
+    def route(a: LoggedAnswer) -> Decision:
+        threshold = fitted_threshold
+        if threshold is None and a.version and (found := calibrations(a.version)) is not None:
+            threshold = found.threshold.threshold
+        known = [c for n, c in (a.confidence or {}).items() if n in names and c is not None]
+        return route_answer(a.request_id, answer_fields(spec, a.answer), min(known) if known else None,
+                            RoutingPolicy.from_config(cfg.review, threshold))
+
+    return enqueue_from_request_log(ReviewQueue(ws.db_path), spec,
+                                    logged_answers(ws.db_path, since=since, until=until), route=route)
 
 
 def decide(cfg: Config, ref: str, action: str, *, by: str | None = None, changes: dict[str, str] | None = None,

@@ -1,0 +1,93 @@
+"""What answer confidence costs: per answer, the scoring pass over every allowed value of every
+label field (tunesmith.review.confidence) against generating the answer itself.
+
+    python benchmarks/bench_confidence.py --model tiny     # random tiny Llama built in code
+    python benchmarks/bench_confidence.py --model starter  # SmolLM2-135M-Instruct, float32, CPU
+
+The task is the support-triage sample: its system prompt, made-up tickets, and its answer
+schema (its system prompt cut to 60 characters for the tiny model; category 8 values, urgency 4, next_action 7: 19 alternatives per answer), generated
+under the schema's grammar, greedy, in batches as eval and predict run them; then the same
+answers are scored as the server scores them (one scoring call per answer: the prompt and the
+answer's beginning run once, shared by that answer's 19 rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import OutputSpec
+from tunesmith.generate import Engine, GenerationConfig
+from tunesmith.generate.constrain import Grammar
+from tunesmith.review.confidence import ScoringCost, score_answers, value_spans
+from tunesmith.sample.triage_docs import SYSTEM_PROMPT, answer_schema
+
+TICKETS = [
+    "I was charged twice for my subscription this month, please refund one of the payments.",
+    "The app crashes every time I open the settings page on Android 14.",
+    "Someone logged into my account from another country last night and changed my email.",
+    "My parcel was supposed to arrive last week and the tracking has not moved since Monday.",
+    "How do I export my invoices as PDF for my accountant?",
+    "I cannot reset my password, the reset link says it has expired.",
+    "Your latest update deleted all my saved projects, this is urgent, we have a deadline today.",
+    "Can I change the billing address on my company account?",
+]
+
+
+def engine_for(name: str) -> Engine:
+    if name == "tiny":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from models.tiny import build_model, build_tokenizer
+
+        tok = build_tokenizer()
+        return Engine(build_model("llama", tok, seed=1), tok, max_batch_size=8)
+    return Engine.load(name, max_batch_size=8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--answers", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    engine = engine_for(args.model)
+    schema = answer_schema()
+    spec = OutputSpec(kind="json", json_schema=schema, label_fields=["category", "urgency", "next_action"])
+    system = SYSTEM_PROMPT if args.model != "tiny" else SYSTEM_PROMPT[:60]  # the tiny model's context is 256
+    convs = [[{"role": "system", "content": system},
+              {"role": "user", "content": f"Ticket #{i}: {TICKETS[i % len(TICKETS)]}"}] for i in range(args.answers)]
+    cfg = GenerationConfig(max_new_tokens=64, grammar=Grammar.json_schema(schema))
+    engine.generate(convs[:2], cfg)  # warm-up: grammar compile, first allocations
+    t0 = time.perf_counter()
+    gens = engine.generate(convs, cfg)
+    gen_s = time.perf_counter() - t0
+    prompts = [engine.encode(c) for c in convs]
+    texts = [g.text for g in gens]
+    parsed = sum(1 for t in texts if value_spans(t) is not None)
+    if parsed < len(texts):  # a random model wanders off within the grammar: score well-formed answers
+        props = schema["properties"]
+        texts = [json.dumps({f: props[f]["enum"][i % len(props[f]["enum"])] for f in props}) for i in range(len(texts))]
+    score_answers(engine, spec, prompts[:1], texts[:1])  # warm-up
+    cost, per = ScoringCost(), []
+    for p, text in zip(prompts, texts, strict=True):  # as the server does: one request at a time
+        t = time.perf_counter()
+        score_answers(engine, spec, [p], [text], cost=cost)
+        per.append(1000 * (time.perf_counter() - t))
+    gen_ms = 1000 * gen_s / len(gens)
+    print(f"model {args.model}: {len(gens)} answers ({parsed} parsed; else scored hand-written ones), prompt {statistics.mean(map(len, prompts)):.0f} "
+          f"tokens, answer {statistics.mean(g.tokens for g in gens):.0f} tokens, {args.threads} threads")
+    print(f"generation (batched {engine.max_batch_size}): {gen_ms:.1f} ms per answer")
+    print(f"confidence (one call per answer, {cost.rows / max(cost.answers, 1):.0f} alternatives): "
+          f"{cost.ms_per_answer:.1f} ms per answer (median {statistics.median(per):.1f}, max {max(per):.1f}) "
+          f"= {cost.ms_per_answer / gen_ms:.0%} of batched generation")
+
+
+if __name__ == "__main__":
+    main()
