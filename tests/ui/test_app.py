@@ -53,6 +53,7 @@ def test_pages_show_the_workspace(client, generated):
     assert "<svg class=\"lineage\"" in model and "Model card" in model and "first release" in model
     evaluation = client.get("/evaluation").text
     assert "fields_mean" in evaluation and "Confusion matrices" in evaluation and "Worst errors" in evaluation
+    assert evaluation.count('<circle class="bin"') >= 2  # the reliability diagram of the rung with confidences
     data = client.get("/data").text
     assert "50 records" in data and "exact_dedup:duplicate" in data
     assert "example.com" not in data  # quarantined previews are PII-scrubbed

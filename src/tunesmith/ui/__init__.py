@@ -5,6 +5,7 @@
     pages.py      what each page shows, read through the stages' own functions
     traffic.py    the request log summarised per variant and per hour
     lineage.py    a version's lineage as a server-side SVG graph
+    charts.py     the eval ladder with CIs and the reliability diagram, as SVG
     auth.py       keys with roles, signed expiring sessions, CSRF tokens
     project.py    the workspace readers opened once, and a cache of parsed artifacts
     templates/    Jinja2 pages;  static/  ui.css, ui.js and the vendored htmx and uPlot

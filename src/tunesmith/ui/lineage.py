@@ -19,6 +19,8 @@ class Node:
     detail: str
     kind: str  # css class: source | snapshot | run | version | eval-pass | eval-fail | move
     href: str | None = None
+    key: str | None = None  # an eval's id
+    parent: str | None = None  # a move: the eval its gate was judged by (None: from the version)
 
 
 def columns(d: VersionDetail, base: str = "") -> list[list[Node]]:
@@ -34,9 +36,10 @@ def columns(d: VersionDetail, base: str = "") -> list[list[Node]]:
                     f"{base}/models/{d.version.id}")]
     evals = [Node(f"eval {e.eval_id[:10]}", (f"{e.headline.mean:.3f} " if e.headline and e.headline.mean is not None
                                               else "") + ("passed" if e.passed else "failed"),
-                  "eval-pass" if e.passed else "eval-fail", f"{base}/evaluation?eval={e.eval_id}")
+                  "eval-pass" if e.passed else "eval-fail", f"{base}/evaluation?eval={e.eval_id}", key=e.eval_id)
              for evs in d.evals.values() for e in evs]
-    moves = [Node(f"{m.action} @{m.alias}", f"#{m.seq} {(iso(m.at) or '')[:10]} {m.by}", "move")
+    moves = [Node(f"{m.action} @{m.alias}", f"#{m.seq} {(iso(m.at) or '')[:10]} {m.by}", "move",
+                  parent=m.gate_eval if m.to_model == d.version.id else None)
              for m in d.alias_moves]
     return [c for c in (sources, snapshot, run, version, evals, moves) if c]
 
@@ -47,15 +50,31 @@ def _clip(nodes: list[Node]) -> list[Node]:
     return [*nodes[: MAX_PER_COLUMN - 1], Node(f"+ {len(nodes) - MAX_PER_COLUMN + 1} more", "", "more")]
 
 
+def _sources(cols: list[list[Node]], pos: list[list[tuple[int, int]]], i: int, node: Node,
+             version_col: int) -> list[tuple[int, int, bool]]:
+    """Where the arrows into ``node`` (column ``i``) start: every box of the column before, but
+    an alias move starts at the eval its gate read (if shown), else at the version."""
+    if node.kind != "move":
+        return [(x, y, False) for x, y in pos[i - 1]]
+    evals = [(n, xy) for n, xy in zip(cols[i - 1], pos[i - 1], strict=True) if n.key]
+    gated = [xy for n, xy in evals if node.parent and n.key == node.parent]
+    if gated:
+        return [(*gated[0], False)]
+    return [(x, y, i - 1 != version_col) for x, y in pos[version_col]]
+
+
 def svg(d: VersionDetail, base: str = "") -> str:
     """The graph as an inline ``<svg>`` with a title and a description for screen readers."""
     cols = [_clip(c) for c in columns(d, base)]
     rows = max(len(c) for c in cols)
+    version_col = next(i for i, c in enumerate(cols) if c and c[0].kind == "version")
+    # room above the boxes for the arrows from the version that pass over the evals column
+    lift = 24 if version_col < len(cols) - 2 and cols[-1][0].kind == "move" else 0
     width = PAD * 2 + len(cols) * BOX_W + (len(cols) - 1) * GAP_X
-    height = PAD * 2 + rows * BOX_H + (rows - 1) * GAP_Y
+    height = lift + PAD * 2 + rows * BOX_H + (rows - 1) * GAP_Y
     pos: list[list[tuple[int, int]]] = []
     for i, col in enumerate(cols):
-        top = PAD + (height - 2 * PAD - (len(col) * BOX_H + (len(col) - 1) * GAP_Y)) // 2
+        top = lift + PAD + (height - lift - 2 * PAD - (len(col) * BOX_H + (len(col) - 1) * GAP_Y)) // 2
         pos.append([(PAD + i * (BOX_W + GAP_X), top + j * (BOX_H + GAP_Y)) for j in range(len(col))])
     parts = [f'<svg class="lineage" role="img" aria-labelledby="lin-t lin-d" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
@@ -63,14 +82,13 @@ def svg(d: VersionDetail, base: str = "") -> str:
              '<desc id="lin-d">' + escape(" → ".join(", ".join(n.title for n in c) for c in cols)) + '</desc>',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>']
-    version_col = next(i for i, c in enumerate(cols) if c and c[0].kind == "version")
     for i in range(1, len(cols)):
-        # alias moves act on the version (not on its evals): their arrows start at the version
-        parent = version_col if cols[i][0].kind == "move" else i - 1
-        for x0, y0 in pos[parent]:
-            for x1, y1 in pos[i]:
-                bend = "" if parent == i - 1 else f" Q {(x0 + x1) // 2} {PAD // 2}"  # over the evals column
-                parts.append(f'<path class="edge" d="M {x0 + BOX_W} {y0 + BOX_H // 2}{bend} {x1 - 2} '
+        for node, (x1, y1) in zip(cols[i], pos[i], strict=True):
+            for x0, y0, over in _sources(cols, pos, i, node, version_col):
+                # an arrow from the version to an alias move runs along a line above the evals
+                above = pos[i - 1][0][1] - 16
+                bend = f" L {x0 + BOX_W + GAP_X // 2} {above} L {x1 - GAP_X // 2} {above}" if over else ""
+                parts.append(f'<path class="edge" d="M {x0 + BOX_W} {y0 + BOX_H // 2}{bend} L {x1 - 2} '
                              f'{y1 + BOX_H // 2}" fill="none" marker-end="url(#arrow)"/>')
     for col, places in zip(cols, pos, strict=True):
         for node, (x, y) in zip(col, places, strict=True):

@@ -22,7 +22,7 @@ from tunesmith.registry.versions import (
 from tunesmith.review.routing import TIERS
 from tunesmith.serve.rollout import effective_settings
 from tunesmith.train.tracking import read_metrics
-from tunesmith.ui import lineage, traffic
+from tunesmith.ui import charts, lineage, traffic
 from tunesmith.ui.project import Project
 from tunesmith.workspace import Artifact
 
@@ -120,8 +120,8 @@ def evaluation(p: Project, eval_id: str | None, *, field: str | None, query: str
                    if c is not None]
     comparisons += [(f"vs zero-shot: {k}", c) for k, c in r.vs_zero_shot.items()]
     return {"evals": evals, "art": art, "r": r, "compared": compared, "fields": fields, "ladder": ladder,
-            "comparisons": comparisons, "ci_svg": ci_chart(r),
-            "reliability": reliability(r, compared),
+            "comparisons": comparisons, "ci_svg": charts.ci_chart(r),
+            "reliability": (rel := reliability(r, compared)), "reliability_svg": charts.reliability_chart(rel),
             "errors": worst_errors(p, r, compared, field=field, query=query, page=page),
             "field": field, "query": query}
 
@@ -156,34 +156,6 @@ def worst_errors(p: Project, r: EvalResults, rung: str | None, *, field: str | N
                                         rg.scores[i].get(metric) if i < len(rg.scores) else None)
                                  for name, rg in r.ladder.items()}})
     return {"rows": rows, "total": len(order), "page": page, "pages": pages, "metric": metric}
-
-
-def ci_chart(r: EvalResults) -> str:
-    """The ladder's headline means with their 95% CIs as a horizontal SVG chart (0..1 scale)."""
-    from html import escape
-
-    rows = [(name, rung.metrics.get(r.headline)) for name, rung in r.ladder.items()]
-    rows = [(n, m) for n, m in rows if m is not None and m.mean is not None]
-    if not rows:
-        return ""
-    left, width, row_h = 130, 360, 26
-    height = 24 + row_h * len(rows)
-    out = [f'<svg class="cichart" role="img" aria-label="{escape(r.headline)} per rung with 95% confidence '
-           f'intervals" viewBox="0 0 {left + width + 60} {height}" width="{left + width + 60}" height="{height}" '
-           'xmlns="http://www.w3.org/2000/svg">']
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        x = left + tick * width
-        out.append(f'<line class="grid" x1="{x}" y1="4" x2="{x}" y2="{height - 18}"/>'
-                   f'<text class="tick" x="{x}" y="{height - 4}" text-anchor="middle">{tick:g}</text>')
-    for j, (name, m) in enumerate(rows):
-        y = 8 + j * row_h
-        lo, hi = (m.low if m.low is not None else m.mean), (m.high if m.high is not None else m.mean)
-        out.append(f'<text class="label" x="{left - 8}" y="{y + 13}" text-anchor="end">{escape(name)}</text>'
-                   f'<rect class="bar" x="{left}" y="{y + 3}" width="{max(m.mean, 0) * width:.1f}" height="14"/>'
-                   f'<line class="ci" x1="{left + lo * width:.1f}" y1="{y + 10}" x2="{left + hi * width:.1f}" '
-                   f'y2="{y + 10}"/><text class="value" x="{left + width + 6}" y="{y + 14}">{m.mean:.3f}</text>')
-    out.append("</svg>")
-    return "".join(out)
 
 
 def reliability(r: EvalResults, rung: str | None) -> list[dict[str, Any]]:
