@@ -267,3 +267,11 @@ def test_tunesmith_ui_refuses_to_start_without_a_key(generated, monkeypatch):
     monkeypatch.delenv("TUNESMITH_UI_KEY_FILE", raising=False)
     result = CliRunner().invoke(app, ["ui", "-c", str(generated.root)])
     assert result.exit_code != 0 and "no UI key configured" in result.output
+
+
+def test_logging_out_ends_the_session(client):
+    login(client, REVIEWER_KEY)
+    csrf = csrf_of(client.get("/").text)
+    r = client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).status_code == 303

@@ -77,6 +77,11 @@ def test_every_page_opens_without_errors_and_is_screenshotted(browser, site):
         page.goto(url + (path or f"/models/{gen.versions[1]}"))
         page.wait_for_load_state("networkidle")
         assert page.locator("h1").first.is_visible(), name
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
+            .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !(e.tagName === 'BUTTON' && e.innerText.trim()))
+            .map(e => e.outerHTML.slice(0, 80))""")
+        assert unlabelled == [], (name, unlabelled)  # every control has an accessible name
         page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     assert watch.problems == []
     # a phone: every page reads without scrolling the whole page sideways (wide tables scroll alone)
