@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("jinja2", reason="the web UI needs the ui extra: pip install 'tunesmith[ui]'")
-pytest.importorskip("itsdangerous", reason="the web UI needs the ui extra: pip install 'tunesmith[ui]'")
-
 ADMIN_KEY = "admin-key-0123456789abcdef"
 REVIEWER_KEY = "reviewer-key-0123456789ab"
 SECOND_KEY = "second-reviewer-key-012345"

@@ -10,6 +10,9 @@ import pytest
 
 from .conftest import ADMIN_KEY, REVIEWER_KEY, SECOND_KEY, csrf_of, login, make_app
 
+for _module in ("fastapi", "uvicorn", "jinja2", "itsdangerous", "python_multipart", "markdown_it"):
+    pytest.importorskip(_module, reason="the web UI needs the ui extra: pip install 'tunesmith[ui]'")
+
 PAGES = ["/", "/models", "/evaluation", "/evaluation?field=category&q=order", "/runs", "/data", "/data?page=2",
          "/review", "/review?tier=sampled", "/deployments", "/monitoring"]
 

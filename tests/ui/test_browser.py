@@ -14,6 +14,9 @@ import pytest
 
 from .conftest import ADMIN_KEY, REVIEWER_KEY, make_app, running
 
+for _module in ("fastapi", "uvicorn", "jinja2", "itsdangerous", "python_multipart", "markdown_it"):
+    pytest.importorskip(_module, reason="the web UI needs the ui extra: pip install 'tunesmith[ui]'")
+
 CHROMIUM = os.environ.get("TUNESMITH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("TUNESMITH_UI_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "test-output" / "ui")
 
