@@ -21,6 +21,7 @@ from tunesmith.registry.versions import (
 )
 from tunesmith.review.routing import TIERS
 from tunesmith.serve.rollout import effective_settings
+from tunesmith.serve.rollout_admin import rollout_status
 from tunesmith.train.tracking import read_metrics
 from tunesmith.ui import charts, lineage, traffic
 from tunesmith.ui.project import Project
@@ -236,8 +237,6 @@ def quarantine_page(path: Path, page: int) -> tuple[list[dict[str, Any]], int]:
 
 # ---------------------------------------------------------------------------- deployments
 def deployments(p: Project) -> dict[str, Any]:
-    from tunesmith.serve.rollout_admin import rollout_status
-
     # a pure function of the request log, the rollout events and the aliases: recomputed only
     # when one of them was written since (the same exact cache as the traffic summary)
     last_event = p.events.read(limit=1)
