@@ -52,7 +52,9 @@ def overview(p: Project) -> dict[str, Any]:
         "traffic": traffic_summary(p, latest=2_000),
         "last_eval": last_eval, "last_eval_model": latest.meta.get("model") if latest else None,
         "queue": {t: counts.get(t, {"pending": 0, "decided": 0}) for t in TIERS if t != "auto"},
-        "alarms": alarm_table.history(p.ws.db_path, limit=5),
+        "alarms": (recent := alarm_table.history(p.ws.db_path, limit=100))[:5],
+        "monitor_status": {kind: next((a for a in recent if a.kind == kind), None)
+                           for kind in ("input_drift", "output_drift", "quality")},
         "versions": len(p.ws.list("model")),
     }
 
