@@ -272,7 +272,7 @@ def monitoring(p: Project) -> dict[str, Any]:
                                           "threshold": threshold, "threshold_label":
                                               "acceptable error rate (p0)" if check.startswith("quality")
                                               else "alarm threshold"})
-            s["t"].append(a.time)
+            s["t"].append(a.window_end or a.time)  # when the traffic drifted, else when it was recorded
             s["v"].append(effect[1])
     return {"alarms": history, "series": list(series.values()), "monitor": p.cfg.monitor,
             "traffic": traffic_summary(p)}
