@@ -628,6 +628,13 @@ def demo(
     seed: Annotated[int | None, typer.Option(
         help="Seed of the generated sample data (default 7); only used when the project is generated.",
     )] = None,
+    operate: Annotated[bool, typer.Option(
+        "--operate", help="Then simulate a second month: serve, replay month 1 and 2, review (simulated reviewer), "
+        "monitor, export, retrain, shadow, canary, promote (docs/operate.md).",
+    )] = False,
+    requests: Annotated[int, typer.Option(
+        "--requests", min=20, help="--operate: requests replayed per month (one monitor window).",
+    )] = 500,
     as_json: JsonOpt = False,
 ) -> None:
     """The whole loop on the generated support-triage project with the starter model, offline."""
@@ -646,12 +653,28 @@ def demo(
     summary = _run_and_report(cfg, as_json)
     total = round(time.perf_counter() - started, 1)
     if as_json:
-        _emit_json({**_summary_json(summary), "total_seconds": total})
+        operated = _operate(cfg, requests, err).to_dict() if operate else None
+        _emit_json({**_summary_json(summary), "total_seconds": total, "operate": operated})
         return
     _print_eval(summary.evaluation)
     out.print(f"demo finished in {total / 60:.1f} min "
               f"(prepare {summary.seconds['prepare']} s, train {summary.seconds['train']} s, "
               f"eval {summary.seconds['eval']} s)")
+    if operate:
+        _operate(cfg, requests, out)
+
+
+def _operate(cfg: Any, requests: int, console: Any) -> Any:
+    """``demo --operate``: the simulated second month (sample/operate.py), printed as it runs."""
+    from tunesmith.sample.operate import OperatePlan, simulate
+    from tunesmith.sample.operate_report import acceptance_lines, before_after_lines
+
+    console.rule("[bold]operate: a simulated second month")
+    plan = OperatePlan(month1=requests, month2=requests, window=requests)
+    result = simulate(cfg, plan, say=lambda line: console.print(line, markup=False, highlight=False))
+    for line in before_after_lines(result) + acceptance_lines(result):
+        console.print(line, markup=False, highlight=False)
+    return result
 
 
 # ---------------------------------------------------------------------------- models / promote / rollback
