@@ -278,3 +278,12 @@ def test_logging_out_ends_the_session(client):
     r = client.post("/logout", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_bad_addresses_say_what_was_wrong(client):
+    login(client, REVIEWER_KEY)
+    r = client.get("/review?item=abc")
+    assert r.status_code == 400 and "item: Input should be a valid integer" in r.text
+    r = client.get("/models/no-such-version")
+    assert r.status_code == 400 and "no model version or alias" in r.text
+    assert client.get("/data?page=0").status_code == 200

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -142,6 +143,14 @@ def create_ui_app(cfg: Config, *, keys: UiKeys | None = None, secret: str | None
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": f"{base}/login?{query}"})
         return RedirectResponse(f"{base}/login?{query}", status_code=303)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request: Request, exc: RequestValidationError) -> HTMLResponse:
+        session, _ = sessions.read(request.cookies.get(COOKIE))
+        what = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']} (got {e.get('input')!r})"
+                         for e in exc.errors()[:3])
+        return render(request, "message.html", {"title": "Not possible", "message": f"bad address: {what}"},
+                      session=session, status=400)
 
     @app.exception_handler(TunesmithError)
     async def user_error(request: Request, exc: TunesmithError) -> HTMLResponse:

@@ -206,6 +206,7 @@ def data(p: Project, snapshot_id: str | None, page: int) -> dict[str, Any]:
     info = snapshot_info(p.ws, art.id)
     counts = info.counts if info else {}
     manifest = read_json(art.path / "manifest.json")
+    page = max(page, 1)
     q_rows, q_total = quarantine_page(art.path / "quarantine.jsonl", page)
     for row in q_rows:
         row["preview"] = p.scrub(str(row.get("preview") or ""))
