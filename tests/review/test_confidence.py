@@ -149,3 +149,16 @@ def test_value_spans_follow_nesting():
     spans = value_spans(text)
     assert text[slice(*spans["a.b"])] == '"v"' and text[slice(*spans["d"])] == "true"
     assert value_spans("{broken") is None
+
+
+def test_the_engine_scorer_fallback_gives_the_same_numbers(engine, monkeypatch):
+    """Models whose cache cannot be shared go through Engine.score: same log-likelihoods."""
+    answers = ['{"category": "bug", "urgency": "critical"}', '{"urgency":"low","category":"billing"}']
+    prompts = [engine.encode(conv(f"crash number {i} after the update")) for i in range(2)]
+    incremental = score_answers(engine, SPEC, prompts, answers)
+    monkeypatch.setenv("TUNESMITH_PLAIN_KV_CACHE", "1")
+    fallback = score_answers(engine, SPEC, prompts, answers)
+    for a, b in zip(incremental, fallback, strict=True):
+        for name in ("category", "urgency"):
+            for v in a.logliks[name]:
+                assert a.logliks[name][v] == pytest.approx(b.logliks[name][v], abs=1e-4)

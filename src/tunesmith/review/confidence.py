@@ -242,16 +242,22 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
                     requests.append(ScoreRequest(ids, [(len(prompt), len(ids))]))
                     where.append((i, None, None))
                 continue
-            for alt in alternatives(engine, spec, prompt, answers[i]):
-                if engine.context is not None and max(map(len, alt.ids)) > engine.context:
-                    continue  # past the model's context: not scored, the field's confidence is 0
+            alts = [alt for alt in alternatives(engine, spec, prompt, answers[i])  # past the context: not
+                    if engine.context is None or max(map(len, alt.ids)) <= engine.context]  # scored, conf. 0
+            rows += sum(len(alt.ids) for alt in alts)
+            scored = _score_incrementally(engine, alts, adapter) if alts else None
+            if scored is not None:
+                for alt, lls in zip(alts, scored, strict=True):
+                    out[i].logliks[alt.field] = dict(zip(alt.values, lls, strict=True))
+                continue
+            for alt in alts:  # a model whose cache cannot be shared: the engine's batched scorer
                 out[i].logliks[alt.field] = {}
                 for value, ids in zip(alt.values, alt.ids, strict=True):
                     requests.append(ScoreRequest(ids, [(alt.start, len(ids))]))
                     where.append((i, alt.field, value))
         if not requests:
             continue
-        rows += len(requests)
+        rows += sum(1 for _, name, _ in where if name is None)
         for (i, name, value), s in zip(where, engine.score(requests, adapter=adapter), strict=True):
             if name is None:
                 out[i].text_logprob = -s.nll / s.tokens if s.tokens else None
@@ -261,6 +267,50 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
         cost.answers += len(answers)
         cost.rows += rows
         cost.seconds += time.perf_counter() - t0
+    return out
+
+
+def _truncated(cache: Any, length: int) -> Any:
+    """A cache holding the first ``length`` positions of ``cache`` (views: nothing copied)."""
+    from transformers.cache_utils import DynamicCache
+
+    from tunesmith.generate.kv import GrowingLayer
+
+    out = DynamicCache()
+    out.layers = [GrowingLayer.holding(layer.keys[:, :, :length], layer.values[:, :, :length])
+                  for layer in cache.layers]
+    out.layer_class_to_replicate = None
+    return out
+
+
+def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None) -> list[list[float]] | None:
+    """Each field's alternatives' log-likelihoods, the answer's context run once: one forward
+    pass over the longest context (prompt + the answer up to its last scored field), then per
+    field a batch of rows holding only the tokens after that field's context, on top of the
+    context's keys/values cut to its length. None when the model's cache cannot be shared."""
+    import torch
+
+    from tunesmith.generate.kv import SharedPrefix, cache_kwargs, growing_cache_supported, new_cache
+    from tunesmith.generate.scoring import ScoreRequest, score_batch
+
+    heads = [alt.ids[0][: alt.start - 1] for alt in alts]  # the last one predicts the first scored token
+    longest = max(heads, key=len)
+    out = []
+    with engine.running(adapter):
+        model = engine.model
+        if not growing_cache_supported(model) or not longest:
+            return None
+        cache = new_cache(model)
+        ids = torch.tensor([longest], device=next(model.parameters()).device)
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), **cache_kwargs(model, cache), use_cache=True,
+              logits_to_keep=1)
+        for alt, head in zip(alts, heads, strict=True):
+            k = min(_common([longest, head]), len(head))
+            prefix = SharedPrefix(longest[:k], _truncated(cache, k)) if k else None
+            requests = [ScoreRequest(row, [(alt.start, len(row))]) for row in alt.ids]
+            step = max(engine.max_batch_size, 1)
+            out.append([-s.nll for b in range(0, len(requests), step)
+                        for s in score_batch(model, requests[b : b + step], engine.pad_id, prefix)])
     return out
 
 
