@@ -270,47 +270,59 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
     return out
 
 
-def _truncated(cache: Any, length: int) -> Any:
-    """A cache holding the first ``length`` positions of ``cache`` (views: nothing copied)."""
-    from transformers.cache_utils import DynamicCache
-
-    from tunesmith.generate.kv import GrowingLayer
-
-    out = DynamicCache()
-    out.layers = [GrowingLayer.holding(layer.keys[:, :, :length], layer.values[:, :, :length])
-                  for layer in cache.layers]
-    out.layer_class_to_replicate = None
-    return out
+ROWS_PER_PASS = 64  # alternatives scored in one forward pass
 
 
 def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None) -> list[list[float]] | None:
-    """Each field's alternatives' log-likelihoods, the answer's context run once: one forward
-    pass over the longest context (prompt + the answer up to its last scored field), then per
-    field a batch of rows holding only the tokens after that field's context, on top of the
-    context's keys/values cut to its length. None when the model's cache cannot be shared."""
+    """Each field's alternatives' log-likelihoods in two forward passes.
+
+    1. The answer's longest context (prompt + the answer up to its last scored field) runs
+       once, into a one-row cache.
+    2. One batch holds every alternative of every field, each row only the tokens after its
+       field's context (a value's few tokens), on top of copies of that cache: a row of a field
+       whose context is shorter masks the cache columns past it and takes its position ids from
+       where its context ends, so it sees exactly its own context.
+
+    None when the model's cache cannot be shared (sliding-window or recurrent layers).
+    """
     import torch
 
-    from tunesmith.generate.kv import SharedPrefix, cache_kwargs, growing_cache_supported, new_cache
-    from tunesmith.generate.scoring import ScoreRequest, score_batch
+    from tunesmith.generate.kv import cache_kwargs, fork, growing_cache_supported, new_cache
 
     heads = [alt.ids[0][: alt.start - 1] for alt in alts]  # the last one predicts the first scored token
     longest = max(heads, key=len)
-    out = []
+    rows = []  # (field, tokens after the context, context length, first scored index in tokens)
+    for f, (alt, head) in enumerate(zip(alts, heads, strict=True)):
+        k = min(_common([longest, head]), len(head))
+        rows += [(f, ids[k:], k, alt.start - k) for ids in alt.ids]
+    out: list[list[float]] = [[] for _ in alts]
     with engine.running(adapter):
         model = engine.model
         if not growing_cache_supported(model) or not longest:
             return None
+        device = next(model.parameters()).device
         cache = new_cache(model)
-        ids = torch.tensor([longest], device=next(model.parameters()).device)
+        ids = torch.tensor([longest], device=device)
         model(input_ids=ids, attention_mask=torch.ones_like(ids), **cache_kwargs(model, cache), use_cache=True,
               logits_to_keep=1)
-        for alt, head in zip(alts, heads, strict=True):
-            k = min(_common([longest, head]), len(head))
-            prefix = SharedPrefix(longest[:k], _truncated(cache, k)) if k else None
-            requests = [ScoreRequest(row, [(alt.start, len(row))]) for row in alt.ids]
-            step = max(engine.max_batch_size, 1)
-            out.append([-s.nll for b in range(0, len(requests), step)
-                        for s in score_batch(model, requests[b : b + step], engine.pad_id, prefix)])
+        past = len(longest)
+        for b in range(0, len(rows), ROWS_PER_PASS):
+            batch = rows[b : b + ROWS_PER_PASS]
+            width = max(len(t) for _, t, _, _ in batch)
+            ids = torch.full((len(batch), width), engine.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), past + width), dtype=torch.long)
+            pos = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (_, tokens, k, _) in enumerate(batch):
+                ids[r, : len(tokens)] = torch.tensor(tokens)
+                mask[r, :k] = 1
+                mask[r, past : past + len(tokens)] = 1
+                pos[r] = torch.arange(k, k + width)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                           **cache_kwargs(model, fork(cache, len(batch))), use_cache=True).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for r, (f, tokens, _, first) in enumerate(batch):
+                t = torch.arange(first, len(tokens), device=logp.device)
+                out[f].append(float(logp[r, t - 1, ids[r, first : len(tokens)].to(logp.device)].sum()))
     return out
 
 
