@@ -44,6 +44,8 @@ def test_eval_fits_stores_and_reports_the_calibration(tmp_path):
     rc = c.test.risk_coverage
     assert rc.coverage[-1] == 1.0 and len(rc.coverage) == len(rc.risk) == len(rc.threshold)
     assert any(e["event"] == "calibration_done" for e in events)
+    conf = res.results.ladder["finetuned"].confidence  # per test case, calibrated (0: did not parse)
+    assert len(conf) == 6 and all(0 <= x <= 1 for x in conf) and sum(x > 0 for x in conf) == c.test.answers
     # stored with the eval, found for the version, as the server reads it
     stored = json.loads((res.path / CALIBRATION_FILE).read_text())
     assert stored["temperatures"] == c.temperatures and stored["threshold"] == c.threshold

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,10 +102,21 @@ def validation_sample(examples: list[Example], k: int, seed: int) -> list[Exampl
     return [ex for i, ex in enumerate(answered) if i in keep]
 
 
+@dataclass
+class Calibrated:
+    """What :func:`calibrate` gives: the ``calibration`` section of results.json, the fitted
+    calibration (None when none could be fitted: the section's ``note`` says why), and each
+    test answer's calibrated confidence (its lowest field's; 0 when it did not parse)."""
+
+    section: dict[str, Any]
+    fitted: cal.Calibration | None = None
+    test_confidence: list[float] = field(default_factory=list)
+
+
 def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Example], *, rung: str,
               answer: Callable[[list[Example]], tuple[list[list[int]], list[Any]]],
               test: tuple[list[list[int]], list[str], list[Example]] | None, adapter: str | None,
-              log: LogFn | None = None) -> tuple[dict[str, Any], cal.Calibration | None]:
+              log: LogFn | None = None) -> Calibrated:
     """Fit and check the calibration of ``rung``'s answers.
 
     Args:
@@ -112,21 +124,18 @@ def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Examp
         answer: examples -> (prompt token ids, generations) with the rung's settings.
         test: the rung's test answers: (prompt ids, answer texts, cases), or None.
         adapter: the engine adapter of the rung.
-
-    Returns the ``calibration`` section and the fitted :class:`Calibration` (None when it could
-    not be fitted: the section's ``note`` says why).
     """
     log = log or (lambda e: None)
     section: dict[str, Any] = {"rung": rung, "split": "validation"}
     if not reviews_answers(spec):
-        return {**section, "note": "free-text answers: no label fields to calibrate"}, None
+        return Calibrated({**section, "note": "free-text answers: no label fields to calibrate"})
     names = [n for n in field_names(spec) if allowed(spec, n)]
     values = {n: allowed(spec, n) for n in names}
     sample = validation_sample(validation, cfg.review.calibration_examples, cfg.seed)
     section["examples"] = len(sample)
     if len(sample) < 4:
-        return {**section, "note": f"{len(sample)} validation examples with answers (at least 4 needed); "
-                                   "set review.calibration_examples or add validation data"}, None
+        return Calibrated({**section, "note": f"{len(sample)} validation examples with answers (at least 4 needed); "
+                                   "set review.calibration_examples or add validation data"})
     t0 = time.perf_counter()
     log({"event": "calibration_start", "examples": len(sample)})
     prompts, gens = answer(sample)
@@ -138,17 +147,19 @@ def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Examp
     try:
         fitted = cal.fit_calibration(fields, target_error=cfg.review.target_error, delta=cfg.review.delta)
     except TunesmithError as exc:
-        return {**section, "note": str(exc)}, None
+        return Calibrated({**section, "note": str(exc)})
     section |= {"temperatures": {k: round(v, 6) for k, v in fitted.temperatures.items()},
                 "threshold": fitted.threshold.to_dict(),
                 "ece_before": round(fitted.ece_before, 6) if fitted.ece_before is not None else None,
                 "ece_after": round(fitted.ece_after, 6) if fitted.ece_after is not None else None}
+    test_confidence: list[float] = []
     if test is not None:
         t_prompts, t_answers, cases = test
         t_scores = score_answers(engine, spec, t_prompts, t_answers, adapter=adapter, cost=cost)
         t_fields, _ = _rows(t_scores, [answer_fields(spec, c.answer_text()) for c in cases], names, values)
         section["test"] = check_on(t_fields, fitted)
+        test_confidence = [round(s.confidences(fitted.temperatures)[1] or 0.0, 6) for s in t_scores]
     section["ms_per_answer"] = round(cost.ms_per_answer, 3)
     log({"event": "calibration_done", "seconds": round(time.perf_counter() - t0, 1), "used": used,
          "temperatures": section["temperatures"], "threshold": fitted.threshold.threshold})
-    return section, fitted
+    return Calibrated(section, fitted, test_confidence)

@@ -238,9 +238,11 @@ def _calibration(cfg: Config, ws: Workspace, engine: Any, spec: OutputSpec, snap
         return [engine.encode(c) for c in convs], gens
 
     test = ([engine.encode(c) for c in conversations(pack.cases)], ladder[rung]["answers"], pack.cases)
-    section, _ = calibrate(cfg, engine, spec, validation, rung=rung, answer=answer, test=test,
-                           adapter=strategy.adapter, log=log)
-    return section
+    done = calibrate(cfg, engine, spec, validation, rung=rung, answer=answer, test=test, adapter=strategy.adapter,
+                     log=log)
+    if done.test_confidence and ladder[rung].get("confidence") is None:  # rank decoding keeps its own
+        ladder[rung]["confidence"] = done.test_confidence  # per case, calibrated: the UI's reliability points
+    return done.section
 
 
 # ---------------------------------------------------------------------------- 5. probes, forgetting
