@@ -416,6 +416,12 @@ eval:
     require_significant: true
     min_json_validity: 0.9
     max_forgetting: 0.5
+
+# Confidence calibration (review.calibration_examples validation answers, fitted at eval) is
+# left to `tunesmith demo --operate`, which fits it before serving: it would add ~2-3 minutes
+# to the 15-minute demo here.
+review:
+  calibration_examples: 0
 """
 
 
