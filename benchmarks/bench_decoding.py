@@ -5,8 +5,8 @@
 ``PROJECT_DIR`` is a trained project with ``eval.output.kind: label`` — e.g. the ``intents``
 folder that ``bench_defaults.py --out DIR`` or ``sweep_defaults.py`` leaves behind. For each
 decoding, the project's config is written beside it as ``tunesmith.decoding-<name>.yaml`` with
-``eval.output.decoding`` set, only the ``finetuned`` rung, no probes or forgetting checks, and
-``eval.max_cases`` = ``--cases``; then ``tunesmith.evaluate`` runs it on the latest model version,
+``eval.output.decoding`` set, only the ``finetuned`` rung, no probes, forgetting checks or
+confidence calibration (``review.calibration_examples: 0``), and ``eval.max_cases`` = ``--cases``; then ``tunesmith.evaluate`` runs it on the latest model version,
 so every decoding answers the same seeded test cases with the same weights.
 
 Per decoding: label accuracy with its 95% CI, answers outside the label set, and seconds per
@@ -38,6 +38,7 @@ def run(project: Path, decoding: str, cases: int) -> dict[str, Any]:
         raise SystemExit(f"{project}: eval.output.kind is not label")
     ev["output"]["decoding"] = decoding
     ev.update({"rungs": ["finetuned"], "probes": False, "forgetting": False, "max_cases": cases})
+    cfg.setdefault("review", {})["calibration_examples"] = 0  # the eval's confidence fit: not measured here
     path = project / f"tunesmith.decoding-{decoding}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
     config = load_config(path)
