@@ -59,26 +59,26 @@ def test_operate_runs_the_whole_loop(tmp_path):
     from tunesmith.review.project import queue
 
     cfg, champion = _tiny_triage_project(tmp_path / "triage")
-    plan = OperatePlan(month1=24, month2=24, shadow=8, canary=8, window=24, concurrency=4, sample_rate=0.5,
+    plan = OperatePlan(month1=20, month2=20, shadow=6, canary=6, window=20, concurrency=4, sample_rate=0.5,
                        embedder="hashing", retrain_steps=2, retrain_lr=0.01, max_tokens=160)
     lines: list[str] = []
     result = simulate(cfg, plan, say=lines.append)
     assert lines and all(line.startswith("[simulation]") for line in lines)
     assert result.champion == champion
-    assert result.accuracy["month1"]["answers"] == 24 and result.accuracy["month2"]["answers"] == 24
-    assert sum(result.routing["month2"]["tiers"].values()) == 24
+    assert result.accuracy["month1"]["answers"] == 20 and result.accuracy["month2"]["answers"] == 20
+    assert sum(result.routing["month2"]["tiers"].values()) == 20
     audit = queue(cfg).audit()
     assert audit and {row.by for row in audit} == {REVIEWER}
     decided = result.review["month1"]["decisions"]
     assert decided.get("approve", 0) + decided.get("correct", 0) == sum(
         v for k, v in decided.items() if k.startswith("tier:"))
     assert result.review["export"]["records"] >= 1
-    assert result.monitor["month2"].get("n_current") == 24
+    assert result.monitor["month2"].get("n_current") == 20
     assert result.retrain["start"] == "champion" and result.challenger and result.challenger != champion
     assert result.retrain["passed"], result.retrain
-    assert result.rollout["shadow"]["copies_answered"] == 8
-    assert result.before_after["month2_shadow"]["tickets"] == 8
-    assert sum(v["answers"] for v in result.rollout["canary"]["variants"].values()) == 8
+    assert result.rollout["shadow"]["copies_answered"] == 6
+    assert result.before_after["month2_shadow"]["tickets"] == 6
+    assert sum(v["answers"] for v in result.rollout["canary"]["variants"].values()) == 6
     assert result.promoted and result.rollout["promote"]["champion"] == result.challenger
     report = before_after_lines(result) + acceptance_lines(result)
     assert all(line.startswith("[simulation]") for line in report)

@@ -67,7 +67,7 @@ class OperatePlan:
     canary_share: float = 0.5
     concurrency: int = 8  # clients in flight (the engine batches them)
     seed: int = 11  # traffic seed (the demo's sample data has its own)
-    sample_rate: float = 0.3  # quality-control share of auto-approved answers in the simulation
+    sample_rate: float = 0.5  # quality-control share of auto-approved answers (a month must feed the chart)
     window: int = 500  # monitor window
     embedder: str | None = None  # monitor.embedder override (None: the project's)
     start: str = "champion"  # retrain from the champion's weights (or: base)
@@ -285,8 +285,15 @@ def _calibration(cfg: Config, champion: str, say: Say) -> dict[str, Any]:
         calib = cfg.model_copy(deep=True)
         calib._base_dir = cfg.base_dir
         calib.eval.rungs = ["finetuned"]
+        # the same frozen pack as the champion's eval (probes off would otherwise freeze a new one)
+        earlier = [a for a in ws.list("eval") if a.meta.get("model") == champion and a.meta.get("pack")]
+        calib.eval.pack = cfg.eval.pack or (earlier[-1].meta["pack"] if earlier else None)
         calib.eval.probes = False
         calib.eval.forgetting = False
+        # the demo's config leaves calibration to this step (review.calibration_examples: 0
+        # keeps the demo inside 15 minutes); routing needs it, so fit it on the default sample
+        if calib.review.calibration_examples == 0:
+            calib.review.calibration_examples = type(calib.review)().calibration_examples
         shown = ("eval_start", "rung_done", "calibration_start", "calibration_done")
         evaluate(calib, model=champion, reuse=True,
                  log=lambda e: say(f"{TAG} calibration eval: {e}") if e.get("event") in shown else None)
@@ -457,10 +464,17 @@ def _rollout(cfg: Config, plan: OperatePlan, shadow_t: list[TrafficTicket], cana
     the gated promotion."""
     with LocalServer(cfg) as server:
         say(f"{TAG} serving {server.versions} (rollout: shadow, set by retrain --rollout shadow)")
-        served = _phase(server, cfg, shadow_t, plan, "shadow", say, result)
-        t0 = time.perf_counter()
-        answered = wait_for_shadows(cfg, [s.request_id for s in served])
-        result.seconds["shadow_wait"] = round(time.perf_counter() - t0, 1)
+        # In chunks the shadow queue can hold, each chunk's copies answered before the next: shadow
+        # work yields to client requests and a full queue drops copies (counted, by design).
+        chunk = cfg.serve.rollout.shadow_queue
+        served, answered, t0 = [], 0, time.perf_counter()
+        for i in range(0, len(shadow_t), chunk):
+            part = replay(server, cfg, shadow_t[i:i + chunk], concurrency=plan.concurrency,
+                          max_tokens=plan.max_tokens)
+            answered += wait_for_shadows(cfg, [s.request_id for s in part])
+            served += part
+        result.seconds["shadow"] = round(time.perf_counter() - t0, 1)
+        result.accuracy["shadow"] = accuracy(served)
         status = rollout_status(cfg)
         result.rollout["shadow"] = {"copies_answered": answered, "agreement": status["agreement"].get("shadow"),
                                     "checks": status["checks"].get("shadow")}
