@@ -579,6 +579,11 @@ class RolloutConfig(_Section):
         "`shadow`: after each (of a share of) answered requests, the challenger answers a copy in the background; "
         "its answer is only logged. `tunesmith rollout set` changes it in a running server."
     )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
     challenger_alias: str = Field("challenger", description="Alias whose version is the canary.")
     share: float = Field(
         0.1, ge=0, le=1, description="Share of routing keys (the request's `user`, else the "
