@@ -79,3 +79,17 @@ def test_decision_round_trips_and_rejects_unknown_tiers():
     assert d.needs_review and not Decision("auto", "").needs_review
     with pytest.raises(ValueError, match="unknown review tier 'maybe'"):
         Decision.from_dict({"tier": "maybe"})
+
+
+def test_a_calibration_that_certified_no_threshold_auto_approves_nothing():
+    from tunesmith.config import ReviewConfig
+    from tunesmith.review.routing import RoutingPolicy, decide
+
+    policy = RoutingPolicy.from_config(ReviewConfig(sample_rate=0.0), None, uncertified=True)
+    tiers = {decide(f"req-{i}", {"category": "billing"}, 0.999, policy).tier for i in range(50)}
+    assert tiers == {"low_confidence"}
+    # a certified threshold, or review.threshold, routes as usual
+    assert decide("r", {"category": "billing"}, 0.99, RoutingPolicy.from_config(
+        ReviewConfig(sample_rate=0.0), 0.9, uncertified=True)).tier == "auto"
+    assert decide("r", {"category": "billing"}, 0.99, RoutingPolicy.from_config(
+        ReviewConfig(sample_rate=0.0, threshold=0.5), None, uncertified=True)).tier == "auto"

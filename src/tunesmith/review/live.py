@@ -7,7 +7,8 @@ field with the answering version's fitted temperature, and route the answer
 (``review.threshold`` wins). The calibration of a version is the one its latest eval fitted
 (``calibration.json`` in the eval artifact, see :mod:`tunesmith.evaluate.calibrate`); a version
 never evaluated is uncalibrated (temperature 1) and, without ``review.threshold``, has no
-threshold: nothing goes to review for low confidence, only by rule and by sample.
+threshold: nothing goes to review for low confidence, only by rule and by sample. A version whose
+calibration certified no threshold auto-approves nothing: every answer is ``low_confidence``.
 
 The client sees the result in an extension field of each choice (:meth:`Reviewed.extension`);
 the request log records ``confidence`` and ``decision`` so ``tunesmith review enqueue`` queues
@@ -86,7 +87,7 @@ class AnswerReviewer:
 
     def policy(self, calibration: Calibration | None) -> RoutingPolicy:
         fitted = calibration.threshold.threshold if calibration is not None else None
-        return RoutingPolicy.from_config(self.review, fitted)
+        return RoutingPolicy.from_config(self.review, fitted, uncertified=calibration is not None)
 
     def review_answers(self, request_id: str, prompt_ids: list[int], answers: Sequence[str], *,
                        adapter: str | None, version: str | None,

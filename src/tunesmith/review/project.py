@@ -63,12 +63,12 @@ def enqueue(cfg: Config, *, since: float | None = None, until: float | None = No
     names = field_names(spec)
 
     def route(a: LoggedAnswer) -> Decision:
-        threshold = fitted_threshold
+        threshold, calibrated = fitted_threshold, fitted_threshold is not None
         if threshold is None and a.version and (found := calibrations(a.version)) is not None:
-            threshold = found.threshold.threshold
+            threshold, calibrated = found.threshold.threshold, True
         known = [c for n, c in (a.confidence or {}).items() if n in names and c is not None]
         return route_answer(a.request_id, answer_fields(spec, a.answer), min(known) if known else None,
-                            RoutingPolicy.from_config(cfg.review, threshold))
+                            RoutingPolicy.from_config(cfg.review, threshold, uncertified=calibrated))
 
     return enqueue_from_request_log(ReviewQueue(ws.db_path), spec,
                                     logged_answers(ws.db_path, since=since, until=until), route=route)

@@ -60,17 +60,22 @@ class Decision:
 class RoutingPolicy:
     """The routing settings in force: the config's rules and sample rate, and the threshold
     (``review.threshold`` if set, else the one fitted for the serving version; None = none
-    fitted, so no answer is routed for low confidence)."""
+    fitted, so no answer is routed for low confidence). ``uncertified``: a calibration was fitted
+    but no threshold could be certified for ``review.target_error``, so no answer may be
+    auto-approved: every one goes to review as ``low_confidence`` (the safe side)."""
 
     rules: tuple[Mapping[str, tuple[str, ...]], ...] = ()
     threshold: float | None = None
     sample_rate: float = 0.0
+    uncertified: bool = False
 
     @classmethod
-    def from_config(cls, cfg: ReviewConfig, fitted_threshold: float | None = None) -> RoutingPolicy:
+    def from_config(cls, cfg: ReviewConfig, fitted_threshold: float | None = None, *,
+                    uncertified: bool = False) -> RoutingPolicy:
         rules = tuple({k: (v,) if isinstance(v, str) else tuple(v) for k, v in rule.items()} for rule in cfg.rules)
-        threshold = cfg.threshold if cfg.threshold is not None else fitted_threshold
-        return cls(rules, threshold, cfg.sample_rate)
+        if cfg.threshold is not None:
+            return cls(rules, cfg.threshold, cfg.sample_rate)
+        return cls(rules, fitted_threshold, cfg.sample_rate, uncertified=uncertified and fitted_threshold is None)
 
 
 def sample_draw(request_id: str) -> float:
@@ -103,6 +108,9 @@ def decide(request_id: str, fields: Mapping[str, str | None] | None, confidence:
         return Decision("mandatory", f"rule {rule}", confidence, threshold)
     if fields is None:
         return Decision("low_confidence", "the answer did not parse into its fields", confidence, threshold)
+    if policy.uncertified:
+        return Decision("low_confidence", "no confidence threshold is certified for review.target_error "
+                        "(see the version's calibration): nothing is auto-approved", confidence, threshold)
     if threshold is not None and (confidence is None or confidence < threshold):
         why = "no confidence" if confidence is None else f"confidence {confidence:.3f} < threshold {threshold:.3f}"
         return Decision("low_confidence", why, confidence, threshold)
