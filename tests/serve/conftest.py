@@ -16,20 +16,20 @@ KEY = "test-key-0123456789abcdef"
 
 
 @contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """``app`` served by uvicorn on 127.0.0.1 (a port the OS picked) until the block ends."""
+def running(app, *, lifespan: str = "on", what: str = "the server") -> Iterator[str]:
+    """``app`` served by uvicorn on 127.0.0.1 (a port the OS picked) in a thread until the block ends."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        assert thread.is_alive() and time.monotonic() < deadline, f"{what} did not start"
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"

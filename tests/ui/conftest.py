@@ -6,11 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
-import socket
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,25 +58,8 @@ def client(generated):
     return TestClient(make_app(generated))
 
 
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
+def running(app) -> contextlib.AbstractContextManager[str]:
     """``app`` under uvicorn on 127.0.0.1 (a port the OS picked) in a thread, until the block ends."""
-    import uvicorn
+    from serve.conftest import running as serve_running
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the UI server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    return serve_running(app, lifespan="off", what="the UI server")
