@@ -75,6 +75,25 @@ class Prepared:
                    random_seed=not self.seeded and not self.cfg.greedy)
 
 
+def checked_grammar(req: ChatCompletionRequest) -> Grammar | None:
+    """``response_format`` as a grammar, its schema checked (a 400 naming the problem); None for
+    text. Compiling it for the engine is the caller's step."""
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    import jsonschema
+
+    from tunesmith.generate.constrain import Grammar
+
+    schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise APIError(400, f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}",
+                       param="response_format", code="invalid_json_schema") from None
+    return Grammar.json_schema(schema)
+
+
 class ChatService:
     """The chat endpoint's logic over one engine (owned by the scheduler's worker thread).
 
@@ -192,24 +211,13 @@ class ChatService:
 
     def _grammar(self, req: ChatCompletionRequest) -> Grammar | None:
         """``response_format`` as a grammar every answer must follow (400 if it cannot be one)."""
-        fmt = req.response_format
-        if fmt is None or fmt.type == "text":
-            return None
-        import jsonschema
-
-        from tunesmith.generate.constrain import Grammar
-
-        schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-            grammar = Grammar.json_schema(schema)
-            self.engine.constrainer().matcher(grammar)  # compiles it (cached for the worker)
-        except jsonschema.SchemaError as exc:
-            raise APIError(400, f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}",
-                           param="response_format", code="invalid_json_schema") from None
-        except (TunesmithError, ValueError, TypeError) as exc:  # llguidance's refusals are GrammarErrors
-            raise APIError(400, f"response_format cannot be enforced: {exc}", param="response_format",
-                           code="unsupported_json_schema") from None
+        grammar = checked_grammar(req)
+        if grammar is not None:
+            try:
+                self.engine.constrainer().matcher(grammar)  # compiles it (cached for the worker)
+            except (TunesmithError, ValueError, TypeError) as exc:  # llguidance's refusals are GrammarErrors
+                raise APIError(400, f"response_format cannot be enforced: {exc}", param="response_format",
+                               code="unsupported_json_schema") from None
         return grammar
 
     def _note_ignored(self, req: ChatCompletionRequest) -> None:

@@ -48,7 +48,14 @@ from typing import TYPE_CHECKING, Any
 from tunesmith.errors import TunesmithError
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.protocol import ChatCompletionChunk, ChunkChoice, Delta, Usage
-from tunesmith.serve.service import DEFAULT_MAX_TOKENS, Answered, ChatService, Prepared, _sse
+from tunesmith.serve.service import (
+    DEFAULT_MAX_TOKENS,
+    Answered,
+    ChatService,
+    Prepared,
+    _sse,
+    checked_grammar,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -371,20 +378,7 @@ class VllmChatService(ChatService):
 
     def _grammar(self, req: ChatCompletionRequest) -> Grammar | None:
         """Check the schema here (a clear 400); vLLM enforces it."""
-        fmt = req.response_format
-        if fmt is None or fmt.type == "text":
-            return None
-        import jsonschema
-
-        from tunesmith.generate.constrain import Grammar
-
-        schema = {"type": "object"} if fmt.type == "json_object" else fmt.json_schema.schema_  # type: ignore[union-attr]
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise APIError(400, f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}",
-                           param="response_format", code="invalid_json_schema") from None
-        return Grammar.json_schema(schema)
+        return checked_grammar(req)
 
     async def prepare(self, req: ChatCompletionRequest, request_id: str, route: Route) -> Prepared:
         if req.logprobs:
