@@ -162,3 +162,50 @@ def test_the_engine_scorer_fallback_gives_the_same_numbers(engine, monkeypatch):
         for name in ("category", "urgency"):
             for v in a.logliks[name]:
                 assert a.logliks[name][v] == pytest.approx(b.logliks[name][v], abs=1e-4)
+
+
+def _json_merging_tokenizer():
+    """A byte-level BPE trained on compact JSON, so that, as in SmolLM2's vocabulary, a closing
+    quote merges with what follows it (``","`` and ``"}`` are single tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from models.tiny import CHATML_TEMPLATE, SPECIAL_TOKENS
+
+    corpus = [json.dumps({"category": c, "urgency": u}, separators=(",", ":")) for c in CATS for u in URG]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus * 50 + [SYSTEM, "ticket my invoice is wrong"], trainer=trainers.BpeTrainer(
+        vocab_size=360, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def test_values_are_scored_in_the_tokens_the_model_wrote():
+    """With a vocabulary that merges a closing quote into ``","``/``"}``, the chosen value's
+    scored continuation is exactly the answer's own tokens: scoring ``"security"`` with a bare
+    closing quote would end on a token the model never writes (on SmolLM2 that drowned every
+    value's difference in a shared -17 nats and made the confidences noise)."""
+    from tunesmith.review.confidence import alternatives
+
+    tok = _json_merging_tokenizer()
+    merged = tok.convert_ids_to_tokens(tok('{"category":"bug","urgency":"low"}')["input_ids"])
+    assert '","' in merged and '"}' in merged, merged  # the vocabulary has the merges under test
+    eng = Engine(build_model("llama", tok, seed=3), tok, max_batch_size=4)
+    answer = '{"category":"security","urgency":"critical"}'
+    prompt = eng.encode(conv("someone logged into my account from abroad"))
+    own = prompt + tok(answer, add_special_tokens=False)["input_ids"]
+    alts = {a.field: a for a in alternatives(eng, SPEC, prompt, answer)}
+    for name, value in (("category", "security"), ("urgency", "critical")):
+        ids = alts[name].ids[alts[name].values.index(value)]
+        assert own[: len(ids)] == ids, name
+    [s] = score_answers(eng, SPEC, [prompt], [answer])
+    per, _ = s.confidences()
+    want = brute(eng, prompt, ['{"category":' + json.dumps(v) + ',"' for v in CATS])
+    assert per["category"] == pytest.approx(want[CATS.index("security")], abs=1e-5)
+    want = brute(eng, prompt, ['{"category":"security","urgency":' + json.dumps(v) + "}" for v in URG])
+    assert per["urgency"] == pytest.approx(want[URG.index("critical")], abs=1e-5)

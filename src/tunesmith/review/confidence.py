@@ -4,8 +4,9 @@ the server and batch prediction.
 - **Label fields** (JSON fields with allowed values, or a label answer): for each field, every
   allowed value is scored as a continuation of the *same* context: the prompt plus the answer's
   text up to where the field's value starts (for a JSON answer, the keys and values the model
-  wrote before it). A JSON string value is scored with its closing quote (``"bug"`` must not
-  win probability from ``"bug_report"``), a label with the end-of-turn token (as
+  wrote before it). A JSON value is scored with what the model wrote after it up to the next
+  key's opening quote or the closing brace (``"bug",`` must not win probability from
+  ``"bug_report",``, and each is tokenised as the model writes it), a label with the end-of-turn token (as
   :meth:`Engine.rank` does). The field's confidence is the probability of the value given,
   normalised over the allowed values: ``softmax(loglik / T)``, ``T`` the field's fitted
   temperature (:mod:`tunesmith.review.calibration`). The answer's confidence is its lowest
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +139,20 @@ def _walk(text: str, i: int, path: str, spans: dict[str, tuple[int, int]], decod
         raise ValueError("',' or '}' expected")
 
 
+_DELIMITER = re.compile(r'\s*(?:,\s*"?|[}\]])')
+
+
+def _delimiter(answer: str, end: int) -> str:
+    """What the model wrote right after a value, up to the next key's opening quote (``,"``) or
+    the closing brace: scored with every alternative so that each is tokenised the way the
+    model writes it. BPE merges a closing quote with what follows (SmolLM2 has one token for
+    ``","`` and one for ``"}``): a value scored with a bare closing quote ends on a token the
+    model never writes, whose log-probability (about -17 nats, the same for every value)
+    drowns the difference between the values."""
+    m = _DELIMITER.match(answer, end)
+    return m.group(0) if m else ""
+
+
 # ----------------------------------------------------------------------------- the alternatives
 @dataclass(frozen=True)
 class Alternatives:
@@ -189,12 +205,12 @@ def alternatives(engine: Engine, spec: OutputSpec, prompt_ids: list[int], answer
         if name not in spans or not values:
             continue
         start, end = spans[name]
-        raw, head = answer[start:end], answer[:start]
+        raw, head, after = answer[start:end], answer[:start], _delimiter(answer, end)
         if raw.startswith('"'):
             ascii_only = "\\u" in raw
-            rendered = [json.dumps(v, ensure_ascii=ascii_only) for v in values]
-        else:  # a non-string value (true, 3): its spelling and the delimiter the model wrote after it
-            rendered = [v + answer[end:end + 1] for v in values]
+            rendered = [json.dumps(v, ensure_ascii=ascii_only) + after for v in values]
+        else:  # a non-string value (true, 3): its spelling
+            rendered = [v + after for v in values]
         out.append(_alternatives(name, values, [encode(head + r) for r in rendered]))
     return out
 
