@@ -209,3 +209,32 @@ def test_values_are_scored_in_the_tokens_the_model_wrote():
     assert per["category"] == pytest.approx(want[CATS.index("security")], abs=1e-5)
     want = brute(eng, prompt, ['{"category":"security","urgency":' + json.dumps(v) + "}" for v in URG])
     assert per["urgency"] == pytest.approx(want[URG.index("critical")], abs=1e-5)
+
+
+def test_the_shared_system_prompt_runs_once_and_changes_no_number():
+    """Consecutive scorings whose contexts share the system prompt reuse its keys/values (the
+    server scores one request at a time); the log-likelihoods equal a full forward pass."""
+    from tunesmith.review.confidence import _PREFIXES
+
+    tok = build_tokenizer()
+    eng = Engine(build_model("llama", tok, seed=11), tok, max_batch_size=4)
+    answers = ['{"category": "bug", "urgency": "low"}', '{"category":"billing","urgency":"critical"}',
+               '{"category": "security", "urgency": "high"}']
+    system_ids = tok(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    for i, answer in enumerate(answers):
+        prompt = eng.encode(conv(f"ticket {i}: the app crashes when I open invoice {i * 7}"))
+        [s] = score_answers(eng, SPEC, [prompt], [answer])
+        memo = _PREFIXES._memo[eng]
+        [(_, prefix)] = memo.values()
+        if i == 0:
+            assert prefix is None  # nothing to share with yet
+        else:
+            assert prefix is not None and prefix.length >= len(system_ids) - 2  # the system turn, kept
+        key = '"category": "' if '": "' in answer else '"category":"'
+        head = answer[: answer.index(key) + len(key) - 1]
+        after = ", " if '": "' in answer else ","
+        want = brute(eng, prompt, [head + json.dumps(v) + after + '"' for v in CATS])
+        got = s.logliks["category"]
+        z = sum(math.exp(v) for v in got.values())
+        for v in CATS:
+            assert math.exp(got[v]) / z == pytest.approx(want[CATS.index(v)], abs=1e-5), (i, v)

@@ -174,9 +174,14 @@ class SharedPrefix:
         common = common[: min(len(p) for p in prompts) - 1]
         if len(common) < MIN_SHARED_PREFIX:
             return None
-        device = next(model.parameters()).device
-        ids = torch.tensor([common], device=device)
+        return cls.of(model, common)
+
+    @classmethod
+    def of(cls, model: Any, tokens: list[int]) -> SharedPrefix:
+        """Run ``tokens`` once into a one-row cache (the model must support
+        :func:`growing_cache_supported`)."""
+        ids = torch.tensor([tokens], device=next(model.parameters()).device)
         cache = new_cache(model)
         model(input_ids=ids, attention_mask=torch.ones_like(ids), **cache_kwargs(model, cache),
               use_cache=True, logits_to_keep=1)
-        return cls(list(common), cache)
+        return cls(list(tokens), cache)
