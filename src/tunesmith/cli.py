@@ -670,7 +670,8 @@ def _operate(cfg: Any, requests: int, console: Any) -> Any:
     from tunesmith.sample.operate_report import acceptance_lines, before_after_lines
 
     console.rule("[bold]operate: a simulated second month")
-    plan = OperatePlan(month1=requests, month2=requests, window=requests)
+    plan = OperatePlan(month1=requests, month2=requests, window=requests, shadow=max(20, requests * 3 // 10),
+                       canary=max(20, requests // 5))
     result = simulate(cfg, plan, say=lambda line: console.print(line, markup=False, highlight=False))
     for line in before_after_lines(result) + acceptance_lines(result):
         console.print(line, markup=False, highlight=False)

@@ -496,3 +496,20 @@ def test_generation_and_scoring_pass_the_cache_the_installed_transformers_wants(
         hf.removeHandler(caplog.handler)
     said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "deprecated" in m], said
+
+
+@pytest.mark.parametrize(("arch", "seed", "scale"), VARIED)
+def test_one_prompt_at_a_time_reuses_the_system_prompt_and_changes_no_token(tok, arch, seed, scale):
+    """A server answers one request per call: from the second call on, the system prompt's
+    keys/values come from the engine's prefix memo (not recomputed), and every answer equals
+    transformers' own greedy generate; a new system prompt narrows the memo, still exact."""
+    model = varied_model(tok, arch, seed, scale)
+    convs = conversations(5)
+    engine = Engine(model, tok, system=SYSTEM, max_batch_size=3)
+    got = [engine.generate([c], GenerationConfig(max_new_tokens=12))[0].token_ids for c in convs]
+    assert got == reference(model, tok, convs, max_new=12)
+    [(_, prefix)] = engine.prefix_memo._seen.values()
+    assert prefix is not None and prefix.length >= MIN_SHARED_PREFIX
+    other = [[{"role": "system", "content": "Another deployment's instructions, short."}, *c[-1:]] for c in convs[:2]]
+    again = [engine.generate([c], GenerationConfig(max_new_tokens=12))[0].token_ids for c in other]
+    assert again == reference(model, tok, other, max_new=12, system=None)

@@ -178,3 +178,37 @@ def test_the_classifier_permutation_test_can_decide_embedding_drift(reference):
     f = drift.embedding_test(ref, cur, alpha=0.06, min_auc=0.55, permutations=200, classifier_permutations=19)
     assert f.test == "classifier-permutation" and f.p_value == pytest.approx(1 / 20)
     assert f.alarm and f.detail["mmd_p"] < 0.01 and f.detail["classifier_permutations"] == 19
+
+
+@pytest.mark.slow
+def test_month_two_traffic_is_flagged_in_one_window_and_month_one_windows_rarely_are():
+    """The simulation's traffic (sample/triage_month2.py), answered with its ground truth,
+    against a reference of the sample project's own tickets (what the training snapshot holds):
+    one 500-request window of month 2 alarms; of 20 month-1 windows at most one does (5%)."""
+    import json
+    import random
+
+    from tunesmith.config import PiiConfig
+    from tunesmith.sample.support_triage import build_tickets
+    from tunesmith.sample.triage_month2 import month_traffic
+    from tunesmith.serve.requestlog import pii_scrubber
+
+    scrub = pii_scrubber(PiiConfig(), "test")
+    train = [t for t in build_tickets(seed=7, n_tickets=1200) if t.text.strip() and t.answer]
+    random.Random(0).shuffle(train)
+    ref = Window("ref", [Record(str(i), float(i), scrub(t.text), t.answer) for i, t in enumerate(train[:1000])])
+    fields = ["category", "urgency", "next_action"]
+
+    def month_window(tickets: list) -> Window:
+        return Window("cur", [Record(t.ticket_id, float(i), scrub(t.text), json.dumps(t.truth.as_dict()))
+                              for i, t in enumerate(tickets)])
+
+    def alarms(tickets: list, seed: int) -> list[str]:
+        found = drift_findings(ref, month_window(tickets), CFG, fields=fields, whole_label=False,
+                               embedder=HashingEmbedder(), seed=seed)
+        return [f.check for f in found if f.alarm]
+
+    assert alarms(month_traffic(2, 500, seed=11), seed=0), "month 2 went unnoticed"
+    month1 = month_traffic(1, 10_000, seed=11)
+    alarmed = {k: a for k in range(20) if (a := alarms(month1[500 * k: 500 * (k + 1)], seed=k))}
+    assert len(alarmed) <= 1, alarmed

@@ -214,8 +214,6 @@ def test_values_are_scored_in_the_tokens_the_model_wrote():
 def test_the_shared_system_prompt_runs_once_and_changes_no_number():
     """Consecutive scorings whose contexts share the system prompt reuse its keys/values (the
     server scores one request at a time); the log-likelihoods equal a full forward pass."""
-    from tunesmith.review.confidence import _PREFIXES
-
     tok = build_tokenizer()
     eng = Engine(build_model("llama", tok, seed=11), tok, max_batch_size=4)
     answers = ['{"category": "bug", "urgency": "low"}', '{"category":"billing","urgency":"critical"}',
@@ -224,8 +222,7 @@ def test_the_shared_system_prompt_runs_once_and_changes_no_number():
     for i, answer in enumerate(answers):
         prompt = eng.encode(conv(f"ticket {i}: the app crashes when I open invoice {i * 7}"))
         [s] = score_answers(eng, SPEC, [prompt], [answer])
-        memo = _PREFIXES._memo[eng]
-        [(_, prefix)] = memo.values()
+        [(_, prefix)] = eng.prefix_memo._seen.values()
         if i == 0:
             assert prefix is None  # nothing to share with yet
         else:

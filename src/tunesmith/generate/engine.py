@@ -42,7 +42,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, read_record
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.constrain import Constrainer
-from tunesmith.generate.kv import SharedPrefix
+from tunesmith.generate.kv import PrefixMemo, SharedPrefix
 from tunesmith.generate.logprobs import TokenLogprob, pick_logprobs, sequence_logprobs
 from tunesmith.generate.sampling import (
     FinishReason,
@@ -171,6 +171,8 @@ class Engine:
         self._lock = threading.RLock()  # one model, one caller at a time (the server shares it)
         self._peak = 0  # most rows run together in the current attempt
         self._constrainer: Constrainer | None = None  # built on the first constrained call
+        self.prefix_memo = PrefixMemo()  # the system prompt's keys/values across calls
+        self._active: str | None = None  # the adapter the running block uses (a prefix memo key)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -264,6 +266,7 @@ class Engine:
         if adapter is not None and adapter not in self.adapters:
             known = ", ".join(self.adapters) or "none"
             raise AdapterError(f"unknown adapter {adapter!r}; loaded adapters: {known}")
+        self._active = adapter
         if adapter in self.full_models:
             base, self.model = self.model, self.full_models[adapter]
             try:
@@ -412,7 +415,11 @@ class Engine:
         """Continuous batching: prefill newcomers while there is room (in passes of similar
         length), else decode one step for every row in flight."""
         pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
-        prefix = SharedPrefix.build(self.model, [r.prompt for r in requests]) if self.share_prefix else None
+        prefix = None
+        if self.share_prefix:  # the call's own common prefix, else the one consecutive calls share
+            prompts = [r.prompt for r in requests]
+            prefix = (SharedPrefix.build(self.model, prompts)
+                      or self.prefix_memo.get((id(self.model), self._active, "generate"), self.model, prompts))
         skip = prefix.length if prefix else 0
         batch: DecodeBatch | None = None
         while pending or batch is not None:

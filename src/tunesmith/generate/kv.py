@@ -185,3 +185,42 @@ class SharedPrefix:
         model(input_ids=ids, attention_mask=torch.ones_like(ids), **cache_kwargs(model, cache),
               use_cache=True, logits_to_keep=1)
         return cls(list(tokens), cache)
+
+
+class PrefixMemo:
+    """The keys/values of the tokens consecutive calls' prompts start with (the system prompt
+    and instructions every request of a deployment shares), one entry per model/adapter.
+
+    :meth:`SharedPrefix.build` finds a prefix only among the prompts of one call; a server
+    answering one request at a time (and the confidence scorer, one answer at a time) would
+    recompute the system prompt for each. The memo keeps the common prefix of the last two
+    prompt sets seen under a key, narrows it when a prompt starts differently (a new system
+    prompt), and is a one-row cache (a few MB per key). Callers hold the engine's lock.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, tuple[list[int], SharedPrefix | None]] = {}
+
+    def get(self, key: Any, model: Any, prompts: list[list[int]]) -> SharedPrefix | None:
+        """A prefix every prompt of ``prompts`` starts with and extends, or None; remembers
+        ``prompts`` for the next call under ``key`` (which must name the weights: model and
+        adapter)."""
+        if not prompts or not growing_cache_supported(model):
+            return None
+        head = common_prefix(prompts)
+        seen = self._seen.get(key)
+        shortest = min(len(p) for p in prompts)
+        if seen is not None and seen[1] is not None:
+            prefix = seen[1]
+            if head[: prefix.length] == prefix.tokens and shortest > prefix.length:
+                self._seen[key] = (head, prefix)
+                return prefix
+        self._seen[key] = (head, None)
+        if seen is None:
+            return None
+        common = common_prefix([seen[0], head])[: shortest - 1]
+        if len(common) < MIN_SHARED_PREFIX:
+            return None
+        prefix = SharedPrefix.of(model, common)
+        self._seen[key] = (head, prefix)
+        return prefix

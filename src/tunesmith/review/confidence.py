@@ -47,7 +47,6 @@ from tunesmith.review.calibration import field_confidences
 
 if TYPE_CHECKING:
     from tunesmith.generate.engine import Engine
-    from tunesmith.generate.kv import SharedPrefix
     from tunesmith.generate.logprobs import TokenLogprob
 
 _SPACE = " \t\n\r"
@@ -290,47 +289,6 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
 ROWS_PER_PASS = 64  # alternatives scored in one forward pass
 
 
-class _PrefixMemo:
-    """The keys/values of the tokens consecutive scored contexts start with (the system prompt
-    and instructions every request of a deployment shares), kept per model and adapter, so
-    each answer's context pass runs only the tokens after them: on the demo's prompts (~260
-    tokens, ~155 of them shared) that is most of the scoring's cost.
-
-    The memo holds the common prefix of the last two contexts of a model/adapter and narrows
-    it when a context starts differently (a new system prompt); an entry is a one-row cache
-    (a few MB), dropped with the engine. Callers hold the engine's lock (``Engine.running``).
-    """
-
-    def __init__(self) -> None:
-        import weakref
-
-        self._memo: weakref.WeakKeyDictionary[Any, dict[tuple[int, str | None], tuple[list[int], Any]]] = (
-            weakref.WeakKeyDictionary())
-
-    def get(self, engine: Engine, adapter: str | None, context: list[int]) -> SharedPrefix | None:
-        from tunesmith.generate.kv import MIN_SHARED_PREFIX, SharedPrefix, common_prefix
-
-        per_engine = self._memo.setdefault(engine, {})
-        key = (id(engine.model), adapter)
-        seen = per_engine.get(key)
-        per_engine[key] = (context, seen[1] if seen else None)
-        if seen is None:
-            return None
-        last, prefix = seen
-        if prefix is not None and context[: prefix.length] == prefix.tokens and len(context) > prefix.length:
-            per_engine[key] = (context, prefix)
-            return prefix
-        common = common_prefix([last, context])[: len(context) - 1]
-        if len(common) < MIN_SHARED_PREFIX:
-            return None
-        prefix = SharedPrefix.of(engine.model, common)
-        per_engine[key] = (context, prefix)
-        return prefix
-
-
-_PREFIXES = _PrefixMemo()
-
-
 def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None) -> list[list[float]] | None:
     """Each field's alternatives' log-likelihoods in two forward passes.
 
@@ -359,7 +317,7 @@ def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str 
         if not growing_cache_supported(model) or not longest:
             return None
         device = next(model.parameters()).device
-        prefix = _PREFIXES.get(engine, adapter, longest)
+        prefix = engine.prefix_memo.get((id(model), adapter, "score"), model, [longest])
         skip = prefix.length if prefix is not None else 0
         cache = fork(prefix.cache, 1) if prefix is not None else new_cache(model)
         ids = torch.tensor([longest[skip:]], device=device)

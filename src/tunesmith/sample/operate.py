@@ -50,6 +50,9 @@ TAG = "[simulation]"
 REVIEWER = "simulated reviewer"  # the audit rows' `by`: never a person
 OPERATOR = "tunesmith demo --operate (simulation)"
 REVIEW_RULES = [{"category": "security"}, {"urgency": "critical"}]  # used when the project sets none
+CALIBRATION_EXAMPLES = 1000  # more than the sample's validation split: all of it
+OPERATING_COVERAGE = 0.5  # without a certified threshold: the share of held-out answers auto-approved
+FROZEN_CASES = 1000  # more than the sample's test split: all of it
 Say = Callable[[str], None]
 
 
@@ -285,15 +288,19 @@ def _calibration(cfg: Config, champion: str, say: Say) -> dict[str, Any]:
         calib = cfg.model_copy(deep=True)
         calib._base_dir = cfg.base_dir
         calib.eval.rungs = ["finetuned"]
-        # the same frozen pack as the champion's eval (probes off would otherwise freeze a new one)
-        earlier = [a for a in ws.list("eval") if a.meta.get("model") == champion and a.meta.get("pack")]
-        calib.eval.pack = cfg.eval.pack or (earlier[-1].meta["pack"] if earlier else None)
+        # A frozen month-1 pack of the whole test split (the demo's has 60 cases): the check of
+        # the calibration gets ~270 held-out answers (with the ~270 validation ones: the
+        # acceptance's 500), and the retrain's per-field non-inferiority (2 points) a pack on
+        # which it can be decided. The retrain compares on this pack (simulate pins it).
+        calib.eval.pack = None
+        calib.eval.max_cases = FROZEN_CASES
         calib.eval.probes = False
         calib.eval.forgetting = False
         # the demo's config leaves calibration to this step (review.calibration_examples: 0
-        # keeps the demo inside 15 minutes); routing needs it, so fit it on the default sample
+        # keeps the demo inside 15 minutes); routing needs it, so fit it on the whole validation
+        # split (~270 answers: the threshold is certified on half of them)
         if calib.review.calibration_examples == 0:
-            calib.review.calibration_examples = type(calib.review)().calibration_examples
+            calib.review.calibration_examples = CALIBRATION_EXAMPLES
         shown = ("eval_start", "rung_done", "calibration_start", "calibration_done")
         evaluate(calib, model=champion, reuse=True,
                  log=lambda e: say(f"{TAG} calibration eval: {e}") if e.get("event") in shown else None)
@@ -303,13 +310,47 @@ def _calibration(cfg: Config, champion: str, say: Say) -> dict[str, Any]:
         section = json.loads((art.path / "results.json").read_text()).get("calibration") or {}
         if section.get("temperatures"):
             test = section.get("test") or {}
-            return {"eval": art.id, "examples": section.get("examples"), "temperatures": section.get("temperatures"),
+            return {"eval": art.id, "pack": art.meta.get("pack"), "examples": section.get("examples"),
+                    "temperatures": section.get("temperatures"),
                     "threshold": (section.get("threshold") or {}).get("threshold"),
                     "validation_ece_before": section.get("ece_before"), "validation_ece_after": section.get("ece_after"),
                     "test_answers": test.get("answers"), "test_ece_before": test.get("ece_before"),
                     "test_ece_after": test.get("ece_after"), "test_auto_coverage": test.get("auto_coverage"),
-                    "test_auto_error": test.get("auto_error")}
+                    "test_auto_error": test.get("auto_error"),
+                    "risk_coverage": test.get("risk_coverage")}
     return {"note": "no calibration could be fitted (see the eval's calibration section)"}
+
+
+def operating_point(cfg: Config, result: OperateResult, say: Say) -> None:
+    """When the calibration certified no threshold for ``review.target_error`` (and the project
+    fixes none), every answer but the mandatory ones would go to review as ``low_confidence``
+    and the sampled tier the quality chart watches would stay empty. The simulation then runs
+    at a stated operating point instead: ``review.threshold`` = the confidence at which half of
+    the held-out test answers are auto-approved, and the quality chart's in-control error
+    ``monitor.quality.baseline_error`` = the error rate measured among them (alarm rate: 15
+    points higher). Printed and recorded in the result; the project's config is not changed."""
+    cal = result.calibration
+    if cal.get("threshold") is not None or cfg.review.threshold is not None:
+        return
+    curve = cal.get("risk_coverage") or {}
+    points = [(t, c, r) for t, c, r in zip(curve.get("threshold", []), curve.get("coverage", []),
+                                           curve.get("risk", []), strict=False) if c >= OPERATING_COVERAGE]
+    if not points:
+        return
+    threshold, coverage, risk = points[0]
+    baseline = min(0.9, max(0.01, round(risk + 0.005, 2)))
+    cfg.review.threshold = round(float(threshold), 4)
+    cfg.monitor.quality.baseline_error = baseline
+    cfg.monitor.quality.alarm_error = min(0.99, round(baseline + 0.15, 2))
+    result.routing["operating_point"] = {
+        "why": f"no threshold certified for review.target_error {cfg.review.target_error}",
+        "threshold": cfg.review.threshold, "test_coverage": round(coverage, 4), "test_error": round(risk, 4),
+        "quality_baseline_error": baseline, "quality_alarm_error": cfg.monitor.quality.alarm_error}
+    say(f"{TAG} no auto-approval threshold is certified for review.target_error {cfg.review.target_error} "
+        f"(this model's most confident answers still err too often); the simulation auto-approves at a stated "
+        f"operating point instead: review.threshold {cfg.review.threshold} (held-out test answers: "
+        f"{coverage:.0%} approved, {risk:.1%} of them wrong), quality chart in control at {baseline:.0%} "
+        f"error, tuned to detect {cfg.monitor.quality.alarm_error:.0%}")
 
 
 def _phase(server: LocalServer, cfg: Config, tickets: list[TrafficTicket], plan: OperatePlan, name: str,
@@ -389,7 +430,11 @@ def simulate(cfg: Config, plan: OperatePlan | None = None, *, say: Say | None = 
     result.champion = _champion(ocfg, say)
     result.calibration = _calibration(ocfg, result.champion, say)
     result.seconds["champion+calibration"] = round(time.perf_counter() - t0, 1)
-    say(f"{TAG} calibration (the eval's, validation fit / test check): {result.calibration}")
+    shown = {k: v for k, v in result.calibration.items() if k != "risk_coverage"}
+    say(f"{TAG} calibration (the eval's, validation fit / test check): {shown}")
+    if result.calibration.get("pack"):  # the retrain's frozen month-1 pack: the one calibration was checked on
+        ocfg.eval.pack = result.calibration["pack"]
+    operating_point(ocfg, result, say)
 
     # 2-3. serve the champion: month 1, then month 2
     with LocalServer(ocfg) as server:
