@@ -212,3 +212,25 @@ def test_month_two_traffic_is_flagged_in_one_window_and_month_one_windows_rarely
     month1 = month_traffic(1, 10_000, seed=11)
     alarmed = {k: a for k in range(20) if (a := alarms(month1[500 * k: 500 * (k + 1)], seed=k))}
     assert len(alarmed) <= 1, alarmed
+
+
+def test_output_checks_compare_with_the_models_own_answers_when_given(reference):
+    """A model biased on one field (says "high" where the training label is "critical") answers
+    in-distribution traffic with its usual bias: against the training labels that is label
+    drift, against its own held-out answers it is none; inputs still compare with ``ref``."""
+    import random
+
+    rng = random.Random(0)
+
+    def answers(n: int, critical: float) -> list[str]:
+        return [f'{{"urgency": "{"critical" if rng.random() < critical else "high"}"}}' for _ in range(n)]
+
+    ref = window(reference[:400], answers(400, 0.5))  # the training labels
+    own = Window("eval", [Record(str(i), 0.0, "", a, None, 0.7) for i, a in enumerate(answers(300, 0.1))])
+    cur = window(tickets(300, seed=5), answers(300, 0.1))  # same inputs' distribution, the model's answers
+    kw = {"fields": ["urgency"], "whole_label": False, "embedder": HashingEmbedder()}
+    against_labels = {f.check: f.alarm for f in drift_findings(ref, cur, CFG, **kw)}
+    against_own = {f.check: f for f in drift_findings(ref, cur, CFG, outputs=own, **kw)}
+    assert against_labels["output.label.urgency"] is True
+    assert against_own["output.label.urgency"].alarm is False
+    assert against_own["input.embedding"].alarm is False

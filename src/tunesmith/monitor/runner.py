@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tunesmith.monitor.quality import Cusum, CusumDesign, Rate, error_rate
 from tunesmith.monitor.reviews import Reviewed, load_reviewed
 from tunesmith.monitor.traffic import (
     NotEnoughTraffic,
+    Record,
     Window,
     answer_labels,
     snapshot_window,
@@ -114,12 +116,16 @@ def run_monitor(cfg: Config, *, window: int | None = None, reference: str | None
     # the snapshot's texts went through prepare's normaliser; traffic gets the same, so a curly
     # quote or a collapsed space is not drift (idempotent on text already normalised)
     current, ref = _normalised(cfg, current), _normalised(cfg, ref)
-    findings, choice_name, choice_why = _drift_findings(cfg, ref, current)
+    outputs = _model_outputs(ws) if mode == "snapshot" else None
+    findings, choice_name, choice_why = _drift_findings(cfg, ref, current, outputs)
     per_check = findings[0].alpha if findings else m.alpha
     quality = _quality(cfg, ws, reviewed)
     report = MonitorReport(cfg.project, time.time(), ref.label, current.label, len(ref.records),
                            len(current.records), current.versions, choice_name, choice_why, m.alpha, per_check,
                            findings, quality)
+    if outputs is not None:
+        report.notes.append(f"output checks (labels, confidence) compared with {outputs.label}, not the training "
+                            "labels")
     if current.unmatched_prompts:
         report.notes.append(f"{current.unmatched_prompts} prompt(s) in no known chat template were compared whole")
     if record:
@@ -166,6 +172,42 @@ def _snapshot_reference(cfg: Config, ws: Workspace) -> Window:
     return snapshot_window(art.path, art.id, scrub=scrub, limit=cfg.monitor.max_reference, seed=cfg.seed)
 
 
+def _model_outputs(ws: Workspace) -> Window | None:
+    """What the served version (the champion, else the latest version) answered on held-out
+    cases of its own training distribution: the fine-tuned rung's answers, with their
+    calibrated confidences when the eval fitted a calibration, from its eval with the most
+    cases. The reference for *output* drift: the training labels are what the model should
+    say, not what it does say, so a model that is biased on one field (urgency "high" where
+    the truth is "critical") would alarm on in-distribution traffic against them. None when
+    the version has no eval: the output checks then use the training labels."""
+    from tunesmith.registry.ledger import AliasLedger
+
+    champion = AliasLedger(ws).current().get("champion")
+    model = ws.get("model", champion) if champion else ws.latest("model")
+    if model is None:
+        return None
+    best: tuple[int, str, dict[str, Any]] | None = None
+    for art in ws.list("eval"):
+        if art.meta.get("model") != model.id or not (art.path / "results.json").is_file():
+            continue
+        try:
+            rung = json.loads((art.path / "results.json").read_text(encoding="utf-8"))["ladder"]["finetuned"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        answers = rung.get("answers") or []
+        key = (len(answers), int(rung.get("confidence") is not None))
+        if answers and (best is None or key > (best[0], int(best[2].get("confidence") is not None))):
+            best = (len(answers), art.id, rung)
+    if best is None:
+        return None
+    _, eval_id, rung = best
+    conf = rung.get("confidence") or [None] * len(rung["answers"])
+    records = [Record(f"{eval_id}:{i}", 0.0, "", a, model.id, c) for i, (a, c) in enumerate(zip(
+        rung["answers"], conf, strict=False))]
+    return Window(f"eval {eval_id} (the version's answers to {len(records)} held-out cases)", records,
+                  meta={"eval": eval_id})
+
+
 def _label_fields(cfg: Config) -> tuple[list[str], bool]:
     out = cfg.eval.output
     if out.kind == "label":
@@ -173,26 +215,31 @@ def _label_fields(cfg: Config) -> tuple[list[str], bool]:
     return list(out.label_fields), False
 
 
-def _drift_findings(cfg: Config, ref: Window, cur: Window) -> tuple[list[drift.Finding], str, str]:
+def _drift_findings(cfg: Config, ref: Window, cur: Window,
+                    outputs: Window | None = None) -> tuple[list[drift.Finding], str, str]:
     fields, whole = _label_fields(cfg)
     choice = choose_embedder(cfg.monitor.embedder)
     findings = drift_findings(ref, cur, cfg.monitor, fields=fields, whole_label=whole, embedder=choice.embedder,
-                              seed=cfg.seed, cache=cfg.workspace_dir / "cache" / "monitor")
+                              seed=cfg.seed, cache=cfg.workspace_dir / "cache" / "monitor", outputs=outputs)
     return findings, choice.embedder.name, choice.why
 
 
 def drift_findings(ref: Window, cur: Window, m: MonitorConfig, *, fields: list[str], whole_label: bool,
-                   embedder: Embedder, seed: int = 0, cache: Path | None = None) -> list[drift.Finding]:
+                   embedder: Embedder, seed: int = 0, cache: Path | None = None,
+                   outputs: Window | None = None) -> list[drift.Finding]:
     """Every drift check of one run, each judged at ``m.alpha`` / (number of checks).
-    ``cache``: a folder where the reference's embeddings are kept between runs."""
+    ``cache``: a folder where the reference's embeddings are kept between runs. ``outputs``:
+    the reference of the output checks (labels, confidence) when it is not ``ref`` (the
+    version's own answers on held-out cases, see :func:`_model_outputs`)."""
+    inputs_ref, ref = ref, outputs if outputs is not None else ref
     ref_conf = [r.confidence for r in ref.records if r.confidence is not None]
     cur_conf = [r.confidence for r in cur.records if r.confidence is not None]
     with_conf = len(ref_conf) >= m.min_requests and len(cur_conf) >= m.min_requests
     alpha = m.alpha / (3 + len(fields) + int(with_conf))
     findings = [
-        drift.length_test(ref.texts, cur.texts, alpha=alpha, min_d=m.min_length_ks),
-        drift.unseen_test(ref.texts, cur.texts, alpha=alpha, min_rise=m.min_unseen_rise, seed=seed),
-        drift.embedding_test(_encode(embedder, ref, cache), embedder.encode(cur.texts), alpha=alpha,
+        drift.length_test(inputs_ref.texts, cur.texts, alpha=alpha, min_d=m.min_length_ks),
+        drift.unseen_test(inputs_ref.texts, cur.texts, alpha=alpha, min_rise=m.min_unseen_rise, seed=seed),
+        drift.embedding_test(_encode(embedder, inputs_ref, cache), embedder.encode(cur.texts), alpha=alpha,
                              min_auc=m.min_auc, permutations=m.permutations,
                              classifier_permutations=m.classifier_permutations, seed=seed,
                              embedder=getattr(embedder, "name", type(embedder).__name__)),

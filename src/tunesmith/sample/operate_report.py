@@ -56,6 +56,11 @@ def acceptance_lines(result: OperateResult) -> list[str]:
                  f"(validation fit: {_num(c.get('validation_ece_before'))} → {_num(c.get('validation_ece_after'))}); "
                  f"served month-1 confidences (calibrated) ECE {_num(served.get('ece'))} on "
                  f"{served.get('answers')} answers × 3 fields")
+    op = result.routing.get("operating_point")
+    if op:
+        lines.append(f"{TAG} routing: {op['why']}; ran at the stated operating point review.threshold "
+                     f"{op['threshold']} (held-out test: {op['test_coverage']:.0%} auto-approved, {op['test_error']:.1%} "
+                     f"of them wrong); the quality chart's in-control error {op['quality_baseline_error']}")
     for month in ("month1", "month2"):
         g = result.routing.get(month) or {}
         if not g:
