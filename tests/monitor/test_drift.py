@@ -183,8 +183,13 @@ def test_the_classifier_permutation_test_can_decide_embedding_drift(reference):
 @pytest.mark.slow
 def test_month_two_traffic_is_flagged_in_one_window_and_month_one_windows_rarely_are():
     """The simulation's traffic (sample/triage_month2.py), answered with its ground truth,
-    against a reference of the sample project's own tickets (what the training snapshot holds):
-    one 500-request window of month 2 alarms; of 20 month-1 windows at most one does (5%)."""
+    against a reference of the sample project's own tickets (what the training snapshot holds),
+    with the default embedder (the RAG rung's offline MiniLM): one 500-request window of month 2
+    alarms; of 20 month-1 windows at most one does (5%).
+
+    The hashing fallback is not held to this: it sees surface form, and month-1 tickets are
+    dated a month later than the training ones ("Submitted: 2024-12-..") and carry none of
+    the training exports' typos, so it tells every month-1 window from the training data."""
     import json
     import random
 
@@ -203,9 +208,20 @@ def test_month_two_traffic_is_flagged_in_one_window_and_month_one_windows_rarely
         return Window("cur", [Record(t.ticket_id, float(i), scrub(t.text), json.dumps(t.truth.as_dict()))
                               for i, t in enumerate(tickets)])
 
+    choice = choose_embedder("auto")
+    if isinstance(choice.embedder, HashingEmbedder):
+        pytest.skip(f"the default embedder is not available: {choice.why}")
+    ref_vectors = choice.embedder.encode(ref.texts)
+
+    class Cached:  # the reference is encoded once, not 21 times
+        name = "minilm (test cache)"
+
+        def encode(self, texts: list[str]):
+            return ref_vectors if texts is ref.texts or texts == ref.texts else choice.embedder.encode(texts)
+
     def alarms(tickets: list, seed: int) -> list[str]:
         found = drift_findings(ref, month_window(tickets), CFG, fields=fields, whole_label=False,
-                               embedder=HashingEmbedder(), seed=seed)
+                               embedder=Cached(), seed=seed)
         return [f.check for f in found if f.alarm]
 
     assert alarms(month_traffic(2, 500, seed=11), seed=0), "month 2 went unnoticed"

@@ -141,7 +141,9 @@ def test_mandatory_rule_routes_whatever_the_confidence(served):
     assert [r.decision.tier for r in out] == ["mandatory", "auto", "auto"]
     assert out[0].decision.reason == "rule label=shipping" and out[2].confidence == 0.0
     [raw] = score_answers(loaded.engine, spec, [prompt], ["shipping"], adapter=version)
-    assert out[0].confidence == pytest.approx(raw.confidences()[1], abs=1e-12)  # no calibration: T = 1
+    # no calibration: T = 1 (the two calls differ only in float rounding: the second reuses the
+    # system prompt's keys/values from the engine's prefix memo)
+    assert out[0].confidence == pytest.approx(raw.confidences()[1], rel=1e-4)
 
 
 def test_predict_rows_carry_confidence_and_decision(project, tmp_path):
