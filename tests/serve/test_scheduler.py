@@ -95,3 +95,47 @@ def test_streaming_callbacks_get_the_jobs_own_choice_index():
     finally:
         sched.stop()
     assert seen == [(0, [7]), (1, [7])]
+
+
+def test_after_step_runs_on_the_worker_before_the_next_call_and_a_failure_keeps_the_answers():
+    """The server's confidence scoring runs as a job's ``after`` step: on the worker thread,
+    between engine calls (so requests arriving meanwhile wait and batch), its result in
+    ``extra`` when the future resolves; a failing step costs only its result."""
+    engine = FakeEngine()
+    order: list[str] = []
+    worker: list[str] = []
+    real_generate = engine.generate
+
+    def generate(convs, cfg, **kw):
+        order.append("generate " + ",".join(c[0]["content"] for c in convs))
+        return real_generate(convs, cfg, **kw)
+
+    engine.generate = generate
+    sched = Scheduler(engine)
+
+    def scored(name):
+        def step(answers):
+            worker.append(threading.current_thread().name)
+            order.append(f"after {name}")
+            if name == "b":
+                raise RuntimeError("scoring broke")
+            return [f"{name}:{a.text}" for a in answers]
+        return step
+
+    a, b = job("a"), job("b")
+    a.after, b.after = scored("a"), scored("b")
+    late = job("late")
+    sched.submit(a)
+    sched.submit(b)
+    sched.start()
+    try:
+        engine.gate.set()
+        assert a.future.result(10)[0].text == "None:a"
+        sched.submit(late)
+        assert b.future.result(10)[0].text == "None:b"  # the answers go without the failed step
+        late.future.result(10)
+    finally:
+        sched.stop()
+    assert a.extra == ["a:None:a"] and b.extra is None and late.extra is None
+    assert order[:3] == ["generate a,b", "after a", "after b"]
+    assert worker == ["tunesmith-engine", "tunesmith-engine"]

@@ -74,8 +74,8 @@ class OperatePlan:
     window: int = 500  # monitor window
     embedder: str | None = None  # monitor.embedder override (None: the project's)
     start: str = "champion"  # retrain from the champion's weights (or: base)
-    retrain_steps: int = 60
-    retrain_lr: float = 3e-4  # continuing a trained model: a gentler step than the first run's
+    retrain_steps: int = 150  # ~2 passes over the corrections + as much rehearsal (60 at 3e-4 learnt nothing new)
+    retrain_lr: float = 6e-4  # the first run's rate (docs/operate.md)
     max_tokens: int = 32
 
 

@@ -16,6 +16,12 @@ Besides chat jobs (a conversation, rendered with the chat template) there are tw
 (the log-probability of every token of a prompt: ``echo`` + ``logprobs``). Jobs of
 different kinds never share an engine call (the kind is part of the key).
 
+A job may carry an ``after`` step (the server's confidence scoring and review routing): the
+worker runs it on the job's answers right after the engine call, before the job's future
+resolves. Scoring on the worker, batch after batch, keeps generation batched: scored on other
+threads, it took the engine's lock between generation calls and the requests that arrived
+meanwhile ran one or two at a time (2.5 s per request at 8 in flight, docs/operate.md).
+
 The queue is bounded: when ``max_queue`` jobs wait, ``submit`` raises :class:`QueueFull` (the
 server answers 429) instead of letting latency grow without limit.
 
@@ -88,6 +94,8 @@ class Job:
     prompts: list[list[int]] | None = None  # raw and score jobs: token ids, one prompt per row
     background: bool = False  # shadow work: runs only when no client job waits, stopped when one arrives
     started: float | None = None  # perf_counter time the worker took it
+    after: Callable[[list[Any]], Any] | None = None  # run on the worker on the answers; result in ``extra``
+    extra: Any = None  # what ``after`` returned (None: no step, or it failed: logged, the answers still go)
 
 
 JobKind = Literal["chat", "raw", "score"]
@@ -219,7 +227,10 @@ class Scheduler:
                     job.cancelled = True
 
         try:
-            results = self._call(batch, owners, cfg, on_token)
+            try:
+                results = self._call(batch, owners, cfg, on_token)
+            finally:
+                self.batches += 1  # counted before any future resolves: a waiter sees its own call
         except Exception as exc:
             if not isinstance(exc, Preempted):
                 log.warning("engine call for %d request(s) failed: %s", len(batch), exc)
@@ -228,10 +239,15 @@ class Scheduler:
         else:
             start = 0
             for job in batch:
-                _settle(job, result=results[start : start + job.n])
+                answers = results[start : start + job.n]
                 start += job.n
+                if job.after is not None and not job.cancelled:
+                    try:
+                        job.extra = job.after(answers)
+                    except Exception:
+                        log.exception("a job's after-step failed; its answers go without it")
+                _settle(job, result=answers)
         finally:
-            self.batches += 1
             self.busy, self.running = False, 0
 
     def _call(self, batch: list[Job], owners: list[tuple[Job, int]], cfg: GenerationConfig,

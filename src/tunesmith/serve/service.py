@@ -262,9 +262,8 @@ class ChatService:
             reviews = await self._review(p, hit)
             self._record(p, model, started, 200, gens=hit, cached=True, reviews=reviews)
             return _completion(p, model, hit, reviews)
-        gens, first_token = await self._generate(p, model, started)
+        gens, first_token, reviews = await self._generate(p, model, started)
         self.cache_store(key, gens)
-        reviews = await self._review(p, gens)
         self._record(p, model, started, 200, gens=gens, first_token=first_token, reviews=reviews)
         result = _completion(p, model, gens, reviews)
         if p.cfg.logprobs is not None:
@@ -278,13 +277,27 @@ class ChatService:
         never the response."""
         if self.reviewer is None or not gens:
             return None
+        return await asyncio.to_thread(self._review_now, p, gens)
+
+    def _review_now(self, p: Prepared, gens: Sequence[Answered]) -> list[Reviewed] | None:
+        """:meth:`_review` on the calling thread: the scheduler's worker runs it right after a
+        job's engine call (the job's ``after`` step), a cache hit on a thread of its own."""
+        if self.reviewer is None or not gens:
+            return None
         try:
-            return await asyncio.to_thread(
-                self.reviewer.review_answers, p.request_id, p.prompt_ids, [g.text for g in gens],
-                adapter=p.route.adapter, version=p.route.version, logprobs=[getattr(g, "logprobs", None) for g in gens])
+            return self.reviewer.review_answers(
+                p.request_id, p.prompt_ids, [g.text for g in gens], adapter=p.route.adapter,
+                version=p.route.version, logprobs=[getattr(g, "logprobs", None) for g in gens])
         except Exception:
             log.exception("confidence for %s failed; its answers carry no review decision", p.request_id)
             return None
+
+    def _job(self, p: Prepared) -> Job:
+        """The request's job, with the review step on the worker when answers get one."""
+        job = p.job()
+        if self.reviewer is not None:
+            job.after = lambda gens: self._review_now(p, gens)
+        return job
 
     def _logprobs(self, g: Generation) -> ChoiceLogprobs:
         """The answer's tokens with their logprobs, the end-of-turn token left out (it is not
@@ -294,10 +307,11 @@ class ChatService:
             records = records[:-1]
         return ChoiceLogprobs(content=chat_content(records, self.token_text))
 
-    async def _generate(self, p: Prepared, model: str, started: float) -> tuple[Sequence[Answered], float | None]:
-        """The engine's answers and when its first token came (perf_counter)."""
+    async def _generate(self, p: Prepared, model: str, started: float
+                        ) -> tuple[Sequence[Answered], float | None, list[Reviewed] | None]:
+        """The engine's answers, when its first token came (perf_counter) and their reviews."""
         first = FirstToken()
-        job = p.job()
+        job = self._job(p)
         job.on_token = first
         self._submit(job)
         try:
@@ -308,7 +322,7 @@ class ChatService:
             raise
         except Exception as exc:
             raise _engine_error(exc) from None
-        return gens, first.at
+        return gens, first.at, job.extra
 
     def stream(self, p: Prepared, model: str, started: float, *, include_usage: bool) -> AsyncIterator[str]:
         """Queue the job now (a full queue is a 429 before any byte is sent) and return its SSE
@@ -330,7 +344,7 @@ class ChatService:
             if delta or finish:
                 loop.call_soon_threadsafe(events.put_nowait, (choice, delta, finish))
 
-        job = p.job()
+        job = self._job(p)
         job.on_token = on_token
         self._submit(job)
         job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
@@ -388,7 +402,7 @@ class ChatService:
                 yield f"data: {json.dumps(error.body())}\n\n"
                 yield "data: [DONE]\n\n"
                 return
-            reviews = await self._review(p, gens)
+            reviews = job.extra
             for i, (s, g) in enumerate(zip(streams, gens, strict=True)):  # answers the tokens did not end
                 if s.finish is None or deferred:
                     rest = s.finish_with(g.text, g.finish_reason) if s.finish is None else ""

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from tunesmith.config import Config, VllmConfig
     from tunesmith.generate.constrain import Grammar
     from tunesmith.models.chat import Messages
+    from tunesmith.review.live import Reviewed
     from tunesmith.serve.auth import ApiKeys
     from tunesmith.serve.catalog import AliasResolver, Route
     from tunesmith.serve.launch import Loaded
@@ -410,7 +411,9 @@ class VllmChatService(ChatService):
                                 "retry shortly", code="queue_full")
         self.in_flight += 1
 
-    async def _generate(self, p: Prepared, model: str, started: float) -> tuple[Sequence[Answered], float | None]:
+    async def _generate(self, p: Prepared, model: str, started: float
+                        ) -> tuple[Sequence[Answered], float | None, list[Reviewed] | None]:
+        """vLLM's answers; no first-token time and no reviews (confidence needs our engine)."""
         import httpx
 
         self._admit()
@@ -429,7 +432,7 @@ class VllmChatService(ChatService):
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
         total = int((data.get("usage") or {}).get("completion_tokens") or 0)
         return self._answers([c.get("text") or "" for c in choices], [c.get("finish_reason") for c in choices],
-                             total), None
+                             total), None, None
 
     def _answers(self, texts: list[str], finishes: list[str | None], total: int) -> list[ProxiedAnswer]:
         """Answers with their token counts: vLLM's usage gives the total; with ``n > 1`` it is
