@@ -9,6 +9,12 @@ schema (its system prompt cut to 60 characters for the tiny model; category 8 va
 under the schema's grammar, greedy, in batches as eval and predict run them; then the same
 answers are scored as the server scores them (one scoring call per answer: the prompt and the
 answer's beginning run once, shared by that answer's 19 rows).
+
+Two ways of running the 19 alternatives, same answers, same run, ratio printed: ``packed`` (the
+default for sdpa/eager attention: all alternatives end to end in one row over the one-row cache,
+a 4D mask keeping each to its own context) and ``rows`` (the fallback for attention without
+custom masks: a batch of 19 rows, each over its own copy of the cache). The log-likelihoods of
+the two must agree (max difference printed).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import tunesmith.review.confidence as confidence
 from tunesmith.config import OutputSpec
 from tunesmith.generate import Engine, GenerationConfig
 from tunesmith.generate.constrain import Grammar
@@ -74,20 +81,29 @@ def main() -> None:
     if parsed < len(texts):  # a random model wanders off within the grammar: score well-formed answers
         props = schema["properties"]
         texts = [json.dumps({f: props[f]["enum"][i % len(props[f]["enum"])] for f in props}) for i in range(len(texts))]
-    score_answers(engine, spec, prompts[:1], texts[:1])  # warm-up
-    cost, per = ScoringCost(), []
-    for p, text in zip(prompts, texts, strict=True):  # as the server does: one request at a time
-        t = time.perf_counter()
-        score_answers(engine, spec, [p], [text], cost=cost)
-        per.append(1000 * (time.perf_counter() - t))
     gen_ms = 1000 * gen_s / len(gens)
     print(f"model {args.model}: {len(gens)} answers ({parsed} parsed; else scored hand-written ones), prompt {statistics.mean(map(len, prompts)):.0f} "
           f"tokens, answer {statistics.mean(g.tokens for g in gens):.0f} tokens, {args.threads} threads")
     print(f"generation (batched {engine.max_batch_size}): {gen_ms:.1f} ms per answer")
-    print(f"confidence (one call per answer, {cost.rows / max(cost.answers, 1):.0f} alternatives): "
-          f"{cost.ms_per_answer:.1f} ms per answer (median {statistics.median(per):.1f}, max {max(per):.1f}) "
-          f"= {cost.ms_per_answer / gen_ms:.0%} of batched generation")
-
+    results = {}
+    packable = confidence._PACKABLE
+    for way in ("rows", "packed"):
+        confidence._PACKABLE = packable if way == "packed" else ()
+        score_answers(engine, spec, prompts[:1], texts[:1])  # warm-up
+        cost, per, scores = ScoringCost(), [], []
+        for p, text in zip(prompts, texts, strict=True):  # as the server does: one request at a time
+            t = time.perf_counter()
+            scores += score_answers(engine, spec, [p], [text], cost=cost)
+            per.append(1000 * (time.perf_counter() - t))
+        results[way] = (cost.ms_per_answer, scores)
+        print(f"confidence, {way} ({cost.rows / max(cost.answers, 1):.0f} alternatives, one call per answer): "
+              f"{cost.ms_per_answer:.1f} ms per answer (median {statistics.median(per):.1f}, max {max(per):.1f}) "
+              f"= {cost.ms_per_answer / gen_ms:.0%} of batched generation")
+    confidence._PACKABLE = packable
+    diff = max(abs(a.logliks[f][v] - b.logliks[f][v]) for a, b in zip(results["rows"][1], results["packed"][1], strict=True)
+               for f in a.logliks for v in a.logliks[f])
+    print(f"packed vs rows: {results['rows'][0] / results['packed'][0]:.2f}x faster; "
+          f"log-likelihoods differ by at most {diff:.2e} nats")
 
 if __name__ == "__main__":
     main()

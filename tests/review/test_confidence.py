@@ -235,3 +235,48 @@ def test_the_shared_system_prompt_runs_once_and_changes_no_number():
         z = sum(math.exp(v) for v in got.values())
         for v in CATS:
             assert math.exp(got[v]) / z == pytest.approx(want[CATS.index(v)], abs=1e-5), (i, v)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "rows"])
+def test_packed_and_batched_alternatives_give_the_brute_force_numbers(attention, monkeypatch):
+    """The alternatives are packed into one row with a 4D mask (sdpa: a boolean mask; eager: an
+    additive one); an implementation that takes no custom mask (flash) batches them, one copy of
+    the cache per row. All three equal one full forward pass per value, for every value of every
+    field, on a JSON answer and a label answer."""
+    import tunesmith.review.confidence as confidence
+
+    tok = build_tokenizer()
+    eng = Engine(build_model("llama", tok, seed=5), tok, max_batch_size=4)
+    if attention == "rows":
+        monkeypatch.setattr(confidence, "_PACKABLE", ())
+    else:
+        eng.model.config._attn_implementation = attention
+    assert eng.model.config._attn_implementation in ("sdpa", "eager")
+    calls = []
+    monkeypatch.setattr(confidence, "_score_packed", _spy(confidence._score_packed, calls, "packed"))
+    monkeypatch.setattr(confidence, "_score_rows", _spy(confidence._score_rows, calls, "rows"))
+    monkeypatch.setattr(confidence, "PACKED_TOKENS", 8)  # several packed passes, the cache cut back between
+    answer = '{"category": "account_access", "urgency": "high"}'
+    prompt = eng.encode(conv("I cannot log in since the password reset"))
+    [s] = score_answers(eng, SPEC, [prompt], [answer])
+    for name, allowed, after in (("category", CATS, ', "'), ("urgency", URG, "}")):
+        head = answer[: answer.index(f'"{name}": "') + len(name) + 4]
+        want = dict(zip(allowed, brute(eng, prompt, [head + json.dumps(v) + after for v in allowed]), strict=True))
+        got = s.logliks[name]
+        z = sum(math.exp(v) for v in got.values())
+        for v in allowed:
+            assert math.exp(got[v]) / z == pytest.approx(want[v], abs=1e-5), (attention, name, v)
+    [lab] = score_answers(eng, LABEL_SPEC, [prompt], ["account_access"])
+    z = sum(math.exp(v) for v in lab.logliks["label"].values())
+    eot = tok.convert_ids_to_tokens(eng.stop_ids[:1])[0]
+    want = brute(eng, prompt, [v + eot for v in CATS])
+    for i, v in enumerate(CATS):
+        assert math.exp(lab.logliks["label"][v]) / z == pytest.approx(want[i], abs=1e-5), (attention, v)
+    assert set(calls) == {"rows" if attention == "rows" else "packed"}
+
+
+def _spy(fn, calls, name):
+    def wrapped(*args, **kwargs):
+        calls.append(name)
+        return fn(*args, **kwargs)
+    return wrapped

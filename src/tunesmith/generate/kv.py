@@ -142,6 +142,16 @@ def fork(cache: DynamicCache, rows: int) -> DynamicCache:
     return out
 
 
+def truncate(cache: DynamicCache, length: int) -> None:
+    """Cut every layer of ``cache`` back to its first ``length`` tokens (a :class:`GrowingLayer`
+    keeps its buffer: the next append writes over what was cut)."""
+    for layer in cache.layers:
+        if isinstance(layer, GrowingLayer):
+            layer._len = min(layer._len, length)
+        elif layer.keys is not None and layer.keys.dim() == 4:
+            layer.keys, layer.values = layer.keys[:, :, :length], layer.values[:, :, :length]
+
+
 def common_prefix(seqs: list[list[int]]) -> list[int]:
     """The longest list every sequence starts with (the lexicographic min and max bound it)."""
     lo, hi = min(seqs), max(seqs)
