@@ -60,7 +60,8 @@ Say = Callable[[str], None]
 class OperatePlan:
     """How much traffic each phase replays, and the retrain's budget.
 
-    The defaults fit about 20 minutes on an idle 2-core CPU after the demo (see docs/operate.md).
+    The defaults (500 + 500 + 150 + 100 requests) take about an hour on an idle 2-core CPU after the
+    demo; `--requests 200` took 33 min (docs/operate.md, *Speed*).
     """
 
     month1: int = 500  # month-1 requests (one monitor window)
