@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,30 +179,29 @@ def _model_outputs(ws: Workspace) -> Window | None:
     say, not what it does say, so a model that is biased on one field (urgency "high" where
     the truth is "critical") would alarm on in-distribution traffic against them. None when
     the version has no eval: the output checks then use the training labels."""
+    from tunesmith.evaluate.results import load_results
     from tunesmith.registry.ledger import AliasLedger
 
     champion = AliasLedger(ws).current().get("champion")
     model = ws.get("model", champion) if champion else ws.latest("model")
     if model is None:
         return None
-    best: tuple[int, str, dict[str, Any]] | None = None
+    rungs = []  # (cases answered, has confidences, eval id, the fine-tuned rung)
     for art in ws.list("eval"):
-        if art.meta.get("model") != model.id or not (art.path / "results.json").is_file():
+        if art.meta.get("model") != model.id:
             continue
         try:
-            rung = json.loads((art.path / "results.json").read_text(encoding="utf-8"))["ladder"]["finetuned"]
-        except (OSError, ValueError, KeyError, TypeError):
+            rung = load_results(art.path).ladder.get("finetuned")
+        except TunesmithError:  # an incomplete or foreign folder: not a reference
             continue
-        answers = rung.get("answers") or []
-        key = (len(answers), int(rung.get("confidence") is not None))
-        if answers and (best is None or key > (best[0], int(best[2].get("confidence") is not None))):
-            best = (len(answers), art.id, rung)
-    if best is None:
+        if rung is not None and rung.answers:
+            rungs.append((len(rung.answers), rung.confidence is not None, art.id, rung))
+    if not rungs:
         return None
-    _, eval_id, rung = best
-    conf = rung.get("confidence") or [None] * len(rung["answers"])
-    records = [Record(f"{eval_id}:{i}", 0.0, "", a, model.id, c) for i, (a, c) in enumerate(zip(
-        rung["answers"], conf, strict=False))]
+    _, _, eval_id, rung = max(rungs, key=lambda r: r[:2])
+    conf = rung.confidence or [None] * len(rung.answers)
+    records = [Record(f"{eval_id}:{i}", 0.0, "", a, model.id, c)
+               for i, (a, c) in enumerate(zip(rung.answers, conf, strict=False))]
     return Window(f"eval {eval_id} (the version's answers to {len(records)} held-out cases)", records,
                   meta={"eval": eval_id})
 

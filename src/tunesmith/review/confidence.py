@@ -331,8 +331,9 @@ def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str 
               position_ids=torch.arange(skip, len(longest), device=device)[None], **cache_kwargs(model, cache),
               use_cache=True, logits_to_keep=1)
         impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
-        score = _score_packed if impl in _PACKABLE else _score_rows
-        for f, ll in score(model, cache, len(longest), rows, engine.pad_id, impl):
+        scored = (_score_packed(model, cache, len(longest), rows, impl) if impl in _PACKABLE
+                  else _score_rows(model, cache, len(longest), rows, engine.pad_id))
+        for f, ll in scored:
             out[f].append(ll)
     return out
 
@@ -340,8 +341,7 @@ def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str 
 Row = tuple[int, list[int], int, int]  # field, tokens after its context, context length, first scored index
 
 
-def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], pad_id: int, impl: str | None
-                  ) -> list[tuple[int, float]]:
+def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str | None) -> list[tuple[int, float]]:
     """Every row end to end in one sequence over the one-row ``cache`` (``past`` tokens),
     :data:`PACKED_TOKENS` at a time; the cache is cut back to ``past`` after each pass."""
     import torch
@@ -386,8 +386,7 @@ def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], pad_id: in
     return out
 
 
-def _score_rows(model: Any, cache: Any, past: int, rows: list[Row], pad_id: int, impl: str | None
-                ) -> list[tuple[int, float]]:
+def _score_rows(model: Any, cache: Any, past: int, rows: list[Row], pad_id: int) -> list[tuple[int, float]]:
     """Every row in a batch of its own, :data:`ROWS_PER_PASS` at a time, each over a copy of
     the one-row ``cache`` (masked past the row's context)."""
     import torch
