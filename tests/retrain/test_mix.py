@@ -45,6 +45,7 @@ def test_the_mix_holds_new_data_corrections_and_rehearsal_at_the_ratio(data_proj
     from tunesmith.retrain.mix import MIX_KEY, content_key
 
     cfg, ws, snap, pack = data_project
+    cfg.retrain.rehearsal_ratio = 0.5  # as many old examples as new ones (the default is 0.75)
     frozen_case = pack.cases[0]
     overlapping = {"messages": [m for m in frozen_case.messages], "meta": {"review_item": 999}}
     export = publish_export(ws, [correction(i) for i in range(40)] + [overlapping])

@@ -8,13 +8,22 @@ previous one produced, and that the figures are computed from the ground truth."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tunesmith.sample.operate import REVIEWER, OperatePlan, accuracy, routing_figures, simulate
-from tunesmith.sample.operate_report import acceptance_lines, before_after_lines
+from tunesmith.sample.operate import (
+    REVIEWER,
+    OperatePlan,
+    accuracy,
+    offline_table,
+    routing_figures,
+    simulate,
+    write_frozen_extra,
+)
+from tunesmith.sample.operate_report import ROWS, acceptance_lines, before_after_lines
 from tunesmith.sample.operate_serve import Served
 from tunesmith.sample.triage_month2 import month_traffic
 from tunesmith.sample.triage_policy import Triage
@@ -84,6 +93,12 @@ def test_operate_runs_the_whole_loop(tmp_path):
     assert all(line.startswith("[simulation]") for line in report)
     assert (cfg.base_dir / "operate" / "result.json").exists()
     assert (cfg.base_dir / "operate" / "month2" / "truth.jsonl").exists()
+    # the month-2 table of a refused challenger: both versions answer fresh tickets offline
+    fresh = month_traffic(2, 5, seed=99)
+    offline = offline_table(cfg, champion, result.challenger, fresh, result.retrain["frozen"]["pack"])
+    assert offline["tickets"] == 5 and {"category", "urgency", "next_action", "fields_mean"} <= set(offline)
+    same = offline_table(cfg, champion, champion, fresh, result.retrain["frozen"]["pack"])
+    assert all(same[f]["diff"] == 0 and same[f]["champion"] == offline[f]["champion"] for f in ROWS)
 
 
 def _served(ticket, fields, decision, confidence=0.9) -> Served:
@@ -107,3 +122,21 @@ def test_figures_read_the_ground_truth():
     assert g["auto_approved"] == 3 and g["coverage"] == 0.75
     assert g["auto_error"] == round(1 / 3, 4) and g["sampled_share"] == round(1 / 3, 4)
     assert g["tiers"] == {"auto": 2, "sampled": 1, "low_confidence": 1}
+
+
+def test_frozen_extra_cases_are_labelled_month_one_tickets(tmp_path):
+    from tunesmith.config import Config
+    from tunesmith.evaluate.pack import _read_extra
+
+    path = write_frozen_extra(tmp_path / "frozen" / "m1.jsonl", 6, seed=12)
+    served = {t.text for t in month_traffic(1, 50, seed=11)}  # the replayed month 1 (the plan's seed)
+    cfg = Config.model_validate({"data": {"sources": [{"path": "x.jsonl"}]}})
+    cfg._base_dir = tmp_path
+    cases = _read_extra(cfg, str(path))
+    assert len(cases) == 6 and all(c.is_chat for c in cases)
+    fresh = month_traffic(1, 6, seed=12)
+    for case, ticket in zip(cases, fresh, strict=True):
+        assert case.messages[1]["content"] == ticket.text and ticket.text not in served
+        assert json.loads(case.answer_text()) == ticket.truth.as_dict()
+        assert ticket.month == 1 and not ticket.new_product
+    assert write_frozen_extra(tmp_path / "none.jsonl", 0, seed=12) is None

@@ -78,6 +78,8 @@ class OperatePlan:
     retrain_steps: int = 150  # ~2 passes over the corrections + as much rehearsal (60 at 3e-4 learnt nothing new)
     retrain_lr: float = 6e-4  # the first run's rate (docs/operate.md)
     max_tokens: int = 32
+    frozen_extra: int = 300  # labelled month-1 tickets added to the frozen pack (the test split's 276 alone
+    # leave a 2-point non-inferiority test little power: docs/operate.md, "The retrain")
 
 
 @dataclass
@@ -202,6 +204,27 @@ def paired_table(champion: list[Served], challenger: dict[str, str], *, seed: in
     return out
 
 
+def offline_table(cfg: Config, champion: str, challenger: str, tickets: list[TrafficTicket],
+                  frozen_pack: str) -> dict[str, Any]:
+    """Champion vs a challenger that never went live, on fresh month-2 tickets scored against the
+    generator's ground truth: both versions answer offline (the retrain's comparison engine, the
+    frozen pack's output settings). The month-2 before/after when the gate refused a rollout."""
+    from tunesmith.data.example import Example
+    from tunesmith.evaluate.pack import EvalPack, load_pack
+    from tunesmith.retrain import compare
+    from tunesmith.workspace import Workspace
+
+    ws = Workspace(cfg.workspace_dir)
+    settings = load_pack(ws, frozen_pack).settings
+    truth = [json.dumps(t.truth.as_dict(), separators=(",", ":")) for t in tickets]
+    cases = [Example(t.ticket_id, [*t.messages(), {"role": "assistant", "content": answer}], None, {"simulation": True})
+             for t, answer in zip(tickets, truth, strict=True)]
+    pack = EvalPack("simulation-month2-fresh", None, cases, [], [], [], settings)
+    engine = compare.load_engine(cfg, ws.get("model", champion), ws.get("model", challenger))
+    cmp = compare.compare_on(engine, cfg, pack, "month2_fresh", lambda e: None)
+    return {"tickets": len(cases), **_side(cmp)["rows"]}
+
+
 # ---------------------------------------------------------------------------- the simulated reviewer
 def simulated_review(cfg: Config, tickets: dict[str, TrafficTicket]) -> dict[str, Any]:
     """Decide every pending queue item of the simulation's requests from the ground truth:
@@ -275,9 +298,25 @@ def _champion(cfg: Config, say: Say) -> str:
     return version
 
 
-def _calibration(cfg: Config, champion: str, say: Say) -> dict[str, Any]:
+def write_frozen_extra(path: Path, n: int, seed: int) -> Path | None:
+    """``n`` fresh month-1 tickets with their ground truth as chat records (system, ticket, the
+    label as the answer), for the frozen pack's ``eval.extra_cases``; other customers and
+    tickets than the replayed month 1 (another seed)."""
+    if n <= 0:
+        return None
+    tickets = month_traffic(1, n, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": t.ticket_id, "messages": [*t.messages(), {
+        "role": "assistant", "content": json.dumps(t.truth.as_dict(), separators=(",", ":"))}]}, ensure_ascii=False)
+        for t in tickets]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
+    return path
+
+
+def _calibration(cfg: Config, champion: str, say: Say, extra: Path | None = None) -> dict[str, Any]:
     """The champion's stored calibration; fitted now (the fine-tuned rung alone) when its eval
-    predates calibration."""
+    predates calibration, on a frozen pack of the test split plus ``extra`` labelled month-1
+    tickets."""
     from tunesmith.review.live import version_calibration
     from tunesmith.workspace import Workspace
 
@@ -295,6 +334,7 @@ def _calibration(cfg: Config, champion: str, say: Say) -> dict[str, Any]:
         # which it can be decided. The retrain compares on this pack (simulate pins it).
         calib.eval.pack = None
         calib.eval.max_cases = FROZEN_CASES
+        calib.eval.extra_cases = [*calib.eval.extra_cases, *([str(extra)] if extra else [])]
         calib.eval.probes = False
         calib.eval.forgetting = False
         # the demo's config leaves calibration to this step (review.calibration_examples: 0
@@ -429,7 +469,8 @@ def simulate(cfg: Config, plan: OperatePlan | None = None, *, say: Say | None = 
     # 1. champion + calibration
     t0 = time.perf_counter()
     result.champion = _champion(ocfg, say)
-    result.calibration = _calibration(ocfg, result.champion, say)
+    extra = write_frozen_extra(out_dir / "frozen" / "month1-labelled.jsonl", plan.frozen_extra, plan.seed + 1)
+    result.calibration = _calibration(ocfg, result.champion, say, extra)
     result.seconds["champion+calibration"] = round(time.perf_counter() - t0, 1)
     shown = {k: v for k, v in result.calibration.items() if k != "risk_coverage"}
     say(f"{TAG} calibration (the eval's, validation fit / test check): {shown}")
@@ -477,29 +518,36 @@ def simulate(cfg: Config, plan: OperatePlan | None = None, *, say: Say | None = 
     else:
         result.notes.append("the retrain gate refused the challenger: no shadow, canary or promotion was run "
                             "(the simulation never forces a promotion)")
+        if outcome.challenger:  # what it would have done: the fresh month-2 tickets, answered offline
+            t0 = time.perf_counter()
+            result.before_after["month2_offline"] = offline_table(ocfg, outcome.champion, outcome.challenger,
+                                                                  shadow_t + canary_t, outcome.frozen_pack)
+            result.seconds["month2_offline"] = round(time.perf_counter() - t0, 1)
     result.seconds["total"] = round(time.perf_counter() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     return result
 
 
-def _retrain_summary(outcome: Any) -> dict[str, Any]:
-    def side(cmp: Any) -> dict[str, Any]:
-        rows = {}
-        for name, c in cmp.fields.items():
-            metric = cmp.field_metric.get(name, name)
-            rows[name] = {"champion": _round(cmp.champion.mean(metric)), "challenger": _round(cmp.challenger.mean(metric)),
-                          "diff": _round(c.diff), "low": _round(c.low), "high": _round(c.high)}
-        rows[cmp.headline] = {"champion": _round(cmp.champion.mean(cmp.headline)),
-                              "challenger": _round(cmp.challenger.mean(cmp.headline)), "diff": _round(cmp.diff.diff),
-                              "low": _round(cmp.diff.low), "high": _round(cmp.diff.high)}
-        return {"pack": cmp.pack, "cases": cmp.cases, "rows": rows}
+def _side(cmp: Any) -> dict[str, Any]:
+    """One paired comparison (retrain/compare.PackComparison) as table rows: per field and the headline."""
+    rows = {}
+    for name, c in cmp.fields.items():
+        metric = cmp.field_metric.get(name, name)
+        rows[name] = {"champion": _round(cmp.champion.mean(metric)), "challenger": _round(cmp.challenger.mean(metric)),
+                      "diff": _round(c.diff), "low": _round(c.low), "high": _round(c.high)}
+    rows[cmp.headline] = {"champion": _round(cmp.champion.mean(cmp.headline)),
+                          "challenger": _round(cmp.challenger.mean(cmp.headline)), "diff": _round(cmp.diff.diff),
+                          "low": _round(cmp.diff.low), "high": _round(cmp.diff.high)}
+    return {"pack": cmp.pack, "cases": cmp.cases, "rows": rows}
 
+
+def _retrain_summary(outcome: Any) -> dict[str, Any]:
     return {"passed": outcome.passed, "challenger": outcome.challenger, "start": outcome.start,
             "checks": [{"name": c.name, "passed": c.passed, "detail": getattr(c, "detail", None)}
                        for c in outcome.checks],
             "failed": ", ".join(c.name for c in outcome.checks if not c.passed),
-            "frozen": side(outcome.frozen), "new_slice": side(outcome.new_slice),
+            "frozen": _side(outcome.frozen), "new_slice": _side(outcome.new_slice),
             "registration": outcome.registration, "seconds": outcome.seconds}
 
 

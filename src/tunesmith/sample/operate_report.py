@@ -38,6 +38,10 @@ def before_after_lines(result: OperateResult) -> list[str]:
     if shadow.get("tickets"):
         lines += _table("month-2 traffic, the same fresh tickets answered by both (shadow phase, paired)", shadow,
                         shadow["tickets"])
+    offline = result.before_after.get("month2_offline") or {}
+    if offline.get("tickets"):
+        lines += _table("month-2 traffic, fresh tickets answered offline by both (the refused challenger never "
+                        "went live; paired)", offline, offline["tickets"])
     r = result.retrain
     if r:
         lines += _table(f"frozen month-1 eval pack {str(r['frozen']['pack'])[:12]} (non-inferiority margin 2 points)",
