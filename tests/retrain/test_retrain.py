@@ -112,6 +112,33 @@ def test_start_from_the_champion_continues_its_adapter(project):
     assert any(e["event"] == "compare_reused" for e in steps) and "already" in again.registration
 
 
+@pytest.mark.slow
+def test_the_champions_frozen_pack_answers_come_from_its_eval_when_the_settings_match(project):
+    from tunesmith.evaluate.pack import load_pack
+    from tunesmith.evaluate.runner import evaluate
+    from tunesmith.retrain.compare import CHAMPION, stored_answers
+    from tunesmith.retrain.run import retrain
+
+    project.configure(max_field_drop=1.0)
+    cfg = project.cfg
+    ws = Workspace(cfg.workspace_dir)
+    frozen = load_pack(ws, project.pack)
+    assert stored_answers(ws, cfg, project.champion, frozen) is None  # no eval of the champion yet
+    done = evaluate(cfg, model=project.champion)
+    answers = done.results.ladder["finetuned"].answers
+    stored = stored_answers(ws, cfg, project.champion, frozen)
+    assert stored is not None and stored[1] == done.eval_id and stored[0].answers == answers
+    # other answer settings: other answers, nothing reused
+    other = cfg.model_copy(deep=True)
+    other.eval.generation.max_new_tokens += 1
+    assert stored_answers(ws, other, project.champion, frozen) is None
+    steps = []
+    result = retrain(cfg, log=steps.append)
+    start = next(e for e in steps if e.get("event") == "compare_start" and e["kind"] == "frozen")
+    assert start["reused"] == [CHAMPION] and any(done.eval_id in n for n in result.notes)
+    assert result.frozen.champion.answers == answers
+
+
 def test_the_adapter_init_equals_the_champions_weights_and_a_mismatch_is_refused(project):
     import torch
     from safetensors.torch import load_file

@@ -427,6 +427,17 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     return _publish(ws, cfg, pack, version, typed, checks)
 
 
+def answers_key(cfg: Config, version_id: str, pack_id: str) -> str:
+    """What fixes a version's ``finetuned`` answers on a pack: the version, the pack and the
+    settings the answers are generated with (generation, instructions, the model section, the
+    seed). Recorded on each eval; ``retrain`` reuses the champion's answers when it matches."""
+    return hashlib.sha256(json.dumps({"model": version_id, "pack": pack_id, "seed": cfg.seed,
+                                      "generation": cfg.eval.generation.model_dump(mode="json"),
+                                      "instructions": cfg.eval.instructions,
+                                      "model_cfg": cfg.model.model_dump(mode="json")},
+                                     sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 def _existing_eval(ws: Workspace, key: str) -> EvalResult | None:
     for art in reversed(ws.list("eval")):
         if art.meta.get("input_key") == key:
@@ -455,8 +466,10 @@ def _publish(ws: Workspace, cfg: Config, pack: EvalPack, version: Artifact | Non
                  "ece_after": c.ece_after, "rung": c.rung, "split": c.split, "used": c.used}, indent=2))
         write_reports(staging, results, pack, cfg.project)
         parents = [("evalpack", pack.id, "evaluated_on")] + ([("model", version.id, "evaluates")] if version else [])
-        art = ws.publish(staging, "eval", eval_id, parents=parents,
-                         meta={"headline": results.headline, "passed": results.passed,
-                               "model": results.model, "pack": pack.id, "input_key": results.input_key})
+        meta = {"headline": results.headline, "passed": results.passed, "model": results.model, "pack": pack.id,
+                "input_key": results.input_key}
+        if version is not None and "finetuned" in results.ladder:
+            meta["answers_key"] = answers_key(cfg, version.id, pack.id)
+        art = ws.publish(staging, "eval", eval_id, parents=parents, meta=meta)
     ws.record_eval(eval_id, results.model, pack.id, {r: plain["ladder"][r]["metrics"] for r in results.ladder})
     return EvalResult(eval_id, art.path, results, checks)

@@ -21,7 +21,7 @@ from tunesmith.config import Config, OutputSpec
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.pack import EvalPack
 from tunesmith.evaluate.results import FIELD_PREFIX, Comparison, Rung
-from tunesmith.workspace import Artifact
+from tunesmith.workspace import Artifact, Workspace
 
 LogFn = Callable[[dict[str, Any]], None]
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -133,10 +133,29 @@ def paired(champion: Rung, challenger: Rung, spec: OutputSpec, cfg: Config, *, p
                           {f: diff(m) for f, m in metrics.items()}, metrics)
 
 
-def compare_on(engine: Any, cfg: Config, pack: EvalPack, kind: str, log: LogFn) -> PackComparison:
+def stored_answers(ws: Workspace, cfg: Config, version: str, pack: EvalPack) -> tuple[Rung, str] | None:
+    """``version``'s ``finetuned`` answers on ``pack`` from an earlier eval with the same answer
+    settings (evaluate.runner.answers_key), and that eval's id; None when there is none."""
+    from tunesmith.evaluate.results import load_results
+    from tunesmith.evaluate.runner import answers_key
+
+    key = answers_key(cfg, version, pack.id)
+    for art in reversed(ws.list("eval")):
+        if art.meta.get("answers_key") != key:
+            continue
+        rung = load_results(art.path).ladder.get("finetuned")
+        if rung is not None and len(rung.scores) == len(pack.cases):
+            return rung, art.id
+    return None
+
+
+def compare_on(engine: Any, cfg: Config, pack: EvalPack, kind: str, log: LogFn,
+               known: dict[str, Rung] | None = None) -> PackComparison:
+    """Both versions on ``pack``; a version in ``known`` keeps the answers given there."""
     spec = OutputSpec(**pack.settings["output"])
-    log({"event": "compare_start", "pack": pack.id, "kind": kind, "cases": len(pack.cases)})
-    rungs = {who: answer(engine, cfg, pack, spec, who) for who in (CHAMPION, CHALLENGER)}
+    log({"event": "compare_start", "pack": pack.id, "kind": kind, "cases": len(pack.cases),
+         "reused": sorted(known or {})})
+    rungs = {who: (known or {}).get(who) or answer(engine, cfg, pack, spec, who) for who in (CHAMPION, CHALLENGER)}
     out = paired(rungs[CHAMPION], rungs[CHALLENGER], spec, cfg, pack=pack.id, kind=kind)
     log({"event": "compare_done", "pack": pack.id, "kind": kind, "diff": out.diff.diff,
          "low": out.diff.low, "high": out.diff.high})

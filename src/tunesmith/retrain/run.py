@@ -341,7 +341,13 @@ def _retrain(cfg: Config, ws: Workspace, add: list[Path], start: str, rollout: s
         log({"event": "compare_reused", "key": key})
     else:
         engine = compare.load_engine(new_cfg, champion, challenger)
-        frozen_cmp = compare.compare_on(engine, new_cfg, frozen, "frozen", log)
+        # the champion's frozen-pack answers from its own eval (same pack and answer settings), if any
+        stored = compare.stored_answers(ws, new_cfg, champion.id, frozen)
+        if stored:
+            notes.append(f"the champion's {len(frozen.cases)} frozen-pack answers are its eval {stored[1]}'s "
+                         "(same pack and answer settings), not generated again")
+        frozen_cmp = compare.compare_on(engine, new_cfg, frozen, "frozen", log,
+                                        known={compare.CHAMPION: stored[0]} if stored else None)
         slice_cmp = compare.compare_on(engine, new_cfg, slice_pack, "new_slice", log)
         del engine
     gate_cfg = GateConfig(**frozen.settings["gate"])
