@@ -61,7 +61,7 @@ class OperatePlan:
     """How much traffic each phase replays, and the retrain's budget.
 
     The defaults (500 + 500 + 150 + 100 requests) take about an hour on an idle 2-core CPU after the
-    demo; `--requests 200` took 33 min (docs/operate.md, *Speed*).
+    demo; `--requests 200` took 42 min with the 576-case frozen pack (docs/operate.md, *Speed*).
     """
 
     month1: int = 500  # month-1 requests (one monitor window)
