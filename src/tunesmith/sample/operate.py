@@ -216,9 +216,7 @@ def offline_table(cfg: Config, champion: str, challenger: str, tickets: list[Tra
 
     ws = Workspace(cfg.workspace_dir)
     settings = load_pack(ws, frozen_pack).settings
-    truth = [json.dumps(t.truth.as_dict(), separators=(",", ":")) for t in tickets]
-    cases = [Example(t.ticket_id, [*t.messages(), {"role": "assistant", "content": answer}], None, {"simulation": True})
-             for t, answer in zip(tickets, truth, strict=True)]
+    cases = [Example(t.ticket_id, t.labelled_messages(), None, {"simulation": True}) for t in tickets]
     pack = EvalPack("simulation-month2-fresh", None, cases, [], [], [], settings)
     engine = compare.load_engine(cfg, ws.get("model", champion), ws.get("model", challenger))
     cmp = compare.compare_on(engine, cfg, pack, "month2_fresh", lambda e: None)
@@ -306,9 +304,7 @@ def write_frozen_extra(path: Path, n: int, seed: int) -> Path | None:
         return None
     tickets = month_traffic(1, n, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"id": t.ticket_id, "messages": [*t.messages(), {
-        "role": "assistant", "content": json.dumps(t.truth.as_dict(), separators=(",", ":"))}]}, ensure_ascii=False)
-        for t in tickets]
+    lines = [json.dumps({"id": t.ticket_id, "messages": t.labelled_messages()}, ensure_ascii=False) for t in tickets]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return path
 

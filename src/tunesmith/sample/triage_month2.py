@@ -142,6 +142,11 @@ class TrafficTicket:
         """The chat request: the project's system prompt and the ticket."""
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": self.text}]
 
+    def labelled_messages(self) -> list[dict[str, str]]:
+        """The request with its ground truth as the answer (an eval case; simulation only)."""
+        truth = json.dumps(self.truth.as_dict(), separators=(",", ":"))
+        return [*self.messages(), {"role": "assistant", "content": truth}]
+
 
 # --------------------------------------------------------------------------- facts
 def _nimbus_issue(rng: random.Random) -> Issue:
