@@ -355,7 +355,7 @@ def test_loglikelihood_equals_a_direct_computation(tok):
 def test_score_conversations_counts_only_the_answers(tok, monkeypatch, head_at_scored_positions, share_prefix):
     import tunesmith.generate.scoring as scoring
 
-    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda model: head_at_scored_positions)
+    monkeypatch.setattr(scoring, "accepts_logits_to_keep", lambda model: head_at_scored_positions)
     prefixes = []
     real = scoring.scoring_prefix
     monkeypatch.setattr("tunesmith.generate.engine.scoring_prefix", lambda m, r: prefixes.append(real(m, r)) or prefixes[-1])

@@ -280,3 +280,52 @@ def _spy(fn, calls, name):
         calls.append(name)
         return fn(*args, **kwargs)
     return wrapped
+
+
+def test_scores_from_generations_own_keys_values_equal_a_fresh_scoring_pass(engine):
+    """generate_scored: the scorer starts from the rows generation kept (no prefill: every
+    answer's row is taken), and the numbers equal a scoring pass that recomputes the prompt;
+    answering in parts draws the same sampled answers as one call."""
+    from tunesmith.evaluate.outputs import grammar_for
+    from tunesmith.review.confidence import generate_scored
+
+    spec = OutputSpec(kind="json", label_fields=["category", "urgency"], json_schema={
+        **SPEC.json_schema, "required": ["category", "urgency"], "additionalProperties": False})
+    convs = [conv(f"ticket {i}: my invoice {i * 13} is wrong, order {i * 7}") for i in range(7)]
+    gcfg = GenerationConfig(max_new_tokens=160, temperature=0.5, seed=3, grammar=grammar_for(spec))
+    hits = engine.finished.hits
+    prompts, gens, kept = generate_scored(engine, spec, convs, gcfg, adapter=None, chunk=3)
+    scored = [s for s in kept if s.values is not None and any(s.logliks.values())]
+    assert len(scored) >= 5, [g.text for g in gens]  # the grammar makes JSON of the random model
+    assert engine.finished.hits - hits == len(scored)  # every scored answer started from its own row
+    assert engine.finished.capacity == 0 and not engine.finished._rows  # nothing kept afterwards
+    fresh = score_answers(engine, spec, prompts, [g.text for g in gens])
+    for a, b in zip(kept, fresh, strict=True):
+        assert a.values == b.values
+        for name in ("category", "urgency"):
+            assert a.logliks.get(name, {}).keys() == b.logliks.get(name, {}).keys()
+            for v, ll in a.logliks.get(name, {}).items():
+                assert ll == pytest.approx(b.logliks[name][v], abs=1e-4)
+    whole = engine.generate(convs, gcfg)
+    assert [g.text for g in whole] == [g.text for g in gens]
+
+
+def test_a_kept_row_is_only_taken_by_its_own_answer(engine):
+    """A row that shares only the system prompt with the scorer's context is left for its own
+    answer (it would be the right keys/values for the shared tokens, but the owner would lose
+    it); rows are kept per model and adapter, and the oldest are dropped past capacity."""
+    from tunesmith.generate.kv import FinishedRows
+
+    rows = FinishedRows(capacity=2)
+    rows.put(("m", None), [1, 2, 3, 4], "a")
+    rows.put(("m", "ft"), [1, 2, 3, 4, 5], "b")
+    assert rows.take(("m", None), [1, 2, 9, 9], at_least=3) is None
+    assert rows.take(("m", None), [1, 2, 3, 4, 8], at_least=3) == ([1, 2, 3, 4], "a")
+    assert rows.take(("m", None), [1, 2, 3, 4, 8], at_least=3) is None  # taken once
+    rows.put(("m", "ft"), [7, 7, 7], "c")
+    rows.put(("m", "ft"), [8, 8, 8], "d")  # capacity 2: "b" is dropped
+    assert rows.take(("m", "ft"), [1, 2, 3, 4, 5], at_least=3) is None
+    assert rows.take(("m", "ft"), [8, 8, 8, 1], at_least=3) == ([8, 8, 8], "d")
+    off = FinishedRows()
+    off.put(("m", None), [1, 2, 3], "x")  # capacity 0: nothing kept
+    assert off.take(("m", None), [1, 2, 3], at_least=1) is None

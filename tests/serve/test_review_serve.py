@@ -89,6 +89,7 @@ def test_served_answer_carries_confidence_and_decision_and_is_queued(served):
     turns = [[{"role": "user", "content": f"ticket {i} about my {c} problem, reference 7, please help soon"}]
              for i, c in enumerate(CATS * 2)]
     seen = []
+    hits = loaded.engine.finished.hits
     with client(url) as c:
         for messages in turns:
             resp = c.chat.completions.create(model=cfg.project, messages=messages)  # unmodified openai client
@@ -100,6 +101,8 @@ def test_served_answer_carries_confidence_and_decision_and_is_queued(served):
             tier = "mandatory" if label == "shipping" else ("auto" if want >= 0.995 else "low_confidence")
             assert ext["decision"] == tier and ext["threshold"] == 0.995 and ext["reasons"]
             seen.append((resp.id, tier))
+    # each answer was scored from the keys/values its generation left (no second prefill)
+    assert loaded.engine.finished.hits - hits == len(turns)
     loaded.app.state.service.request_log.flush()
     rows = {r["request_id"]: r for r in requestlog.read(_db(cfg), limit=50)}
     for rid, tier in seen:

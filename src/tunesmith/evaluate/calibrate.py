@@ -113,16 +113,30 @@ class Calibrated:
     test_confidence: list[float] = field(default_factory=list)
 
 
+Answer = Callable[[list[Example], ScoringCost], tuple[list[list[int]], list[Any], list[AnswerScores]]]
+
+
+@dataclass
+class TestAnswers:
+    """The rung's test answers: prompt ids, texts and cases; ``scores`` when they were scored
+    as they were generated (:func:`~tunesmith.review.confidence.generate_scored`)."""
+
+    prompts: list[list[int]]
+    answers: list[str]
+    cases: list[Example]
+    scores: list[AnswerScores] | None = None
+
+
 def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Example], *, rung: str,
-              answer: Callable[[list[Example]], tuple[list[list[int]], list[Any]]],
-              test: tuple[list[list[int]], list[str], list[Example]] | None, adapter: str | None,
+              answer: Answer, test: TestAnswers | None, adapter: str | None,
               log: LogFn | None = None) -> Calibrated:
     """Fit and check the calibration of ``rung``'s answers.
 
     Args:
         validation: the snapshot's validation split (sampled here).
-        answer: examples -> (prompt token ids, generations) with the rung's settings.
-        test: the rung's test answers: (prompt ids, answer texts, cases), or None.
+        answer: (examples, cost) -> (prompt token ids, generations, their scores) with the
+            rung's settings.
+        test: the rung's test answers, or None.
         adapter: the engine adapter of the rung.
     """
     log = log or (lambda e: None)
@@ -138,9 +152,8 @@ def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Examp
                                    "set review.calibration_examples or add validation data"})
     t0 = time.perf_counter()
     log({"event": "calibration_start", "examples": len(sample)})
-    prompts, gens = answer(sample)
     cost = ScoringCost()
-    scores = score_answers(engine, spec, prompts, [g.text for g in gens], adapter=adapter, cost=cost)
+    _, _, scores = answer(sample, cost)
     refs = [answer_fields(spec, ex.answer_text()) for ex in sample]
     fields, used = _rows(scores, refs, names, values)
     section["used"] = used
@@ -154,9 +167,10 @@ def calibrate(cfg: Config, engine: Any, spec: OutputSpec, validation: list[Examp
                 "ece_after": round(fitted.ece_after, 6) if fitted.ece_after is not None else None}
     test_confidence: list[float] = []
     if test is not None:
-        t_prompts, t_answers, cases = test
-        t_scores = score_answers(engine, spec, t_prompts, t_answers, adapter=adapter, cost=cost)
-        t_fields, _ = _rows(t_scores, [answer_fields(spec, c.answer_text()) for c in cases], names, values)
+        t_scores = test.scores
+        if t_scores is None:
+            t_scores = score_answers(engine, spec, test.prompts, test.answers, adapter=adapter, cost=cost)
+        t_fields, _ = _rows(t_scores, [answer_fields(spec, c.answer_text()) for c in test.cases], names, values)
         section["test"] = check_on(t_fields, fitted)
         test_confidence = [round(s.confidences(fitted.temperatures)[1] or 0.0, 6) for s in t_scores]
     section["ms_per_answer"] = round(cost.ms_per_answer, 3)

@@ -153,10 +153,32 @@ def _score_rung(answers: list[Any], cases: list[Example], convs: list[list[dict]
     return scores
 
 
-def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers: _Helpers, spec: OutputSpec,
-              log: LogFn) -> dict[str, Any]:
-    from tunesmith.evaluate.metrics import aggregate
+CALIBRATED_RUNG = "finetuned"  # what the server answers with: the version alone, no shots, no retrieval
+
+
+def _generation_config(cfg: Config, spec: OutputSpec) -> Any:
     from tunesmith.generate.sampling import GenerationConfig
+
+    g = cfg.eval.generation
+    return GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=cfg.seed,
+                            grammar=grammar_for(spec))
+
+
+def _calibrating(cfg: Config, spec: OutputSpec, rung: str) -> bool:
+    """Whether ``rung``'s test answers will be scored for the calibration check (then they are
+    scored as they are generated, from generation's own keys/values)."""
+    from tunesmith.review.live import reviews_answers
+
+    return (rung == CALIBRATED_RUNG and cfg.review.calibration_examples > 0 and reviews_answers(spec)
+            and not (spec.decoding == "rank" and spec.labels))
+
+
+def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers: _Helpers, spec: OutputSpec,
+              log: LogFn, scored: list[Any] | None = None) -> dict[str, Any]:
+    """One rung's answers and metrics; ``scored``: a list that receives each answer's
+    confidence scores (:mod:`tunesmith.review.confidence`) when the rung is calibrated."""
+    from tunesmith.evaluate.metrics import aggregate
+    from tunesmith.review.confidence import generate_scored
 
     strategy = STRATEGIES[rung]
     fewshot = helpers.fewshot
@@ -164,16 +186,17 @@ def _run_rung(rung: str, cases: list[Example], cfg: Config, engine: Any, helpers
         fewshot = functools.partial(fewshot, k=cfg.train.fewshot_k)  # as many shots as in training
     convs = [build_conversation(strategy, c, instructions=cfg.eval.instructions, fewshot=fewshot,
                                 context=helpers.context) for c in cases]
-    g = cfg.eval.generation
     log({"event": "rung_start", "rung": rung, "cases": len(cases)})
     t0 = time.perf_counter()
     confidence = None
     if spec.decoding == "rank" and spec.labels:
         gens, confidence = _rank(engine, convs, list(spec.labels), strategy.adapter)
+    elif scored is not None and _calibrating(cfg, spec, rung):
+        _, gens, answer_scores = generate_scored(engine, spec, convs, _generation_config(cfg, spec),
+                                                 adapter=strategy.adapter)
+        scored += answer_scores
     else:
-        gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                                       seed=cfg.seed, grammar=grammar_for(spec)),
-                               adapter=strategy.adapter)
+        gens = engine.generate(convs, _generation_config(cfg, spec), adapter=strategy.adapter)
     wall = time.perf_counter() - t0
     scores = _score_rung(gens, cases, convs, spec, helpers, strategy.uses_retrieval)
     out = {
@@ -205,14 +228,20 @@ def _rank(engine: Any, convs: list[list[dict]], labels: list[str], adapter: str 
 
 # ---------------------------------------------------------------------------- calibration
 def _calibration(cfg: Config, ws: Workspace, engine: Any, spec: OutputSpec, snapshot_id: str | None,
-                 pack: EvalPack, ladder: dict[str, Any], log: LogFn) -> dict[str, Any] | None:
+                 pack: EvalPack, ladder: dict[str, Any], log: LogFn,
+                 test_scores: list[Any] | None = None) -> dict[str, Any] | None:
     """The fine-tuned rung's confidence calibration (:mod:`tunesmith.evaluate.calibrate`):
     fitted on validation answers, checked on its test answers. None when there is nothing to
     calibrate (no fine-tuned rung, or ``review.calibration_examples: 0``)."""
-    from tunesmith.evaluate.calibrate import calibrate
-    from tunesmith.generate.sampling import GenerationConfig
+    from tunesmith.evaluate.calibrate import TestAnswers, calibrate
+    from tunesmith.review.confidence import (
+        AnswerScores,
+        ScoringCost,
+        generate_scored,
+        score_answers,
+    )
 
-    rung = "finetuned"  # what the server answers with: the version alone, no shots, no retrieval
+    rung = CALIBRATED_RUNG
     if rung not in ladder or cfg.review.calibration_examples == 0:
         return None
     if not snapshot_id:
@@ -222,22 +251,21 @@ def _calibration(cfg: Config, ws: Workspace, engine: Any, spec: OutputSpec, snap
     except (TunesmithError, OSError) as exc:
         return {"rung": rung, "note": f"no validation split: {exc}"}
     strategy = STRATEGIES[rung]
-    g = cfg.eval.generation
 
     def conversations(examples: list[Example]) -> list[list[dict]]:
         return [build_conversation(strategy, c, instructions=cfg.eval.instructions) for c in examples]
 
-    def answer(examples: list[Example]) -> tuple[list[list[int]], list[Any]]:
+    def answer(examples: list[Example], cost: ScoringCost) -> tuple[list[list[int]], list[Any], list[AnswerScores]]:
         convs = conversations(examples)
         if spec.decoding == "rank" and spec.labels:
             gens, _ = _rank(engine, convs, list(spec.labels), strategy.adapter)
-        else:
-            gens = engine.generate(convs, GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                                           seed=cfg.seed, grammar=grammar_for(spec)),
-                                   adapter=strategy.adapter)
-        return [engine.encode(c) for c in convs], gens
+            prompts = [engine.encode(c) for c in convs]
+            return prompts, gens, score_answers(engine, spec, prompts, [x.text for x in gens],
+                                                adapter=strategy.adapter, cost=cost)
+        return generate_scored(engine, spec, convs, _generation_config(cfg, spec), adapter=strategy.adapter, cost=cost)
 
-    test = ([engine.encode(c) for c in conversations(pack.cases)], ladder[rung]["answers"], pack.cases)
+    test = TestAnswers([engine.encode(c) for c in conversations(pack.cases)], ladder[rung]["answers"], pack.cases,
+                       test_scores)
     done = calibrate(cfg, engine, spec, validation, rung=rung, answer=answer, test=test, adapter=strategy.adapter,
                      log=log)
     if done.test_confidence and ladder[rung].get("confidence") is None:  # rank decoding keeps its own
@@ -400,14 +428,15 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     t0 = time.perf_counter()
     engine = _engine(cfg, version)
     helpers = _helpers(cfg, rungs, snapshot_id, ws, engine)
-    ladder = {r: _run_rung(r, pack.cases, cfg, engine, helpers, spec, log) for r in rungs}
+    test_scores: list[Any] = []  # the calibrated rung's answers, scored as they were generated
+    ladder = {r: _run_rung(r, pack.cases, cfg, engine, helpers, spec, log, test_scores) for r in rungs}
     results: dict[str, Any] = {
         "headline": headline, "pack": pack.id, "model": version.id if version else None,
         "snapshot": snapshot_id, "cases": len(pack.cases), "ladder": ladder,
         **_comparisons(ladder, headline, cfg),
         "confusion": _confusion(ladder, pack.cases, spec) if spec.label_fields else {},
     }
-    calibration = _calibration(cfg, ws, engine, spec, snapshot_id, pack, ladder, log)
+    calibration = _calibration(cfg, ws, engine, spec, snapshot_id, pack, ladder, log, test_scores or None)
     if calibration is not None:
         results["calibration"] = calibration
     log({"event": "probes_start"})

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers.cache_utils import DynamicCache
 
 from tunesmith.generate.kv import (
     GrowingLayer,
@@ -172,6 +173,19 @@ class DecodeBatch:
         self.last = torch.cat([self.last, other.last])
         self.requests = self.requests + other.requests
         return self
+
+    def row_cache(self, i: int) -> Any:
+        """Row ``i``'s keys/values alone, its real columns only (a one-row cache, as if it had
+        run by itself); None when the cache is not made of plain layers."""
+        if not self.mergeable:
+            return None
+        cols = self.mask[i].nonzero().squeeze(1)
+        out = DynamicCache()
+        out.layers = [GrowingLayer.holding(layer.keys[i : i + 1].index_select(2, cols),
+                                           layer.values[i : i + 1].index_select(2, cols))
+                      for layer in self.cache.layers]
+        out.layer_class_to_replicate = None
+        return out
 
     def _pad_left(self, n: int) -> None:
         """Prepend ``n`` padding columns: zero keys/values, mask 0."""

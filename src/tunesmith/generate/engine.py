@@ -42,7 +42,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, read_record
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.constrain import Constrainer
-from tunesmith.generate.kv import PrefixMemo, SharedPrefix
+from tunesmith.generate.kv import FinishedRows, PrefixMemo, SharedPrefix
 from tunesmith.generate.logprobs import TokenLogprob, pick_logprobs, sequence_logprobs
 from tunesmith.generate.sampling import (
     FinishReason,
@@ -172,6 +172,7 @@ class Engine:
         self._peak = 0  # most rows run together in the current attempt
         self._constrainer: Constrainer | None = None  # built on the first constrained call
         self.prefix_memo = PrefixMemo()  # the system prompt's keys/values across calls
+        self.finished = FinishedRows()  # finished answers' keys/values for the scorer (off: capacity 0)
         self._active: str | None = None  # the adapter the running block uses (a prefix memo key)
 
     # ------------------------------------------------------------------ loading
@@ -303,9 +304,13 @@ class Engine:
 
     def generate(
         self, conversations: list[Messages], cfg: GenerationConfig | None = None, *,
-        adapter: str | None = None, on_token: OnToken | None = None,
+        adapter: str | None = None, on_token: OnToken | None = None, first_index: int = 0,
     ) -> list[Generation]:
         """Answer each conversation (in order). ``adapter=None`` uses the base model alone.
+
+        ``first_index``: the index of the first conversation in a longer list answered in
+        parts: sampled answers draw from the seed and their index in that list, so a list
+        answered in parts gets the answers it would get in one call.
 
         ``on_token(index, token_ids)`` is called on the decoding thread after each new token of
         conversation ``index``, with its tokens so far (the engine's own list: read it, do not
@@ -319,7 +324,7 @@ class Engine:
             AdapterError: ``adapter`` is not loaded.
         """
         return self._generate(self._encode_all(conversations), cfg or GenerationConfig(), adapter, self.stop_ids,
-                              on_token)
+                              on_token, first_index)
 
     def complete(
         self, texts: list[str], cfg: GenerationConfig | None = None, *, adapter: str | None = None,
@@ -355,9 +360,9 @@ class Engine:
         return [*self.stop_ids, *([eos] if eos is not None and eos not in self.stop_ids else [])]
 
     def _generate(self, prompts: list[list[int]], cfg: GenerationConfig, adapter: str | None,
-                  stop_ids: list[int], on_token: OnToken | None = None) -> list[Generation]:
+                  stop_ids: list[int], on_token: OnToken | None = None, first_index: int = 0) -> list[Generation]:
         device = next(self.model.parameters()).device
-        requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
+        requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, first_index + i, device))
                     for i, p in enumerate(prompts)]
         if cfg.grammar is not None:
             constrainer = self.constrainer()
@@ -368,7 +373,7 @@ class Engine:
         def retry() -> None:
             for r in requests:
                 if r.finish is None:
-                    r.reset(row_generator(cfg, r.index, device))
+                    r.reset(row_generator(cfg, first_index + r.index, device))
 
         def attempt() -> None:
             self._decode([r for r in requests if r.finish is None], cfg, checker, on_token)
@@ -432,7 +437,15 @@ class Engine:
                 assert batch is not None
                 logits = batch.step(self.model)
                 batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)
+            if self.finished.capacity > 0:
+                self._keep_finished(batch)
             batch = batch.retire()
+
+    def _keep_finished(self, batch: DecodeBatch) -> None:
+        """Copy each row that has just finished into :attr:`finished` (before it retires)."""
+        for i, r in enumerate(batch.requests):
+            if r.finish is not None and (cache := batch.row_cache(i)) is not None:
+                self.finished.put((id(self.model), self._active), r.prompt + r.generated[:-1], cache)
 
     def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
         """Take prompts off the queue while rows, the token budget and the prefill size allow

@@ -61,7 +61,7 @@ def plan_batches(lengths: list[int], *, max_rows: int, max_tokens: int) -> list[
     return batches
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
+def accepts_logits_to_keep(model: Any) -> bool:
     """Whether the causal LM (under a PEFT wrapper, if any) can return logits at chosen positions."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return _forward_takes_logits_to_keep(type(inner))
@@ -101,7 +101,7 @@ def score_batch(model: Any, requests: list[ScoreRequest], pad_id: int, prefix: S
     if prefix is not None:  # columns [prefix][sequence][padding]: positions continue from the prefix
         kw = {**cache_kwargs(model, fork(prefix.cache, len(requests))), "use_cache": True}
         mask = torch.cat([mask.new_ones(len(requests), skip), mask], dim=1)
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **kw).logits
     else:
         logits = model(input_ids=ids, attention_mask=mask, **kw).logits[:, keep]

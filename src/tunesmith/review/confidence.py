@@ -14,10 +14,11 @@ the server and batch prediction.
 - **Free text**: the geometric mean of the answer's token probabilities, ``exp(mean logprob)``,
   from the decoding logprobs when the engine recorded them, else from one scoring pass.
 
-Cost: all allowed values of all fields of the answers to one prompt go through the engine in
-one scoring call (:meth:`Engine.score`); the tokens they share (the prompt and the answer's
-beginning) run once and their keys/values are copied to every row, so the price is about one
-prefill of the prompt plus a forward pass over a few tokens per allowed value.
+Cost: all allowed values of all fields of an answer go through the model in one packed
+forward pass over a few tokens per allowed value, on top of the keys/values of the prompt and
+the answer's beginning. Those come from generation itself when the engine kept the answer's
+row (:func:`generate_scored`, the server's reviewer: no prefill at all), else from one prefill
+past the system prompt's memoised keys/values.
 
 Token boundaries: each alternative is the tokenisation of ``answer prefix + value``; the scored
 tokens start where the alternatives' token ids first differ (BPE may merge the opening quote
@@ -46,8 +47,9 @@ from tunesmith.review.answers import (
 from tunesmith.review.calibration import field_confidences
 
 if TYPE_CHECKING:
-    from tunesmith.generate.engine import Engine
+    from tunesmith.generate.engine import Engine, Generation
     from tunesmith.generate.logprobs import TokenLogprob
+    from tunesmith.generate.sampling import GenerationConfig
 
 _SPACE = " \t\n\r"
 
@@ -261,7 +263,7 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
             alts = [alt for alt in alternatives(engine, spec, prompt, answers[i])  # past the context: not
                     if engine.context is None or max(map(len, alt.ids)) <= engine.context]  # scored, conf. 0
             rows += sum(len(alt.ids) for alt in alts)
-            scored = _score_incrementally(engine, alts, adapter) if alts else None
+            scored = _score_incrementally(engine, alts, adapter, len(prompt)) if alts else None
             if scored is not None:
                 for alt, lls in zip(alts, scored, strict=True):
                     out[i].logliks[alt.field] = dict(zip(alt.values, lls, strict=True))
@@ -286,16 +288,44 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
     return out
 
 
+def generate_scored(engine: Engine, spec: OutputSpec, conversations: Sequence[Any], cfg: GenerationConfig, *,
+                    adapter: str | None, cost: ScoringCost | None = None,
+                    chunk: int | None = None) -> tuple[list[list[int]], list[Generation], list[AnswerScores]]:
+    """Answer ``conversations`` and score each answer (:func:`score_answers`), in chunks of
+    twice the engine's batch: the engine keeps each chunk's finished rows
+    (:class:`~tunesmith.generate.kv.FinishedRows`) and the scorer starts from them, so an
+    answer's prompt is run once, by generation. Returns (prompt ids, generations, scores)."""
+    size = chunk or 2 * engine.max_batch_size
+    prompts = [engine.encode(c) for c in conversations]
+    gens: list[Generation] = []
+    scores: list[AnswerScores] = []
+    before = engine.finished.capacity
+    engine.finished.capacity = max(before, size)
+    try:
+        for at in range(0, len(conversations), size):
+            part = engine.generate(list(conversations[at : at + size]), cfg, adapter=adapter, first_index=at)
+            gens += part
+            scores += score_answers(engine, spec, prompts[at : at + size], [g.text for g in part], adapter=adapter,
+                                    cost=cost)
+    finally:
+        engine.finished.capacity = before
+        if before == 0:
+            engine.finished.clear()
+    return prompts, gens, scores
+
+
 ROWS_PER_PASS = 64  # alternatives scored in one forward pass (batched rows)
 PACKED_TOKENS = 512  # alternatives' tokens in one forward pass (packed into one row)
 _PACKABLE = ("sdpa", "eager")  # attention implementations that take a custom 4D mask
 
 
-def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None) -> list[list[float]] | None:
+def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None,
+                         prompt_len: int) -> list[list[float]] | None:
     """Each field's alternatives' log-likelihoods in two forward passes.
 
-    1. The answer's longest context (prompt + the answer up to its last scored field) runs
-       once, into a one-row cache (the system prompt from the engine's prefix memo).
+    1. The answer's longest context (prompt + the answer up to its last scored field): the
+       row generation left in ``engine.finished`` cut back to it (nothing to run), or, when
+       none was kept, run once into a one-row cache (the system prompt from the prefix memo).
     2. Every alternative of every field, each only the tokens after its field's context (a
        value's few tokens), packed end to end into **one row** on top of that cache, with a 4D
        attention mask: a token sees its field's context (the cache up to where the field's
@@ -309,7 +339,14 @@ def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str 
     """
     import torch
 
-    from tunesmith.generate.kv import cache_kwargs, fork, growing_cache_supported, new_cache
+    from tunesmith.generate.kv import (
+        cache_kwargs,
+        common_prefix,
+        fork,
+        growing_cache_supported,
+        new_cache,
+        truncate,
+    )
 
     heads = [alt.ids[0][: alt.start - 1] for alt in alts]  # the last one predicts the first scored token
     longest = max(heads, key=len)
@@ -323,13 +360,23 @@ def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str 
         if not growing_cache_supported(model) or not longest:
             return None
         device = next(model.parameters()).device
-        prefix = engine.prefix_memo.get((id(model), adapter, "score"), model, [longest])
-        skip = prefix.length if prefix is not None else 0
-        cache = fork(prefix.cache, 1) if prefix is not None else new_cache(model)
-        ids = torch.tensor([longest[skip:]], device=device)
-        model(input_ids=ids, attention_mask=torch.ones((1, len(longest)), dtype=torch.long, device=device),
-              position_ids=torch.arange(skip, len(longest), device=device)[None], **cache_kwargs(model, cache),
-              use_cache=True, logits_to_keep=1)
+        # the answer's own keys/values, when the engine kept them as it finished (FinishedRows):
+        # no prefill at all; else the system prompt's from the memo and the rest recomputed
+        found = (engine.finished.take((id(model), adapter), longest, at_least=min(prompt_len, len(longest)))
+                 if engine.finished.capacity > 0 else None)  # (a label's context ends a token before the prompt)
+        if found is not None:
+            row, cache = found
+            skip = min(len(common_prefix([row, longest])), len(longest))
+            truncate(cache, skip)
+        else:
+            prefix = engine.prefix_memo.get((id(model), adapter, "score"), model, [longest])
+            skip = prefix.length if prefix is not None else 0
+            cache = fork(prefix.cache, 1) if prefix is not None else new_cache(model)
+        if skip < len(longest):
+            ids = torch.tensor([longest[skip:]], device=device)
+            model(input_ids=ids, attention_mask=torch.ones((1, len(longest)), dtype=torch.long, device=device),
+                  position_ids=torch.arange(skip, len(longest), device=device)[None], **cache_kwargs(model, cache),
+                  use_cache=True, logits_to_keep=1)
         impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
         scored = (_score_packed(model, cache, len(longest), rows, impl) if impl in _PACKABLE
                   else _score_rows(model, cache, len(longest), rows, engine.pad_id))
@@ -347,6 +394,7 @@ def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str 
     import torch
 
     from tunesmith.generate.kv import cache_kwargs, truncate
+    from tunesmith.generate.scoring import accepts_logits_to_keep
 
     device = next(model.parameters()).device
     out: list[tuple[int, float]] = []
@@ -372,17 +420,27 @@ def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str 
         if impl != "sdpa":  # eager adds the mask to the scores
             dtype = next(model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
+        # logits only where a scored token is predicted (the vocabulary projection of every
+        # position was a fifth of the pass)
+        where, at = [], 0
+        for _, tokens, _, first in chunk:
+            where += range(at + first - 1, at + len(tokens) - 1)
+            at += len(tokens)
+        keep = torch.tensor(where, device=device)
+        kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
         logits = model(input_ids=torch.tensor([ids], device=device), attention_mask=mask.to(device),
                        position_ids=torch.tensor([pos], device=device), **cache_kwargs(model, cache),
-                       use_cache=True).logits[0]
+                       use_cache=True, **kwargs).logits[0]
+        if not kwargs:
+            logits = logits[keep]
         truncate(cache, past)
+        logp = torch.log_softmax(logits.float(), dim=-1)
         at = 0
         for f, tokens, _, first in chunk:
-            where = torch.arange(at + first - 1, at + len(tokens) - 1, device=logits.device)
-            logp = torch.log_softmax(logits[where].float(), dim=-1)
-            target = torch.tensor(tokens[first:], device=logits.device)
-            out.append((f, float(logp[torch.arange(len(target), device=logits.device), target].sum())))
-            at += len(tokens)
+            target = torch.tensor(tokens[first:], device=logp.device)
+            rows_ = torch.arange(at, at + len(target), device=logp.device)
+            out.append((f, float(logp[rows_, target].sum())))
+            at += len(target)
     return out
 
 

@@ -77,11 +77,17 @@ class AnswerReviewer:
         spec: the resolved output spec (allowed values per field).
         review: the project's ``review:`` settings (rules, sample rate, fixed threshold).
         calibrations: version id -> its stored calibration (None: uncalibrated).
+        keep: finished answers whose keys/values the engine keeps for the scorer (default: one
+            batch, ``engine.max_batch_size``), so a served answer's prompt is not run a second
+            time to score it (:class:`~tunesmith.generate.kv.FinishedRows`).
     """
 
     def __init__(self, engine: Engine, spec: OutputSpec, review: ReviewConfig,
-                 calibrations: CalibrationLookup | None = None):
+                 calibrations: CalibrationLookup | None = None, *, keep: int | None = None):
         self.engine, self.spec, self.review = engine, spec, review
+        if reviews_answers(spec):
+            engine.finished.capacity = max(engine.finished.capacity,
+                                           engine.max_batch_size if keep is None else keep)
         self.calibrations = calibrations or (lambda version: None)
         self.cost = ScoringCost()  # accumulated over every call (ms per answer on /metrics-style figures)
 

@@ -158,7 +158,8 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
     gen_cfg = GenerationConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, seed=cfg.seed,
                                grammar=grammar_for(spec))
     calibration = version_calibration(ws, version.id) if version is not None else None
-    reviewer = AnswerReviewer(engine, spec, cfg.review, lambda _: calibration) if reviews_answers(spec) else None
+    reviewer = (AnswerReviewer(engine, spec, cfg.review, lambda _: calibration, keep=CHUNK)
+                if reviews_answers(spec) else None)
     request_log = RequestLog(ws.db_path, scrub=scrub)
     request_log.start()
     answered = 0
