@@ -15,6 +15,11 @@ default for sdpa/eager attention: all alternatives end to end in one row over th
 a 4D mask keeping each to its own context) and ``rows`` (the fallback for attention without
 custom masks: a batch of 19 rows, each over its own copy of the cache). The log-likelihoods of
 the two must agree (max difference printed).
+
+Then ``kept``: answering and scoring together as eval's calibration and the server do
+(``generate_scored``: the engine keeps each finished answer's keys/values and the scorer starts
+from them, no prefill of the prompt) against generating and then scoring with a prefill
+(``packed``), wall time of both steps, ratio printed.
 """
 
 from __future__ import annotations
@@ -103,6 +108,28 @@ def main() -> None:
     diff = max(abs(a.logliks[f][v] - b.logliks[f][v]) for a, b in zip(results["rows"][1], results["packed"][1], strict=True)
                for f in a.logliks for v in a.logliks[f])
     print(f"packed vs rows: {results['rows'][0] / results['packed'][0]:.2f}x faster; "
+          f"log-likelihoods differ by at most {diff:.2e} nats")
+    if parsed == len(gens):  # scoring from generation's own keys/values needs the generated answers
+        kept_vs_fresh(engine, spec, convs, cfg, gen_s, results["packed"])
+
+
+def kept_vs_fresh(engine: Engine, spec: OutputSpec, convs: list, cfg: GenerationConfig, gen_s: float,
+                  fresh: tuple[float, list]) -> None:
+    """Answer and score as eval's calibration and the server do now (generate_scored: the
+    scorer starts from the rows generation kept, no prefill) against generating, then scoring
+    with a prefill of each answer's prompt (``packed`` above); wall time of both steps."""
+    from tunesmith.review.confidence import generate_scored
+
+    cost = ScoringCost()
+    t0 = time.perf_counter()
+    _, _, scores = generate_scored(engine, spec, convs, cfg, adapter=None, cost=cost)
+    kept_s = time.perf_counter() - t0
+    fresh_total = gen_s + fresh[0] * len(convs) / 1000
+    diff = max(abs(a.logliks[f][v] - b.logliks[f][v]) for a, b in zip(scores, fresh[1], strict=True)
+               for f in a.logliks for v in a.logliks[f])
+    print(f"generate + score, kept rows: {1000 * kept_s / len(convs):.1f} ms per answer (scoring {cost.ms_per_answer:.1f}); "
+          f"generate, then score with a prefill: {1000 * fresh_total / len(convs):.1f} ms "
+          f"(scoring {fresh[0]:.1f}) -> {fresh_total / kept_s:.2f}x faster, scoring alone {fresh[0] / max(cost.ms_per_answer, 1e-9):.2f}x; "
           f"log-likelihoods differ by at most {diff:.2e} nats")
 
 if __name__ == "__main__":

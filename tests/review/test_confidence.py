@@ -285,7 +285,7 @@ def _spy(fn, calls, name):
 def test_scores_from_generations_own_keys_values_equal_a_fresh_scoring_pass(engine):
     """generate_scored: the scorer starts from the rows generation kept (no prefill: every
     answer's row is taken), and the numbers equal a scoring pass that recomputes the prompt;
-    answering in parts draws the same sampled answers as one call."""
+    the answers are those of a plain call."""
     from tunesmith.evaluate.outputs import grammar_for
     from tunesmith.review.confidence import generate_scored
 
@@ -294,7 +294,7 @@ def test_scores_from_generations_own_keys_values_equal_a_fresh_scoring_pass(engi
     convs = [conv(f"ticket {i}: my invoice {i * 13} is wrong, order {i * 7}") for i in range(7)]
     gcfg = GenerationConfig(max_new_tokens=160, temperature=0.5, seed=3, grammar=grammar_for(spec))
     hits = engine.finished.hits
-    prompts, gens, kept = generate_scored(engine, spec, convs, gcfg, adapter=None, chunk=3)
+    prompts, gens, kept = generate_scored(engine, spec, convs, gcfg, adapter=None)
     scored = [s for s in kept if s.values is not None and any(s.logliks.values())]
     assert len(scored) >= 5, [g.text for g in gens]  # the grammar makes JSON of the random model
     assert engine.finished.hits - hits == len(scored)  # every scored answer started from its own row

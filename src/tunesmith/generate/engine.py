@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill pass: bounds the attention scratch
 
 OnToken = Callable[[int, list[int]], None]  # (conversation index, its tokens so far): see Engine.generate
+OnFinish = Callable[[int, "Generation"], None]  # (conversation index, its answer): see Engine.generate
 
 
 class GenerationError(TunesmithError):
@@ -174,6 +175,7 @@ class Engine:
         self.prefix_memo = PrefixMemo()  # the system prompt's keys/values across calls
         self.finished = FinishedRows()  # finished answers' keys/values for the scorer (off: capacity 0)
         self._active: str | None = None  # the adapter the running block uses (a prefix memo key)
+        self._using_depth = 0  # nested _using blocks (the scorer inside generation's on_finish)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -263,11 +265,26 @@ class Engine:
 
     @contextlib.contextmanager
     def _using(self, adapter: str | None) -> Iterator[None]:
-        """Activate ``adapter`` (None = base model, adapters disabled) for the block."""
+        """Activate ``adapter`` (None = base model, adapters disabled) for the block. Inside a
+        block of the same adapter (the scorer called back from generation) nothing changes:
+        PEFT's ``disable_adapter`` does not nest (its exit would re-enable the adapters)."""
+        if self._using_depth and self._active == adapter:
+            yield
+            return
         if adapter is not None and adapter not in self.adapters:
             known = ", ".join(self.adapters) or "none"
             raise AdapterError(f"unknown adapter {adapter!r}; loaded adapters: {known}")
-        self._active = adapter
+        outer, self._active = self._active, adapter
+        self._using_depth += 1
+        try:
+            with self._activated(adapter):
+                yield
+        finally:
+            self._using_depth -= 1
+            self._active = outer
+
+    @contextlib.contextmanager
+    def _activated(self, adapter: str | None) -> Iterator[None]:
         if adapter in self.full_models:
             base, self.model = self.model, self.full_models[adapter]
             try:
@@ -304,13 +321,14 @@ class Engine:
 
     def generate(
         self, conversations: list[Messages], cfg: GenerationConfig | None = None, *,
-        adapter: str | None = None, on_token: OnToken | None = None, first_index: int = 0,
+        adapter: str | None = None, on_token: OnToken | None = None, on_finish: OnFinish | None = None,
     ) -> list[Generation]:
         """Answer each conversation (in order). ``adapter=None`` uses the base model alone.
 
-        ``first_index``: the index of the first conversation in a longer list answered in
-        parts: sampled answers draw from the seed and their index in that list, so a list
-        answered in parts gets the answers it would get in one call.
+        ``on_finish(index, generation)`` is called on the decoding thread as each answer ends,
+        before its row leaves the batch (the others wait): with :attr:`finished` keeping rows,
+        the confidence scorer runs there on the answer's own keys/values
+        (:func:`tunesmith.review.confidence.generate_scored`).
 
         ``on_token(index, token_ids)`` is called on the decoding thread after each new token of
         conversation ``index``, with its tokens so far (the engine's own list: read it, do not
@@ -324,7 +342,7 @@ class Engine:
             AdapterError: ``adapter`` is not loaded.
         """
         return self._generate(self._encode_all(conversations), cfg or GenerationConfig(), adapter, self.stop_ids,
-                              on_token, first_index)
+                              on_token, on_finish)
 
     def complete(
         self, texts: list[str], cfg: GenerationConfig | None = None, *, adapter: str | None = None,
@@ -360,9 +378,10 @@ class Engine:
         return [*self.stop_ids, *([eos] if eos is not None and eos not in self.stop_ids else [])]
 
     def _generate(self, prompts: list[list[int]], cfg: GenerationConfig, adapter: str | None,
-                  stop_ids: list[int], on_token: OnToken | None = None, first_index: int = 0) -> list[Generation]:
+                  stop_ids: list[int], on_token: OnToken | None = None,
+                  on_finish: OnFinish | None = None) -> list[Generation]:
         device = next(self.model.parameters()).device
-        requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, first_index + i, device))
+        requests = [Request(i, p, self._budget(i, p, cfg), row_generator(cfg, i, device))
                     for i, p in enumerate(prompts)]
         if cfg.grammar is not None:
             constrainer = self.constrainer()
@@ -373,10 +392,10 @@ class Engine:
         def retry() -> None:
             for r in requests:
                 if r.finish is None:
-                    r.reset(row_generator(cfg, first_index + r.index, device))
+                    r.reset(row_generator(cfg, r.index, device))
 
         def attempt() -> None:
-            self._decode([r for r in requests if r.finish is None], cfg, checker, on_token)
+            self._decode([r for r in requests if r.finish is None], cfg, checker, on_token, on_finish)
 
         with self._running(adapter):
             self._with_backoff(attempt, retry, what="generation")
@@ -416,7 +435,7 @@ class Engine:
         return Generation(text, len(r.generated), len(r.prompt), reason, r.seconds, list(r.generated), logprobs)
 
     def _decode(self, requests: list[Request], cfg: GenerationConfig, checker: StopChecker,
-                on_token: OnToken | None = None) -> None:
+                on_token: OnToken | None = None, on_finish: OnFinish | None = None) -> None:
         """Continuous batching: prefill newcomers while there is room (in passes of similar
         length), else decode one step for every row in flight."""
         pending = deque(sorted(requests, key=lambda r: len(r.prompt), reverse=True))
@@ -437,15 +456,20 @@ class Engine:
                 assert batch is not None
                 logits = batch.step(self.model)
                 batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)
-            if self.finished.capacity > 0:
-                self._keep_finished(batch)
+            if self.finished.capacity > 0 or on_finish is not None:
+                self._finished(batch, checker, on_finish)
             batch = batch.retire()
 
-    def _keep_finished(self, batch: DecodeBatch) -> None:
-        """Copy each row that has just finished into :attr:`finished` (before it retires)."""
+    def _finished(self, batch: DecodeBatch, checker: StopChecker, on_finish: OnFinish | None) -> None:
+        """Each row that has just finished (before it retires): its keys/values into
+        :attr:`finished`, then ``on_finish``."""
         for i, r in enumerate(batch.requests):
-            if r.finish is not None and (cache := batch.row_cache(i)) is not None:
+            if r.finish is None:
+                continue
+            if self.finished.capacity > 0 and (cache := batch.row_cache(i)) is not None:
                 self.finished.put((id(self.model), self._active), r.prompt + r.generated[:-1], cache)
+            if on_finish is not None:
+                on_finish(r.index, self._result(r, checker))
 
     def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
         """Take prompts off the queue while rows, the token budget and the prefill size allow

@@ -290,28 +290,27 @@ def score_answers(engine: Engine, spec: OutputSpec, prompts: Sequence[list[int]]
 
 def generate_scored(engine: Engine, spec: OutputSpec, conversations: Sequence[Any], cfg: GenerationConfig, *,
                     adapter: str | None, cost: ScoringCost | None = None,
-                    chunk: int | None = None) -> tuple[list[list[int]], list[Generation], list[AnswerScores]]:
-    """Answer ``conversations`` and score each answer (:func:`score_answers`), in chunks of
-    twice the engine's batch: the engine keeps each chunk's finished rows
-    (:class:`~tunesmith.generate.kv.FinishedRows`) and the scorer starts from them, so an
-    answer's prompt is run once, by generation. Returns (prompt ids, generations, scores)."""
-    size = chunk or 2 * engine.max_batch_size
+                    ) -> tuple[list[list[int]], list[Generation], list[AnswerScores]]:
+    """Answer ``conversations`` and score each answer (:func:`score_answers`) as it ends, on the
+    keys/values generation has just computed for it (the engine keeps the finished row,
+    :class:`~tunesmith.generate.kv.FinishedRows`, and the scorer takes it): an answer's prompt
+    is run once, by generation. Returns (prompt ids, generations, scores)."""
     prompts = [engine.encode(c) for c in conversations]
-    gens: list[Generation] = []
-    scores: list[AnswerScores] = []
+    scores: list[AnswerScores | None] = [None] * len(prompts)
+
+    def score(index: int, gen: Generation) -> None:
+        scores[index] = score_answers(engine, spec, [prompts[index]], [gen.text], adapter=adapter, cost=cost)[0]
+
     before = engine.finished.capacity
-    engine.finished.capacity = max(before, size)
+    engine.finished.capacity = max(before, 1)
     try:
-        for at in range(0, len(conversations), size):
-            part = engine.generate(list(conversations[at : at + size]), cfg, adapter=adapter, first_index=at)
-            gens += part
-            scores += score_answers(engine, spec, prompts[at : at + size], [g.text for g in part], adapter=adapter,
-                                    cost=cost)
+        gens = engine.generate(list(conversations), cfg, adapter=adapter, on_finish=score)
     finally:
         engine.finished.capacity = before
         if before == 0:
             engine.finished.clear()
-    return prompts, gens, scores
+    assert all(s is not None for s in scores)  # every answer ends, so every answer was scored
+    return prompts, gens, scores  # type: ignore[return-value]
 
 
 ROWS_PER_PASS = 64  # alternatives scored in one forward pass (batched rows)
