@@ -408,6 +408,19 @@ def test_adapters_switch_without_reloading_the_base(tmp_path, monkeypatch):
     assert engine.model.get_base_model() is base_model
     with pytest.raises(AdapterError, match="unknown adapter 'nope'; loaded adapters: ft, ft-again"):
         engine.generate(convs, cfg, adapter="nope")
+    # a scorer called back from generation (on_finish) under the same adapter leaves the model
+    # as the generation needs it: PEFT's disable_adapter does not nest, the engine must not nest it
+    probe = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        want = plain.model(input_ids=probe).logits
+    seen = []
+
+    def on_finish(index, gen):
+        engine.perplexity(["ticket 1 about billing"])  # the base model, inside the base block
+        seen.append(bool(torch.allclose(engine.model(input_ids=probe).logits, want, atol=1e-5)))
+
+    assert ids(engine.generate(convs, cfg, on_finish=on_finish)) == ids(base)
+    assert len(seen) == len(convs) and all(seen)
 
 
 def test_a_full_fine_tune_is_served_beside_the_base(tmp_path):

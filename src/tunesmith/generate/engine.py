@@ -175,7 +175,6 @@ class Engine:
         self.prefix_memo = PrefixMemo()  # the system prompt's keys/values across calls
         self.finished = FinishedRows()  # finished answers' keys/values for the scorer (off: capacity 0)
         self._active: str | None = None  # the adapter the running block uses (a prefix memo key)
-        self._using_depth = 0  # nested _using blocks (the scorer inside generation's on_finish)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -265,26 +264,13 @@ class Engine:
 
     @contextlib.contextmanager
     def _using(self, adapter: str | None) -> Iterator[None]:
-        """Activate ``adapter`` (None = base model, adapters disabled) for the block. Inside a
-        block of the same adapter (the scorer called back from generation) nothing changes:
-        PEFT's ``disable_adapter`` does not nest (its exit would re-enable the adapters)."""
-        if self._using_depth and self._active == adapter:
-            yield
-            return
+        """Activate ``adapter`` (None = base model, adapters disabled) for the block. Blocks nest
+        (the scorer called back from generation): PEFT's ``disable_adapter`` restores the state
+        it found."""
         if adapter is not None and adapter not in self.adapters:
             known = ", ".join(self.adapters) or "none"
             raise AdapterError(f"unknown adapter {adapter!r}; loaded adapters: {known}")
-        outer, self._active = self._active, adapter
-        self._using_depth += 1
-        try:
-            with self._activated(adapter):
-                yield
-        finally:
-            self._using_depth -= 1
-            self._active = outer
-
-    @contextlib.contextmanager
-    def _activated(self, adapter: str | None) -> Iterator[None]:
+        self._active = adapter
         if adapter in self.full_models:
             base, self.model = self.model, self.full_models[adapter]
             try:
