@@ -564,6 +564,8 @@ class EvalConfig(_Section):
     output: OutputSpec = Field(default_factory=OutputSpec)
     probes: bool = Field(True, description="Run refusal and prompt-injection probes.")
     forgetting: bool = Field(True, description="Compare general perplexity and general Q&A before vs after.")
+    test_perplexity: bool = Field(True, description="Report the test answers' perplexity under the base and the "
+                                  "fine-tuned model (one scoring pass each over the pack; shown in the report only).")
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
     gate: GateConfig = Field(default_factory=GateConfig)

@@ -199,9 +199,13 @@ def test_label_set_is_inferred_and_constrained_or_ranked_answers_stay_inside_it(
         assert set(rung.answers) <= {"account", "billing", "shipping"}
         assert rung.mean("label_valid") == 1.0 and rung.mean("label_acc") is not None
 
+    assert set(constrained.test_perplexity) == {"base", "finetuned"}
+
     cfg.eval.output.decoding = "free"  # the random base model does not answer with a label unprompted
+    cfg.eval.test_perplexity = False  # (the report's test perplexity off: none computed)
     free = evaluate(cfg).results
     assert free.ladder["zero_shot"].mean("label_valid") < 1.0
+    assert free.test_perplexity == {}
 
     cfg.eval.output.decoding = "rank"
     ranked = evaluate(cfg).results

@@ -442,7 +442,8 @@ def evaluate(cfg: Config, *, model: str | None = None, snapshot: str | None = No
     log({"event": "probes_start"})
     for name, phase in (("probes", lambda: _probes(pack, engine, cfg, spec, has_ft)),
                         ("forgetting", lambda: _forgetting(pack, engine, cfg, has_ft)),
-                        ("test_perplexity", lambda: _test_perplexity(pack, engine, has_ft))):
+                        ("test_perplexity", lambda: _test_perplexity(pack, engine, has_ft)
+                         if cfg.eval.test_perplexity else {})):
         started = time.perf_counter()
         results[name] = phase()
         log({"event": "phase_done", "phase": name, "seconds": round(time.perf_counter() - started, 1)})

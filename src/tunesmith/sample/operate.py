@@ -333,6 +333,7 @@ def _calibration(cfg: Config, champion: str, say: Say, extra: Path | None = None
         calib.eval.extra_cases = [*calib.eval.extra_cases, *([str(extra)] if extra else [])]
         calib.eval.probes = False
         calib.eval.forgetting = False
+        calib.eval.test_perplexity = False  # two scoring passes over the pack (~5 min), for the report only
         # the demo's config leaves calibration to this step (review.calibration_examples: 0
         # keeps the demo inside 15 minutes); routing needs it, so fit it on the whole validation
         # split (~270 answers: the threshold is certified on half of them)
