@@ -329,3 +329,33 @@ def test_a_kept_row_is_only_taken_by_its_own_answer(engine):
     off = FinishedRows()
     off.put(("m", None), [1, 2, 3], "x")  # capacity 0: nothing kept
     assert off.take(("m", None), [1, 2, 3], at_least=1) is None
+
+
+def test_an_answer_whose_scoring_ran_out_of_memory_is_scored_afterwards(monkeypatch):
+    """Scoring inside generation can run out of memory: the engine backs off and goes on (the
+    answer has ended and is not re-run), and generate_scored scores it afterwards, with a prefill."""
+    import tunesmith.review.confidence as conf
+    from tunesmith.evaluate.outputs import grammar_for
+
+    tok = build_tokenizer()
+    fresh_engine = Engine(build_model("llama", tok, seed=7), tok, max_batch_size=4)
+    spec = OutputSpec(kind="json", label_fields=["category", "urgency"], json_schema={
+        **SPEC.json_schema, "required": ["category", "urgency"], "additionalProperties": False})
+    convs = [conv(f"ticket {i}: my invoice {i * 13} is wrong, order {i * 7}") for i in range(6)]
+    gcfg = GenerationConfig(max_new_tokens=160, temperature=0.5, seed=3, grammar=grammar_for(spec))
+    real, calls = conf.score_answers, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conf, "score_answers", flaky)
+    prompts, gens, scores = conf.generate_scored(fresh_engine, spec, convs, gcfg, adapter=None)
+    assert fresh_engine.oom_backoffs == 1 and all(s is not None for s in scores)
+    want = real(fresh_engine, spec, prompts, [g.text for g in gens])
+    for got, exp in zip(scores, want, strict=True):
+        assert got.values == exp.values
+        for name, lls in exp.logliks.items():
+            assert got.logliks[name] == pytest.approx(lls, abs=1e-4)

@@ -309,7 +309,12 @@ def generate_scored(engine: Engine, spec: OutputSpec, conversations: Sequence[An
         engine.finished.capacity = before
         if before == 0:
             engine.finished.clear()
-    assert all(s is not None for s in scores)  # every answer ends, so every answer was scored
+    missed = [i for i, sc in enumerate(scores) if sc is None]  # its scoring ran out of memory: the
+    if missed:  # engine backed off and went on; score those now, with a prefill
+        again = score_answers(engine, spec, [prompts[i] for i in missed], [gens[i].text for i in missed],
+                              adapter=adapter, cost=cost)
+        for i, sc in zip(missed, again, strict=True):
+            scores[i] = sc
     return prompts, gens, scores  # type: ignore[return-value]
 
 
@@ -320,7 +325,7 @@ _PACKABLE = ("sdpa", "eager")  # attention implementations that take a custom 4D
 
 def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None,
                          prompt_len: int) -> list[list[float]] | None:
-    """Each field's alternatives' log-likelihoods in two forward passes.
+    """Each field's alternatives' log-likelihoods in one or two forward passes.
 
     1. The answer's longest context (prompt + the answer up to its last scored field): the
        row generation left in ``engine.finished`` cut back to it (nothing to run), or, when
