@@ -67,6 +67,7 @@ from tunesmith.models.chat import (
     end_of_turn_ids,
     render_for_training,
 )
+from tunesmith.models.precision import engine_bf16_weights
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -157,6 +158,8 @@ class Engine:
                 f"max_batch_size and max_batch_tokens must be >= 1, got {max_batch_size}, {max_batch_tokens}"
             )
         self.model = model.eval()
+        if bf16_autocast:  # frozen weights stored as the bf16 autocast casts them to each step
+            engine_bf16_weights(self.model)  # (same results; a caller's trainable weights stay)
         self.tokenizer = tokenizer
         self.system, self.fallback_template = system, fallback_template
         self.max_batch_size, self.max_batch_tokens = max_batch_size, max_batch_tokens
@@ -197,6 +200,7 @@ class Engine:
         tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
         model = load_model(ref, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                            allow_pickle=allow_pickle)
+        model.requires_grad_(False)  # the engine's own: frozen (and bf16-storable, see __init__)
         engine = cls(model, tokenizer, **kw)
         engine.base_ref = ref
         for name, path in (adapters or {}).items():
@@ -241,7 +245,9 @@ class Engine:
         if not folder.is_dir():
             raise AdapterError(f"model version {folder.parent}: its weights folder {folder} is missing")
         first = next(self.model.parameters())
-        model = load_model(str(folder), dtype=first.dtype, device=str(first.device))
+        model = load_model(str(folder), dtype=first.dtype, device=str(first.device)).requires_grad_(False)
+        if self.bf16_autocast:
+            engine_bf16_weights(model)
         with self._lock:
             self.full_models[name] = model
         self.adapters[name] = folder
