@@ -53,6 +53,7 @@ takes longer than budget / 6 (a busy 2-core CPU) training runs past ``--budget``
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -68,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _datasets import (
     INTENT_INSTRUCTIONS,
+    generate_intents,
     write_intents,
     write_summaries,
 )
@@ -100,6 +102,41 @@ def intents_project(root: Path) -> dict[str, Any]:
         "eval": {"rungs": ["zero_shot", "few_shot", "finetuned", "finetuned_fewshot"],
                  "output": {"kind": "label"}},
     }
+
+
+def held_out_intents(root: Path, n: int, *, seed: int = 14) -> Path:
+    """``n`` more intent queries for the eval pack (``--extra-cases``), from another seed of the
+    generator: none equal (after lowercasing and dropping punctuation) or near-duplicate
+    (tunesmith's MinHash at the prepare stage's settings) to any of the dataset's records, so
+    no case was seen in training. Written as ``data/intents-held-out.csv``."""
+    import csv
+
+    from _datasets import _key
+
+    from tunesmith.config import NearDedupConfig
+    from tunesmith.data.minhash import NearDuplicateIndex, signatures
+
+    with (root / "data" / "intents.csv").open(encoding="utf-8", newline="") as fh:
+        known = [r["text"] for r in csv.DictReader(fh)]
+    seen = {_key(t) for t in known}
+    fresh = [r for r in generate_intents(3 * n, seed) if _key(r["text"]) not in seen]
+    cfg = NearDedupConfig()
+    index = NearDuplicateIndex(cfg)
+    index.add(signatures(known + [r["text"] for r in fresh], cfg))
+    roots = index.clusters()  # the smallest index of each cluster: a dataset record's when it has one
+    kept = [r for i, r in enumerate(fresh) if roots[len(known) + i] == len(known) + i]
+    if len(kept) < n:
+        raise SystemExit(f"--extra-cases {n}: only {len(kept)} held-out queries are unlike the dataset")
+    print(f"  held-out queries: {len(fresh)} generated unlike the dataset's text, {len(kept)} not near-duplicates "
+          f"of it or of each other; {n} used", flush=True)
+    path = root / "held-out" / "intents.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for r in kept[:n]:
+            fh.write(json.dumps({"messages": [{"role": "system", "content": INTENT_INSTRUCTIONS},
+                                              {"role": "user", "content": r["text"]},
+                                              {"role": "assistant", "content": r["category"]}]}) + "\n")
+    return path
 
 
 def summaries_project(root: Path) -> dict[str, Any]:
@@ -142,6 +179,8 @@ def write_config(root: Path, name: str, args: argparse.Namespace) -> Path:
     cfg["model"] = {"base": "starter"}
     cfg["train"] = {"time_budget": args.budget}
     cfg["eval"]["max_cases"] = args.cases
+    if getattr(args, "extra_cases", 0):
+        cfg["eval"]["extra_cases"] = [str(held_out_intents(root, args.extra_cases).relative_to(root))]
     if args.smoke:
         cfg["train"]["eval_examples"] = 32  # the validation pass is part of the budget
         cfg["eval"].update({"generation": {"max_new_tokens": 16}, "probes": False, "forgetting": False})
@@ -273,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated subset of {', '.join(DATASETS)}")
     ap.add_argument("--budget", default="15m", help="train.time_budget (e.g. 15m, 900s)")
     ap.add_argument("--cases", type=int, default=200, help="eval.max_cases")
+    ap.add_argument("--extra-cases", type=int, default=0, metavar="N",
+                    help="intents: N more held-out test cases from another seed of the generator, none "
+                         "equal or near-duplicate to the dataset (a CI narrow enough to separate close rungs)")
     ap.add_argument("--out", type=Path, help="keep the projects here (default: a temporary folder)")
     ap.add_argument("--smoke", action="store_true",
                     help="intents only, --budget 1m --cases 20, short validation and answers, "
@@ -290,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.datasets, args.budget, args.cases = "intents", "1m", 20
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    if args.extra_cases and names != ["intents"]:
+        ap.error("--extra-cases: intents only (its generator makes the held-out queries)")
     unknown = [n for n in names if n not in DATASETS]
     if unknown or not names:
         ap.error(f"--datasets: unknown {unknown}; choose from {', '.join(DATASETS)}")

@@ -12,7 +12,9 @@ time, stopping on the same end-of-turn ids. Throughput = new tokens (end-of-turn
 
 ``--hf-batched`` adds ``model.generate`` on left-padded batches of ``--batch`` prompts (the
 other way to batch); ``--bf16`` adds the engine under bf16 autocast and reports whether its
-greedy answers still equal the float32 reference.
+greedy answers still equal the float32 reference, first with float32 weights (autocast casts
+every linear's weight on every forward), then with the weights stored in bf16 as a bf16
+engine keeps them (``tunesmith.models.precision``), whose answers must equal the former's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from tunesmith.generate import Engine, GenerationConfig
 from tunesmith.generate.kv import common_prefix
 from tunesmith.models.chat import Messages
+from tunesmith.models.precision import engine_bf16_weights
 
 
 def ticket_prompts(n: int) -> list[Messages]:
@@ -164,8 +167,15 @@ def main() -> int:
                timed(lambda: hf_batched(engine, prompts, n, args.batch)), base)
     report(f"Engine.generate, {args.batch} in flight", timed(lambda: run_engine(engine, convs, n)), base)
     if args.bf16:
-        engine.bf16_autocast = True
-        report("Engine.generate, bf16 autocast", timed(lambda: run_engine(engine, convs, n)), base)
+        engine.bf16_autocast = True  # float32 weights: autocast casts each one on every forward
+        cast = timed(lambda: run_engine(engine, convs, n))
+        report("Engine.generate, bf16 autocast", cast, base)
+        engine_bf16_weights(engine.model)  # what a bf16 engine does when it loads
+        stored = timed(lambda: run_engine(engine, convs, n))
+        report("  + weights stored in bf16", stored, base)
+        same = sum(a == b for a, b in zip(stored[2], cast[2], strict=True))
+        print(f"{'':<34} stored vs cast: {cast[0] / stored[0]:.2f}x wall, {cast[1] / stored[1]:.2f}x CPU, "
+              f"{same}/{len(cast[2])} answers identical to the autocast-only run's")
     print("\nratio: tokens/s over the baseline's (wall clock); CPU rat.: the same with process "
           "CPU seconds, less sensitive to other work on a shared machine. identical greedy: "
           "answers token-for-token equal to the baseline's.")

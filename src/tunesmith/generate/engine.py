@@ -16,7 +16,9 @@ position ids and its padding is masked.
 
 Precision is float32 by default: bf16 autocast is faster on CPUs with AVX512-BF16 (1.2x in
 benchmarks/results/bench_generate.txt) but changed 16 of the starter's 32 greedy answers
-there, so it is opt-in.
+there, so it is opt-in. A bf16 engine stores its frozen linear weights in bf16
+(:mod:`tunesmith.models.precision`): autocast would cast them to exactly those tensors on every
+forward, so the answers are the same and each decode step skips ~135M element casts.
 
 Out of memory (CUDA OOM, a CPU allocation failure, ``MemoryError``) does not end a run: the
 unfinished prompts are re-queued, the batch limit halves, and the engine remembers the
