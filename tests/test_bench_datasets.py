@@ -116,3 +116,30 @@ def test_summaries_jsonl_parses(tmp_path: Path, summaries) -> None:
         assert rec["messages"][1]["content"] == row["ticket"]
         assert rec["messages"][2]["content"] == row["summary"]
     assert len({r["ticket_id"] for r in records}) == 2000
+
+
+def test_held_out_intents_are_unlike_the_dataset(tmp_path: Path) -> None:
+    """``bench_defaults.py --extra-cases``: no held-out query equals or near-duplicates a dataset
+    record (a leak would flatter the fine-tune), and each is a chat case with a real label."""
+    spec = importlib.util.spec_from_file_location("bench_defaults", _PATH.parent / "bench_defaults.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from tunesmith.config import NearDedupConfig
+    from tunesmith.data.minhash import NearDuplicateIndex, signatures
+
+    ds.write_intents(tmp_path, n=800, seed=13)
+    path = bench.held_out_intents(tmp_path, 150)
+    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(cases) == 150
+    assert all([m["role"] for m in c["messages"]] == ["system", "user", "assistant"] for c in cases)
+    assert {c["messages"][2]["content"] for c in cases} <= set(ds.INTENT_LABELS)
+    with (tmp_path / "data" / "intents.csv").open(encoding="utf-8", newline="") as fh:
+        known = [r["text"] for r in csv.DictReader(fh)]
+    held = [c["messages"][1]["content"] for c in cases]
+    key = ds._key
+    assert not {key(t) for t in held} & {key(t) for t in known}
+    index = NearDuplicateIndex(NearDedupConfig())
+    index.add(signatures(known + held, NearDedupConfig()))
+    pairs = index.similar_pairs()
+    assert not ((pairs["i"] < len(known)) & (pairs["j"] >= len(known))).any()  # none near a dataset record
+    assert not (pairs["i"] >= len(known)).any()  # nor near each other
