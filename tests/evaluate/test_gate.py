@@ -121,6 +121,18 @@ def test_a_significant_lead_below_min_lift_is_not_called_a_fine_tune():
     assert text.startswith("Not worth a fine-tune by the gate's standard") and "gate.min_lift" in text
 
 
+def test_a_significant_small_lead_is_not_blamed_on_a_gate_min_lift_of_zero():
+    # intents, 1,400 cases: +0.030 [+0.021, +0.040], gate.min_lift 0; the gate failed on forgetting
+    r = results(diff=0.03, low=0.021, high=0.04, excludes=1.0, cases=1400,
+                forgetting={"ppl_relative_change": 1.18, "qa_drop": 0.0})
+    text = recommendation(r, min_lift=0.0, checks=evaluate_gate(GateConfig(), r))
+    assert text.startswith("A small win: the fine-tuned model beats few-shot by +0.030")
+    assert "gate.min_lift" not in text and "The gate also fails on forgetting (1.18 vs 0.25)" in text
+    passing = results(diff=0.03, low=0.021, high=0.04, excludes=1.0, cases=1400)
+    assert "gate also fails" not in recommendation(passing, min_lift=0.0,
+                                                   checks=evaluate_gate(GateConfig(), passing))
+
+
 def test_a_winning_fine_tune_that_fails_another_gate_check_is_not_deployed():
     r = results(forgetting={"ppl_relative_change": 0.9, "qa_drop": 0.0})
     text = recommendation(r, min_lift=0.1, checks=evaluate_gate(GateConfig(min_lift=0.1), r))

@@ -102,7 +102,8 @@ def recommendation(results: Results, *, min_lift: float = MIN_USEFUL_LIFT,
 
     - CI of (fine-tuned − best baseline) above 0 and a lead ≥ ``min_lift``: "Fine-tune", unless
       another gate check (``checks``: forgetting, JSON validity, injection, ...) failed, then
-      "Do not deploy yet" naming it. A lead below ``min_lift``: "not worth it by the gate".
+      "Do not deploy yet" naming it. A lead below ``gate.min_lift``: "not worth it by the gate";
+      below :data:`MIN_USEFUL_LIFT` only: "a small win" (naming any failed gate check).
     - CI below 0: the baseline is better; do not deploy this fine-tune.
     - CI includes 0: *inconclusive* when the lead is worth having (≥ ``min_lift``, with the
       number of test cases that would settle it: the CI narrows as 1/sqrt(n)); otherwise the
@@ -120,16 +121,20 @@ def recommendation(results: Results, *, min_lift: float = MIN_USEFUL_LIFT,
     if low is None or high is None:
         low = high = diff  # no CI (a single pair): judged on the difference alone
     ci = f"95% CI [{low:+.3f}, {high:+.3f}]"
-    min_lift = max(min_lift, MIN_USEFUL_LIFT)
+    gate_lift, min_lift = min_lift, max(min_lift, MIN_USEFUL_LIFT)
     worth = diff >= min_lift - TOLERANCE
+    others = [c for c in checks or [] if not c.passed and c.name not in ("lift", "significant")]
+    failed = ", ".join(f"{c.name} ({_fmt(c.value)} vs {_fmt(c.threshold)})" for c in others)
     if low > 0:
-        if not worth:
+        if not worth and diff < gate_lift - TOLERANCE:
             return (f"Not worth a fine-tune by the gate's standard: the fine-tuned model beats {rival} by "
-                    f"{diff:+.3f} on {headline} ({ci}), less than the {min_lift:.3f} the gate asks "
+                    f"{diff:+.3f} on {headline} ({ci}), less than the {gate_lift:.3f} the gate asks "
                     f"(gate.min_lift); {rival} on the base model is cheaper.")
-        others = [c for c in checks or [] if not c.passed and c.name not in ("lift", "significant")]
+        if not worth:  # significant and above gate.min_lift, but small
+            return (f"A small win: the fine-tuned model beats {rival} by {diff:+.3f} on {headline} ({ci}), "
+                    f"a real lead but under {MIN_USEFUL_LIFT:.2f}; {rival} on the base model is nearly as "
+                    "good and cheaper." + (f" The gate also fails on {failed}." if others else ""))
         if others:
-            failed = ", ".join(f"{c.name} ({_fmt(c.value)} vs {_fmt(c.threshold)})" for c in others)
             return (f"Do not deploy yet: the fine-tuned model beats {rival} by {diff:+.3f} on {headline} "
                     f"({ci}), but the gate fails on {failed}.")
         rag_cmp = r.finetuned_rag_vs_finetuned
