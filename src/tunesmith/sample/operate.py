@@ -325,7 +325,7 @@ def _calibration(cfg: Config, champion: str, say: Say, extra: Path | None = None
         calib = cfg.model_copy(deep=True)
         calib._base_dir = cfg.base_dir
         calib.eval.rungs = ["finetuned"]
-        # A frozen month-1 pack of the whole test split (the demo's has 60 cases): the check of
+        # A frozen month-1 pack of the whole test split (the demo's has 100 cases): the check of
         # the calibration gets ~270 held-out answers (with the ~270 validation ones: the
         # acceptance's 500), and the retrain's per-field non-inferiority (2 points) a pack on
         # which it can be decided. The retrain compares on this pack (simulate pins it).
