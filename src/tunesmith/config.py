@@ -407,7 +407,8 @@ class TrainConfig(_Section):
         3, ge=1, description="Stop after this many evaluations without improvement; null = never."
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Autocast precision: `auto` = bf16 where the hardware supports it, else fp32."
+        "auto", description="Autocast precision: `auto` = bf16 on a GPU that supports it, and on a CPU whose bf16 "
+        "matmuls measure clearly faster than float32 (AVX512-BF16 without AMX often runs them slower), else fp32."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     compile: bool = Field(False, description="torch.compile the model (helps on GPUs; slow to start).")
@@ -462,10 +463,11 @@ class GenerationSettings(_Section):
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Longest answer generated.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (reproducible).")
     batch_size: int = Field(16, ge=1, description="Prompts in flight in the generation engine.")
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
         description="fp32: greedy answers equal transformers' generate. bf16: autocast matmuls, ~1.4x faster on CPUs "
-        "with AVX512-BF16 and the precision a bf16-trained adapter was trained in, but some greedy answers change.",
+        "with fast bf16 (AMX) and the precision a bf16-trained adapter was trained in, but some greedy answers "
+        "change. auto: bf16 where train.precision's `auto` picks it (the same measurement), else fp32.",
     )
 
 
@@ -572,6 +574,7 @@ class EvalConfig(_Section):
 
 
 # --------------------------------------------------------------------------- serve
+BATCH_WAIT_MS = 50.0  # benchmarks/bench_batch_wait.py
 class RolloutConfig(_Section):
     """Canary rollout of the ``challenger`` alias behind the deployment name, rolled back
     automatically when its live traffic is worse than the champion's."""
@@ -666,6 +669,11 @@ class ServeConfig(_Section):
     engine: Literal["tunesmith", "vllm"] = Field(
         "tunesmith", description="`tunesmith`: the built-in engine (CPU or GPU); `vllm`: a `vllm serve` child "
         "process generates, tunesmith keeps routing, auth, logging and metrics."
+    )
+    batch_wait_ms: float = Field(
+        BATCH_WAIT_MS, ge=0, le=1000, description="While clients send requests concurrently, a part-full batch "
+        "waits up to this long for their next requests before the engine starts it (a lone client never "
+        "waits); 0: start at once."
     )
     cache: CacheConfig = Field(default_factory=CacheConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -110,16 +110,20 @@ def test_reference_outside_the_label_set_is_a_clear_error(tmp_path):
         evaluate(cfg)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_generation_precision_reaches_the_engine(tmp_path, monkeypatch, precision):
+@pytest.mark.parametrize(("precision", "pays", "bf16"),
+                         [("fp32", True, False), ("bf16", False, True), ("auto", True, True), ("auto", False, False)])
+def test_generation_precision_reaches_the_engine(tmp_path, monkeypatch, precision, pays, bf16):
+    import tunesmith.models.precision as precision_module
     from tunesmith.evaluate import runner
     from tunesmith.generate.engine import Engine
 
     cfg = project(tmp_path, "{generation: {precision: " + precision + ", batch_size: 3}}")
     seen = {}
     monkeypatch.setattr(Engine, "load", classmethod(lambda cls, base, **kw: seen.update(kw) or "engine"))
+    monkeypatch.setattr(precision_module, "cpu_bf16_pays", lambda: pays)  # auto: this CPU's measurement
+    monkeypatch.setattr(precision_module.torch.cuda, "is_available", lambda: False)
     assert runner._engine(cfg, None) == "engine"
-    assert seen["bf16_autocast"] is (precision == "bf16") and seen["max_batch_size"] == 3
+    assert seen["bf16_autocast"] is bf16 and seen["max_batch_size"] == 3
 
 
 @pytest.mark.parametrize(("answer", "reference", "ok"), [

@@ -139,3 +139,68 @@ def test_after_step_runs_on_the_worker_before_the_next_call_and_a_failure_keeps_
     assert a.extra == ["a:None:a"] and b.extra is None and late.extra is None
     assert order[:3] == ["generate a,b", "after a", "after b"]
     assert worker == ["tunesmith-engine", "tunesmith-engine"]
+
+
+class TimedEngine(FakeEngine):
+    """Each call takes ``seconds`` (the gate open)."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.gate.set()
+
+    def generate(self, convs, cfg, *, adapter=None, on_token=None):
+        import time
+
+        time.sleep(self.seconds)
+        return super().generate(convs, cfg, adapter=adapter, on_token=on_token)
+
+
+def _closed_loop(sched, clients: int, rounds: int, stagger: float) -> None:
+    """``clients`` threads, each sending its next request ``stagger * i`` s after its answer
+    (clients whose next requests arrive a few milliseconds apart, as over HTTP)."""
+    import time
+
+    def client(i: int) -> None:
+        for r in range(rounds):
+            sched.submit(job(f"{i}-{r}")).future.result(10)
+            time.sleep(stagger * i)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+@pytest.mark.parametrize("wait", [0.0, 0.2])
+def test_batch_wait_keeps_concurrent_clients_in_full_calls(wait):
+    engine = TimedEngine(0.05)
+    sched = Scheduler(engine, batch_wait=wait)
+    sched.start()
+    try:
+        _closed_loop(sched, clients=4, rounds=6, stagger=0.01)
+    finally:
+        sched.stop()
+    sizes = [len(texts) for _, texts, _ in engine.calls]
+    assert sum(sizes) == 24
+    if wait:  # after the first burst (and before the first client ends) every call holds all four
+        assert sizes[1:-1] == [4] * (len(sizes) - 2), sizes
+    else:  # taken at once: the first arrival runs (nearly) alone
+        assert len(sizes) > 7, sizes
+
+
+def test_batch_wait_never_delays_a_lone_client():
+    import time
+
+    engine = TimedEngine(0.0)
+    sched = Scheduler(engine, batch_wait=5.0)
+    sched.start()
+    try:
+        t0 = time.perf_counter()
+        for r in range(5):
+            sched.submit(job(f"x{r}")).future.result(10)
+        elapsed = time.perf_counter() - t0
+    finally:
+        sched.stop()
+    assert elapsed < 1.0 and len(engine.calls) == 5

@@ -14,9 +14,10 @@ decoding yields the same tokens as one-at-a-time ``model.generate`` (tested here
 models, and on the starter in benchmarks/bench_generate.py), because each row keeps its own
 position ids and its padding is masked.
 
-Precision is float32 by default: bf16 autocast is faster on CPUs with AVX512-BF16 (1.2x in
-benchmarks/results/bench_generate.txt) but changed 16 of the starter's 32 greedy answers
-there, so it is opt-in. A bf16 engine stores its frozen linear weights in bf16
+Precision is float32 by default: bf16 autocast is faster on CPUs with fast bf16 matmuls (1.2x
+in benchmarks/results/bench_generate.txt, on AMX; slower than float32 on a CPU with AVX512-BF16
+alone: :func:`tunesmith.models.precision.cpu_bf16_pays`) but changed 16 of the starter's 32
+greedy answers there, so it is opt-in. A bf16 engine stores its frozen linear weights in bf16
 (:mod:`tunesmith.models.precision`): autocast would cast them to exactly those tensors on every
 forward, so the answers are the same and each decode step skips ~135M element casts.
 

@@ -43,10 +43,11 @@ class Loaded:
 def load_engine(cfg: Config) -> Engine:
     """The base model, with the eval stage's generation settings (batch size, precision)."""
     from tunesmith.generate.engine import Engine
+    from tunesmith.models.precision import use_bf16
     from tunesmith.train.recipe import model_reference
 
     gen = cfg.eval.generation
-    return Engine.load(model_reference(cfg), max_batch_size=gen.batch_size, bf16_autocast=gen.precision == "bf16",
+    return Engine.load(model_reference(cfg), max_batch_size=gen.batch_size, bf16_autocast=use_bf16(gen.precision),
                        system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template,
                        trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
 
@@ -167,7 +168,8 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
                           default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS,
                           rollout=canary_rollout(cfg, ws, catalog),
                           cache=ResponseCache(cfg.serve.cache.max_entries),
-                          reviewer=answer_reviewer(cfg, ws, engine))
+                          reviewer=answer_reviewer(cfg, ws, engine),
+                          batch_wait=cfg.serve.batch_wait_ms / 1000)
     app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
     return Loaded(app, engine, catalog, skipped)
 

@@ -94,6 +94,7 @@ class Job:
     prompts: list[list[int]] | None = None  # raw and score jobs: token ids, one prompt per row
     background: bool = False  # shadow work: runs only when no client job waits, stopped when one arrives
     started: float | None = None  # perf_counter time the worker took it
+    submitted: float = field(default_factory=time.perf_counter)  # when it joined the queue
     after: Callable[[list[Any]], Any] | None = None  # run on the worker on the answers; result in ``extra``
     extra: Any = None  # what ``after`` returned (None: no step, or it failed: logged, the answers still go)
 
@@ -122,8 +123,11 @@ class Scheduler:
         max_queue: jobs allowed to wait; more are refused with :class:`QueueFull`.
     """
 
-    def __init__(self, engine: Engine, *, max_queue: int = 128, max_background: int = 16):
+    def __init__(self, engine: Engine, *, max_queue: int = 128, max_background: int = 16,
+                 batch_wait: float = 0.0):
         self.engine, self.max_queue, self.max_background = engine, max_queue, max_background
+        self.batch_wait = batch_wait  # seconds a part-full batch waits for more jobs (after concurrent traffic)
+        self._recent: deque[int] = deque(maxlen=8)  # requests in flight as each recent client call ended
         self._pending: deque[Job] = deque()
         self._background: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -185,6 +189,10 @@ class Scheduler:
             if self._stopping:
                 return None
             background = not self._client_waiting()  # client jobs first, always
+            if not background:
+                self._fill_wait()
+                if self._stopping:
+                    return None
             queue = self._background if background else self._pending
             live = [j for j in queue if not j.cancelled]
             first, limit = live[0], self.engine.max_batch_size
@@ -204,6 +212,30 @@ class Scheduler:
                 job.started = now
             self.busy, self.running = True, len(taken)
             return taken
+
+    def _fill_wait(self) -> None:
+        """Hold a part-full batch of client jobs up to ``batch_wait`` after its oldest job
+        arrived, while more may come (called with the lock held).
+
+        Only while clients run concurrently: when a batch's answers go back together, their
+        clients' next requests arrive over the next milliseconds, and a worker that took the
+        first at once would run it nearly alone while the others wait a whole call. It waits
+        until as many answers are asked for as were in flight (running and waiting) when the
+        latest calls ended, at most ``batch_wait`` after the oldest arrived. A lone client
+        (one request in flight) never waits."""
+        expected = max(self._recent, default=0)
+        if self.batch_wait <= 0 or expected <= 1:
+            return
+        while not self._stopping:
+            live = [j for j in self._pending if not j.cancelled]
+            if not live:
+                return
+            first = live[0]
+            rows = sum(j.n for j in live if j.key == first.key)
+            left = first.submitted + self.batch_wait - time.perf_counter()
+            if rows >= min(self.engine.max_batch_size, expected) or left <= 0:
+                return
+            self._cond.wait(left)
 
     def _client_waiting(self) -> bool:
         return any(not j.cancelled for j in self._pending)
@@ -237,6 +269,9 @@ class Scheduler:
             for job in batch:
                 _settle(job, error=exc)
         else:
+            if not background:  # its answers go back now: as many requests may follow
+                with self._cond:
+                    self._recent.append(sum(j.n for j in batch) + sum(j.n for j in self._pending if not j.cancelled))
             start = 0
             for job in batch:
                 answers = results[start : start + job.n]

@@ -113,11 +113,12 @@ class ChatService:
 
     def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
                  max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None,
-                 cache: ResponseCache | None = None, reviewer: AnswerReviewer | None = None):
+                 cache: ResponseCache | None = None, reviewer: AnswerReviewer | None = None,
+                 batch_wait: float = 0.0):
         self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
         self.reviewer = reviewer
         shadow_queue = getattr(getattr(rollout, "cfg", None), "shadow_queue", 16)
-        self.scheduler = Scheduler(engine, max_queue=max_queue, max_background=shadow_queue)
+        self.scheduler = Scheduler(engine, max_queue=max_queue, max_background=shadow_queue, batch_wait=batch_wait)
         self.shadow = None if rollout is None else ShadowRunner(self.scheduler, rollout, request_log=request_log,
                                                                 decode=engine.tokenizer.decode)
         self.default_max_tokens = default_max_tokens

@@ -605,9 +605,7 @@ def precision_for(cfg: TrainConfig) -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (measured ~2.4x fp32 here)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether bf16 autocast pays on this CPU (measured: :func:`tunesmith.models.precision.cpu_bf16_pays`)."""
+    from tunesmith.models.precision import cpu_bf16_pays
+
+    return cpu_bf16_pays()

@@ -1,0 +1,61 @@
+"""The server's batch wait: concurrent clients' requests taken at once vs held for a full batch.
+
+    tunesmith demo DEMO_DIR            # once: a demo workspace with its version
+    python benchmarks/bench_batch_wait.py DEMO_DIR COPY_DIR [REQUESTS] [CLIENTS] [WAITS_MS]
+    # default 192 requests, 32 clients, waits 0,50 (the first is the baseline)
+
+The ``demo --operate`` simulation's server (in-process, 127.0.0.1, the simulation's review
+settings: each answer's confidence is scored on the worker; response cache off) on a copy of
+the demo workspace (COPY_DIR, replaced). CLIENTS clients in flight over HTTP, fresh month-1
+tickets (seed 99), greedy with the answer schema as ``response_format``. The scheduler's
+``batch_wait`` is switched between halves of the tickets: A with each wait, then B with each
+(so a drift in machine speed touches every setting alike). Prints, per wait, seconds per
+request, the engine calls made and their mean size in requests, and the ratio to the baseline.
+Answers must be identical across waits (greedy decoding does not depend on the batch).
+"""
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tunesmith.config import load_config
+from tunesmith.sample.operate import OperatePlan, operate_config
+from tunesmith.sample.operate_serve import LocalServer, replay
+from tunesmith.sample.triage_month2 import month_traffic
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 192
+clients = int(sys.argv[4]) if len(sys.argv) > 4 else 32
+waits = [float(w) for w in (sys.argv[5] if len(sys.argv) > 5 else "0,50").split(",")]
+shutil.rmtree(dst, ignore_errors=True)
+shutil.copytree(src, dst)
+cfg = load_config(dst / "tunesmith.yaml")
+ocfg = operate_config(cfg, OperatePlan())
+ocfg.serve.cache.max_entries = 0
+tickets = month_traffic(1, n + clients, seed=99)
+halves = [tickets[clients:clients + n // 2], tickets[clients + n // 2:]]
+
+with LocalServer(ocfg) as server:
+    scheduler = server.loaded.app.state.service.scheduler
+    replay(server, ocfg, tickets[:clients], concurrency=clients)  # warm-up
+    seconds: dict[float, float] = {w: 0.0 for w in waits}
+    calls: dict[float, int] = {w: 0 for w in waits}
+    answers: dict[float, list[str]] = {w: [] for w in waits}
+    for half in halves:
+        for w in waits:
+            scheduler.batch_wait = w / 1000
+            before = scheduler.batches
+            t0 = time.perf_counter()
+            served = replay(server, ocfg, half, concurrency=clients)
+            seconds[w] += time.perf_counter() - t0
+            calls[w] += scheduler.batches - before
+            answers[w] += [s.answer for s in served]
+            print(f"wait {w:g} ms: {len(served)} requests in {time.perf_counter() - t0:.1f} s, "
+                  f"{scheduler.batches - before} engine calls", flush=True)
+
+base = waits[0]
+for w in waits:
+    same = sum(a == b for a, b in zip(answers[w], answers[base], strict=True))
+    print(f"wait {w:g} ms: {seconds[w] / n:.3f} s/request, {calls[w]} engine calls "
+          f"({n / calls[w]:.1f} requests each), {seconds[base] / seconds[w]:.2f}x vs {base:g} ms; "
+          f"answers identical to {base:g} ms: {same}/{n}")
