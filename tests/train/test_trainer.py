@@ -18,6 +18,7 @@ from tunesmith.config import load_config
 from tunesmith.data.pipeline import prepare
 from tunesmith.errors import TunesmithError
 from tunesmith.train.recipe import train
+from tunesmith.workspace import Workspace
 
 CATS = ["billing", "shipping", "account"]
 
@@ -168,6 +169,9 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_resume_continues(tmp_path, mo
     monkeypatch.setattr(trainer_mod.Trainer, "_train_step", real)
     done = train(cfg, resume=True)
     assert done.metrics["steps"] == 6 and done.model_id
+    again = train(cfg, resume=True)  # finished: the same version, nothing trained or registered again
+    assert again.reused and again.model_id == done.model_id
+    assert len(Workspace(cfg.workspace_dir).list("model")) == 1
 
 
 @pytest.mark.parametrize("method", ["dora", "full", "prompt_tuning"])

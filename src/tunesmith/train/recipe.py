@@ -192,7 +192,10 @@ def train(
         raise TunesmithError(f"snapshot {snapshot_id} has an empty train split; check data.split ratios and the drop counts")
     init = {"adapter_of": init_adapter.name, **(lineage_extra or {})} if init_adapter else dict(lineage_extra or {})
     key = run_key(cfg, snapshot_id, init or None)
-    if not resume and (done := _existing_version(ws, key)) is not None:
+    # A finished run is reused, with or without resume: `tunesmith run`/`demo` always pass
+    # resume=True, and resuming a run at its last step registered a second, identical version
+    # (and made every later stage, eval included, run again).
+    if (done := _existing_version(ws, key)) is not None:
         return done
     ref = resolve_model(model_reference(cfg))
     # Under `accelerate launch` every rank runs this function; rank 0 alone reports, and
