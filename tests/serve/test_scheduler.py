@@ -204,3 +204,21 @@ def test_batch_wait_never_delays_a_lone_client():
     finally:
         sched.stop()
     assert elapsed < 1.0 and len(engine.calls) == 5
+
+
+def test_a_job_cancelled_during_the_batch_wait_leaves_the_worker_running():
+    import time
+
+    engine = TimedEngine(0.0)
+    sched = Scheduler(engine, batch_wait=0.3)
+    sched._recent.append(4)  # as after concurrent traffic: a part-full batch waits
+    sched.start()
+    try:
+        gone = sched.submit(job("gone"))
+        time.sleep(0.1)
+        gone.cancelled = True  # its client left while the worker held the batch open
+        time.sleep(0.4)
+        assert sched.submit(job("next")).future.result(10)[0].text == "None:next"
+    finally:
+        sched.stop()
+    assert [texts for _, texts, _ in engine.calls] == [["next"]]

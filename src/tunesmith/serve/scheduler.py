@@ -181,20 +181,20 @@ class Scheduler:
         """The oldest live job and every waiting job with its key, up to the batch size in
         answers (the oldest always goes, however many answers it asks for)."""
         with self._cond:
-            while not self._stopping and not self._client_waiting() and not any(
-                    not j.cancelled for j in self._background):
-                self._pending = deque(j for j in self._pending if not j.cancelled)
-                self._background = deque(j for j in self._background if not j.cancelled)
-                self._cond.wait()
-            if self._stopping:
-                return None
-            background = not self._client_waiting()  # client jobs first, always
-            if not background:
-                self._fill_wait()
+            live: list[Job] = []
+            while not live:  # the batch wait releases the lock: its jobs may be cancelled meanwhile
+                while not self._stopping and not self._client_waiting() and not any(
+                        not j.cancelled for j in self._background):
+                    self._pending = deque(j for j in self._pending if not j.cancelled)
+                    self._background = deque(j for j in self._background if not j.cancelled)
+                    self._cond.wait()
+                if self._client_waiting():
+                    self._fill_wait()
                 if self._stopping:
                     return None
-            queue = self._background if background else self._pending
-            live = [j for j in queue if not j.cancelled]
+                background = not self._client_waiting()  # client jobs first, always
+                queue = self._background if background else self._pending
+                live = [j for j in queue if not j.cancelled]
             first, limit = live[0], self.engine.max_batch_size
             taken, rest, rows = [], deque(), 0
             for job in live:
