@@ -138,9 +138,9 @@ def tunesmith_config(spec: BenchSpec, *, row_length: int | None = None, share_pr
 
 
 def bf16_autocast() -> bool:
-    from tunesmith.train.trainer import cpu_has_bf16
+    from tunesmith.models.precision import cpu_bf16_pays
 
-    return cpu_has_bf16()
+    return cpu_bf16_pays()
 
 
 # --------------------------------------------------------------------------- measurements

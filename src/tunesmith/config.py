@@ -574,7 +574,6 @@ class EvalConfig(_Section):
 
 
 # --------------------------------------------------------------------------- serve
-BATCH_WAIT_MS = 50.0  # benchmarks/bench_batch_wait.py
 class RolloutConfig(_Section):
     """Canary rollout of the ``challenger`` alias behind the deployment name, rolled back
     automatically when its live traffic is worse than the champion's."""
@@ -670,8 +669,8 @@ class ServeConfig(_Section):
         "tunesmith", description="`tunesmith`: the built-in engine (CPU or GPU); `vllm`: a `vllm serve` child "
         "process generates, tunesmith keeps routing, auth, logging and metrics."
     )
-    batch_wait_ms: float = Field(
-        BATCH_WAIT_MS, ge=0, le=1000, description="While clients send requests concurrently, a part-full batch "
+    batch_wait_ms: float = Field(  # 50: 1.10x no wait with 32 clients (benchmarks/bench_batch_wait.py)
+        50.0, ge=0, le=1000, description="While clients send requests concurrently, a part-full batch "
         "waits up to this long for their next requests before the engine starts it (a lone client never "
         "waits); 0: start at once."
     )

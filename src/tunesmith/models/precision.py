@@ -93,23 +93,18 @@ BF16_MIN_SPEEDUP = 1.15  # bf16 changes some answers: worth it only when clearly
 _PROBE_SHAPE = (512, 576, 1536)  # rows x hidden x MLP width: the starter's MLP matmul, one packed batch
 
 
+def _cpuinfo(*keys: str) -> str:
+    """The value of the first ``/proc/cpuinfo`` line starting with one of ``keys`` ("" if none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((ln.partition(":")[2].strip() for ln in text.splitlines() if ln.startswith(keys)), "")
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
-
-
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    line = next((ln for ln in text.splitlines() if ln.startswith("model name")), "")
-    return line.partition(":")[2].strip() or platform.machine()
+    return set(_cpuinfo("flags", "Features").split())
 
 
 def matmul_gflops(dtype: torch.dtype, *, seconds: float = 0.1, shape: tuple[int, int, int] = _PROBE_SHAPE) -> float:
@@ -146,7 +141,7 @@ def cpu_bf16_pays() -> bool:
         return False
     from tunesmith.models.loading import cache_root
 
-    key = "|".join([_cpu_name(), ",".join(sorted(f for f in flags if "avx" in f or "amx" in f)),
+    key = "|".join([_cpuinfo("model name") or platform.machine(), ",".join(sorted(f for f in flags if "avx" in f or "amx" in f)),
                     torch.__version__, str(torch.get_num_threads())])
     path = cache_root() / "precision.json"
     try:

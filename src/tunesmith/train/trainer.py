@@ -601,11 +601,6 @@ def precision_for(cfg: TrainConfig) -> str:
         return cfg.precision
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "no"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether bf16 autocast pays on this CPU (measured: :func:`tunesmith.models.precision.cpu_bf16_pays`)."""
     from tunesmith.models.precision import cpu_bf16_pays
 
-    return cpu_bf16_pays()
+    return "bf16" if cpu_bf16_pays() else "no"
