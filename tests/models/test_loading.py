@@ -214,3 +214,17 @@ def test_starter_converts_once_quietly_then_loads_from_cache(tmp_path: Path, mon
         assert torch.equal(first.model(input_ids=ids).logits, second.model(input_ids=ids).logits)
     assert "<|im_start|>" in second.tokenizer.chat_template
     assert type(second.model).__name__ == "LlamaForCausalLM"
+
+
+def test_no_kernels_are_fetched_from_the_hub(tmp_path: Path, monkeypatch):
+    """transformers >= 5 swaps layers for hub kernels by default; without the ``kernels``
+    package (as on the lent GPU machine) that default ends the load with a ValueError."""
+    import transformers.modeling_utils as modeling_utils
+
+    if not hasattr(modeling_utils, "is_kernels_available"):
+        pytest.skip("this transformers has no hub kernels")
+    save_model_dir(tmp_path / "m", "llama")
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    monkeypatch.setattr(modeling_utils, "is_kernels_available", lambda: False)
+    model = load_model(str(tmp_path / "m"))
+    assert not getattr(model, "use_kernels", False)

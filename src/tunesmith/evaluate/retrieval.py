@@ -336,13 +336,15 @@ class TransformerEmbedder:
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
             raise MissingDependencyError("transformers", "rag", "Embedding retrieval") from None
+        from tunesmith.models.loading import no_hub_kernels
+
         self._torch = torch
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.max_length = max_length or _declared_max_length(self.model_dir)
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         # safetensors only: a pickled checkpoint can run code when loaded.
-        self._model = AutoModel.from_pretrained(self.model_dir, use_safetensors=True).eval()
+        self._model = AutoModel.from_pretrained(self.model_dir, use_safetensors=True, **no_hub_kernels()).eval()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         dim = int(self._model.config.hidden_size)

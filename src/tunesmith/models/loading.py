@@ -232,7 +232,8 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     # dequantize=True gives a plain dense model: trainable, and serialisable as safetensors.
     with _without_gguf_progress_bar():
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype="float32"
+            folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype="float32",
+            **no_hub_kernels(),
         )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model.save_pretrained(out)
@@ -318,6 +319,19 @@ def _as_ref(ref: str | ModelRef) -> ModelRef:
     return ref if isinstance(ref, ModelRef) else resolve_model(ref)
 
 
+@functools.cache
+def no_hub_kernels() -> dict[str, Any]:
+    """``from_pretrained`` keywords that keep transformers from swapping layers for kernels
+    fetched from the Hugging Face hub: compiled code from the network is the risk
+    ``trust_remote_code`` guards against, and transformers >= 5 turns it on by default where the
+    ``kernels`` package is installed (on a GPU without network access it ends the load with an
+    error). Transformers before 4.54 has no such switch (and no hub kernels)."""
+    import transformers
+    from packaging.version import Version
+
+    return {"use_kernels": False} if Version(transformers.__version__) >= Version("4.54") else {}
+
+
 def _torch_dtype(dtype: str | torch.dtype) -> Any:
     import torch
 
@@ -390,6 +404,7 @@ def load_model(
             attn_implementation=attn_implementation,
             # True: transformers refuses .bin; None: it prefers safetensors, falls back to .bin.
             use_safetensors=None if allow_pickle else True,
+            **no_hub_kernels(),
         )
     except OSError as exc:
         if mref.kind == "hub":

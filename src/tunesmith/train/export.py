@@ -551,6 +551,8 @@ def _check_gguf(path: Path, job: _Job, reference: list[PromptRun], *, lossy: boo
     """Load the GGUF back the way users' transformers code would; compare tokenizer and model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from tunesmith.models.loading import no_hub_kernels
+
     folder, name = str(path.parent), path.name
     tok_check = _check_tokenizer(AutoTokenizer.from_pretrained(folder, gguf_file=name), job, reference)
     if not tok_check["passed"]:
@@ -560,7 +562,8 @@ def _check_gguf(path: Path, job: _Job, reference: list[PromptRun], *, lossy: boo
             f"{tok_check.get('first_mismatch')}"
         )
     model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32,
+        **no_hub_kernels(),
     ).eval()
     check = job.check(model, reference, lossy=lossy)
     _raise_if_failed(f"GGUF model ({name})", check)
