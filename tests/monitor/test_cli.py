@@ -161,6 +161,7 @@ def test_a_rise_of_reviewed_errors_raises_one_quality_alarm(project):
     report = json.loads(monitor(project, "--json").output)
     q = report["quality"]
     assert q["tiers"]["sampled"]["n"] == 144 and q["tiers"]["low_confidence"]["n"] == 16
+    assert q["fields"]["category"] == q["tiers"]["sampled"]  # one field: its errors are the answers'
     assert q["alarm"] is True and q["alarms"] and q["alarms"][0] > 54  # none while the rate was 2%
     assert "quality" in {a["kind"] for a in report["alarms"]}
     again = json.loads(monitor(project, "--json").output)

@@ -44,6 +44,10 @@ def print_report(report: MonitorReport, console: Console) -> None:
                       f"reviewed, {low_rate} (reported apart: chosen for risk). CUSUM {q.statistic:.2f} / h "
                       f"{q.design['h']:.2f}" + (" [bold red]ALARM[/]" if q.alarm else "")
                       + (f" [dim]{escape(q.note)}[/]" if q.note else ""), highlight=False)
+        if q.fields:
+            console.print("quality per field (sampled tier): " + "; ".join(
+                f"{escape(name)} {'-' if r.rate is None else f'{r.rate:.3f}'} ({r.errors}/{r.n})"
+                for name, r in q.fields.items()), highlight=False)
     for a in report.alarms:
         state = "recorded" if a.new else "already recorded"
         console.print(f"[bold red]alarm #{a.seq}[/] {a.kind} ({', '.join(a.checks)}) {state} as a retrain trigger",

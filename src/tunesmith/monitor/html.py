@@ -109,6 +109,11 @@ def _quality(report: MonitorReport) -> str:
     for tier, r in q.tiers.items():
         rate = "too few reviewed" if r.rate is None else f"{r.rate:.3f} ({r.low:.3f} - {r.high:.3f})"
         rows.append(f"<tr><td>{tier}</td><td>{r.n}</td><td>{r.errors}</td><td>{rate}</td></tr>")
+    if q.fields:
+        rows.append("<tr><th colspan='4'>sampled tier, per label field</th></tr>")
+        for name, r in q.fields.items():
+            rate = "too few reviewed" if r.rate is None else f"{r.rate:.3f} ({r.low:.3f} - {r.high:.3f})"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{r.n}</td><td>{r.errors}</td><td>{rate}</td></tr>")
     d = q.design
     within = next((v for k, v in d.items() if k.startswith("p_alarm_within")), None)
     design = (f"<p>CUSUM on the sampled tier: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "

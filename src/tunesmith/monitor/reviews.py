@@ -9,6 +9,11 @@ would have been right); an approval is right.
 Only the ``sampled`` tier is an unbiased sample of auto-approved traffic (drawn by a hash of the
 request id), so the CUSUM runs on it alone; ``low_confidence`` and ``mandatory`` answers were
 chosen *because* they are risky, and their rates are reported apart.
+
+Per label field, a reviewed answer is wrong where the reviewer corrected that field, or
+everywhere when it rejected the answer as a model error: which fields the errors come from
+(a policy change shows in ``next_action``, a new product in ``category``) without a chart each,
+whose false alarms would add up.
 """
 
 from __future__ import annotations
@@ -24,6 +29,15 @@ class Reviewed:
     decided: float  # unix time of the decision that counts
     tier: str  # sampled | low_confidence | mandatory
     error: bool
+    fields: tuple[str, ...] = ()  # the answer's label fields
+    wrong: tuple[str, ...] = ()  # those the reviewer found wrong
+
+
+def wrong_fields(fields: tuple[str, ...], action: str, reason: str | None, changed: tuple[str, ...]) -> tuple[str, ...]:
+    """The label fields a decision counts as the model's errors."""
+    if action == "correct":
+        return tuple(f for f in fields if f in changed)
+    return fields if is_error(action, reason) else ()
 
 
 def is_error(action: str, reason: str | None) -> bool:
@@ -40,5 +54,7 @@ def load_reviewed(db_path: Path) -> list[Reviewed]:
     for item in ReviewQueue(db_path).items(status="decided"):
         d = final_decision(item)
         if d is not None:
-            out.append(Reviewed(d.at, item.tier, is_error(d.action, d.reason)))
+            fields = tuple(item.fields)
+            out.append(Reviewed(d.at, item.tier, is_error(d.action, d.reason), fields,
+                                wrong_fields(fields, d.action, d.reason, tuple(d.changes))))
     return sorted(out, key=lambda r: r.decided)

@@ -53,6 +53,7 @@ class QualityReport:
     alarm: bool  # an alarm no earlier run recorded
     path: list[float] = field(default_factory=list)
     note: str = ""
+    fields: dict[str, Rate] = field(default_factory=dict)  # sampled tier: error rate per label field
 
 
 @dataclass
@@ -305,7 +306,19 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None) -> Qua
                "arl_at_p1": design.arl(design.p1),
                f"p_alarm_within_{DETECT_WITHIN}_at_p1": design.p_alarm_within(design.p1, DETECT_WITHIN)}
     note = "" if items else "no reviewed answers yet (tunesmith review)"
-    return QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note)
+    return QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note,
+                         field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed))
+
+
+def field_rates(rows: list[Reviewed], min_reviewed: int) -> dict[str, Rate]:
+    """Each label field's error rate among ``rows`` (answers that have the field), with its
+    Wilson CI once ``min_reviewed`` answers have it."""
+    out = {}
+    for name in dict.fromkeys(f for r in rows for f in r.fields):
+        have = [r for r in rows if name in r.fields]
+        rate = error_rate(sum(name in r.wrong for r in have), len(have))
+        out[name] = rate if len(have) >= min_reviewed else Rate(rate.errors, rate.n, None, None, None)
+    return out
 
 
 # --------------------------------------------------------------------------- alarms

@@ -267,7 +267,8 @@ def monitor_summary(cfg: Config) -> dict[str, Any]:
         quality = {"alarm": q.alarm, "reviewed_sampled": q.reviewed, "statistic": round(q.statistic, 3),
                    "alarms_at": q.alarms, "h": q.design.get("h"),
                    "tiers": {k: {"n": getattr(r, "n", None), "rate": _round(getattr(r, "rate", None))}
-                             for k, r in q.tiers.items()}, "note": q.note}
+                             for k, r in q.tiers.items()},
+                   "fields": {k: {"n": r.n, "rate": _round(r.rate)} for k, r in q.fields.items()}, "note": q.note}
     return {"alarm": report.alarm, "window": report.current, "n_current": report.n_current,
             "reference": report.reference, "embedder": report.embedder,
             "drift_alarms": [f.check for f in report.findings if f.alarm], "findings": findings,

@@ -80,7 +80,7 @@ def acceptance_lines(result: OperateResult) -> list[str]:
         lines.append(f"{TAG} monitor {month} ({m.get('n_current')} requests vs {m.get('reference')}, "
                      f"{m.get('embedder')}): drift alarms {m.get('drift_alarms')}; quality alarm {q.get('alarm')} "
                      f"(CUSUM {q.get('statistic')}/h {_num(q.get('h'), '.2f')} over {q.get('reviewed_sampled')} "
-                     f"sampled answers; tiers {q.get('tiers')})")
+                     f"sampled answers; tiers {q.get('tiers')}; sampled error per field {q.get('fields')})")
     r = result.retrain
     if r:
         checks = ", ".join(f"{c['name']} {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"])
