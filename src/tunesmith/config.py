@@ -674,6 +674,12 @@ class ServeConfig(_Section):
         "waits up to this long for their next requests before the engine starts it (a lone client never "
         "waits); 0: start at once."
     )
+    shape_inputs: bool = Field(
+        True, description="Give the model request messages the way `prepare` gave it the training data: "
+        "normalised (data.normalise) and PII-scrubbed (data.pii, in its roles), so a model trained on "
+        "`<EMAIL>` sees `<EMAIL>` and raw PII never reaches it (chat requests, `predict`, eval.extra_cases). "
+        "false: the messages as sent (a model trained on raw text elsewhere)."
+    )
     cache: CacheConfig = Field(default_factory=CacheConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)

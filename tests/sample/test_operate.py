@@ -126,6 +126,7 @@ def test_figures_read_the_ground_truth():
 
 def test_frozen_extra_cases_are_labelled_month_one_tickets(tmp_path):
     from tunesmith.config import Config
+    from tunesmith.data.pipeline import input_shaper
     from tunesmith.evaluate.pack import _read_extra
 
     path = write_frozen_extra(tmp_path / "frozen" / "m1.jsonl", 6, seed=12)
@@ -135,8 +136,13 @@ def test_frozen_extra_cases_are_labelled_month_one_tickets(tmp_path):
     cases = _read_extra(cfg, str(path))
     assert len(cases) == 6 and all(c.is_chat for c in cases)
     fresh = month_traffic(1, 6, seed=12)
+    shape = input_shaper(cfg)  # as prepare shaped the test split, and the server shapes requests
     for case, ticket in zip(cases, fresh, strict=True):
-        assert case.messages[1]["content"] == ticket.text and ticket.text not in served
+        assert case.messages[1]["content"] == shape(ticket.messages())[1]["content"]
+        assert ticket.text not in served
         assert json.loads(case.answer_text()) == ticket.truth.as_dict()
         assert ticket.month == 1 and not ticket.new_product
+    assert sum(c.messages[1]["content"] != t.text for c, t in zip(cases, fresh, strict=True)) >= 3  # PII scrubbed
+    cfg.serve.shape_inputs = False
+    assert [c.messages[1]["content"] for c in _read_extra(cfg, str(path))] == [t.text for t in fresh]
     assert write_frozen_extra(tmp_path / "none.jsonl", 0, seed=12) is None

@@ -4,6 +4,7 @@ after an interruption without answering or logging a record twice, unreadable re
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -105,3 +106,29 @@ def test_unanswered_records_read_only_inside_the_block(tmp_path):
     assert [r.messages[-1] for r in got] == [{"role": "user", "content": c} for c in (
         "chat with no answer", "alpaca with no output", "prompt with no completion")]
     assert all(isinstance(r, Quarantined) for r in read())  # and only inside the block
+
+
+def test_predicted_records_reach_the_model_shaped_like_the_training_data(project, tmp_path):
+    """With ``data.pii`` on, each record's email reaches the model as ``<EMAIL>`` (as in the
+    training data): the logged prompt token counts are those of the shaped messages."""
+    from tunesmith.data.pipeline import input_shaper
+    from tunesmith.serve.launch import load_engine
+
+    cfg, version = project
+    cfg = cfg.model_copy(deep=True)
+    cfg._base_dir = project[0].base_dir
+    cfg.data.pii.enabled = True
+    cfg.eval.generation.max_new_tokens = 2
+    records = [[{"role": "user", "content": f"ticket {i}: write to jane.doe{i}@example.com about billing"}]
+               for i in range(3)]
+    src = tmp_path / "pii.jsonl"
+    src.write_text("".join(json.dumps({"messages": m}) + "\n" for m in records))
+    started = time.time()
+    predict(cfg, src, tmp_path / "pii-out.jsonl", model=version)
+    engine = load_engine(cfg)
+    shape = input_shaper(cfg)
+    want = sorted(len(engine.encode(shape(m))) for m in records)
+    assert want != sorted(len(engine.encode(m)) for m in records)
+    logged = [r for r in read(cfg.workspace_dir / "tunesmith.db", limit=1000)
+              if r["variant"] == "batch" and r["created"] >= started]
+    assert sorted(r["prompt_tokens"] for r in logged) == want

@@ -205,3 +205,34 @@ def test_a_full_queue_is_a_429(served):
     with TestClient(create_app(busy, keys=ApiKeys.disabled())) as client:
         resp = client.post("/v1/chat/completions", json={"model": "base", "messages": ask("hi")})
     assert assert_openai_error(resp, 429, "queue_full")["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("shape_inputs", [True, False])
+def test_requests_reach_the_model_shaped_like_the_training_data(project, shape_inputs):
+    """With ``data.pii`` on, prepare trained the model on ``<EMAIL>``: the server scrubs (and
+    normalises) request messages the same way before the model sees them, unless
+    ``serve.shape_inputs: false``."""
+    from serve.conftest import running
+    from tunesmith.data.pipeline import input_shaper
+    from tunesmith.serve.auth import ApiKeys
+    from tunesmith.serve.launch import build_app
+
+    cfg, version = project
+    shaped_cfg = cfg.model_copy(deep=True)
+    shaped_cfg._base_dir = cfg.base_dir
+    shaped_cfg.data.pii.enabled = True
+    shaped_cfg.serve.shape_inputs = shape_inputs
+    sent = ask("ticket 7:   please mail the refund to jane.doe@example.com today")
+    shaped = input_shaper(shaped_cfg.model_copy(update={"serve": cfg.serve}))(sent)
+    assert shaped[0]["content"] == "ticket 7: please mail the refund to <EMAIL> today"
+    loaded = build_app(shaped_cfg, keys=ApiKeys([KEY]), default_max_tokens=4)
+    seen = shaped if shape_inputs else sent
+    with running(loaded.app) as url:
+        resp = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
+                          trust_env=False, json={"model": version, "messages": sent, "temperature": 0,
+                                                 "max_tokens": 4})
+    assert resp.status_code == 200, resp.text
+    (want,) = loaded.engine.generate([seen], GenerationConfig(max_new_tokens=4), adapter=version)
+    assert resp.json()["usage"]["prompt_tokens"] == len(loaded.engine.encode(seen)) == want.prompt_tokens
+    assert len(loaded.engine.encode(shaped)) != len(loaded.engine.encode(sent))
+    assert resp.json()["choices"][0]["message"]["content"] == want.text

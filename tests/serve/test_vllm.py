@@ -321,3 +321,12 @@ def test_a_child_that_exits_at_start_is_a_clear_error(tmp_path):
     with pytest.raises(VllmError, match="exited with code 3"):
         process.start()
     assert process.proc is None
+
+
+def test_messages_reach_vllm_shaped_like_the_training_data(proxied):
+    """``serve.shape_inputs``: prepare's normalisation (here: runs of spaces) before rendering."""
+    url, loaded, cfg, log = proxied
+    sent_text = "my   parcel \u200bis   late"
+    resp = chat(url, {"model": "v-a", "messages": [{"role": "user", "content": sent_text}], "max_tokens": 4})
+    assert resp.status_code == 200, resp.text
+    assert requests_seen(log)[-1]["prompt"] == loaded.engine.encode([{"role": "user", "content": "my parcel is late"}])

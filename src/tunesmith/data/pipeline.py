@@ -18,7 +18,7 @@ import platform
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,25 @@ def _salt(cfg: Config) -> str:
         write_atomic(path, secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+Shaper = Callable[[list[dict[str, str]]], list[dict[str, str]]]
+
+
+def input_shaper(cfg: Config) -> Shaper | None:
+    """``serve.shape_inputs``: the project's prepare normalisation and PII scrubbing for
+    messages the model sees without going through prepare; None when switched off."""
+    if not cfg.serve.shape_inputs:
+        return None
+    from tunesmith.data.stages import input_shaper as shaper
+
+    return shaper(cfg.data, _salt(cfg))
+
+
+def shape_example(ex: Example, shape: Shaper) -> Example:
+    """``ex`` with its turns (or its text, as role ``text``) shaped."""
+    turns = ex.messages if ex.is_chat else [{"role": "text", "content": ex.text or ""}]
+    return ex.with_contents([m["content"] for m in shape(turns)])
 
 
 # ---------------------------------------------------------------------------- 4-6. near dedup, split, write

@@ -10,6 +10,7 @@ exact-dedup key and the MinHash signature, computed here in parallel.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -77,6 +78,25 @@ def _build(cfg_json: str, salt: str) -> _Stages:
         build_normaliser(cfg.normalise), QualityFilter(cfg.filters), pii,
         frozenset(cfg.pii.roles), near, cfg.dedup.near.num_perm,
     )
+
+
+def input_shaper(cfg: DataConfig, salt: str) -> Callable[[list[dict[str, str]]], list[dict[str, str]]]:
+    """What prepare does to a record's text, for messages that never went through prepare
+    (served requests, batch prediction, extra eval cases): each turn normalised, then PII
+    scrubbed in ``pii.roles`` (with the workspace's salt: the snapshot's pseudonyms). The
+    quality filters and dedup do not apply to a single request."""
+    st = _build(cfg.model_dump_json(), salt)
+
+    def shape(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        out = []
+        for m in messages:
+            text = st.normalise(m["content"])  # type: ignore[operator]
+            if st.pii is not None and m["role"] in st.pii_roles:
+                text = st.pii.scrub(text)[0]  # type: ignore[attr-defined]
+            out.append({**m, "content": text})
+        return out
+
+    return shape
 
 
 def _process_one(ex: Example, st: _Stages) -> tuple[Example, str, Counter]:

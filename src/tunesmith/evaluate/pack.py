@@ -55,15 +55,19 @@ class EvalPack:
 
 
 def _read_extra(cfg: Config, path: str) -> list[Example]:
+    """Labelled records that never went through prepare, shaped as it shapes the test split
+    (and as the server shapes requests: ``serve.shape_inputs``)."""
     from tunesmith.data.ingest import Quarantined, expand_source, read_source
+    from tunesmith.data.pipeline import input_shaper, shape_example
 
     src = SourceConfig(path=path)
+    shape = input_shaper(cfg)
     out = []
     for p in expand_source(src, cfg.base_dir):
         for rec in read_source(src, p, base_dir=cfg.base_dir, max_line_bytes=cfg.data.max_line_bytes):
             if isinstance(rec, Quarantined):
                 raise TunesmithError(f"eval.extra_cases: {rec.source} {rec.location}: {rec.error}")
-            out.append(rec)
+            out.append(rec if shape is None else shape_example(rec, shape))
     return out
 
 

@@ -142,6 +142,7 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
     Raises:
         TunesmithError: an unknown ``--model``, or a champion that cannot be loaded.
     """
+    from tunesmith.data.pipeline import input_shaper
     from tunesmith.review.live import answer_reviewer
     from tunesmith.serve.app import create_app
     from tunesmith.serve.cache import ResponseCache
@@ -169,7 +170,7 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
                           rollout=canary_rollout(cfg, ws, catalog),
                           cache=ResponseCache(cfg.serve.cache.max_entries),
                           reviewer=answer_reviewer(cfg, ws, engine),
-                          batch_wait=cfg.serve.batch_wait_ms / 1000)
+                          batch_wait=cfg.serve.batch_wait_ms / 1000, shape=input_shaper(cfg))
     app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
     return Loaded(app, engine, catalog, skipped)
 

@@ -134,6 +134,7 @@ def _answered(partial: Path) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------- answering
 def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Example | str]], partial: Path,
             digest: str, log: LogFn) -> int:
+    from tunesmith.data.pipeline import input_shaper, shape_example
     from tunesmith.evaluate.outputs import grammar_for, resolve_output
     from tunesmith.evaluate.strategies import STRATEGIES, build_conversation
     from tunesmith.generate.sampling import GenerationConfig
@@ -142,6 +143,7 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
     from tunesmith.serve.requestlog import Answer, LogEntry, RequestLog
 
     scrub = log_scrubber(cfg)
+    shape = input_shaper(cfg)
     engine = load_engine(cfg)
     adapter = None
     if version is not None:
@@ -168,7 +170,8 @@ def _answer(cfg: Config, ws: Workspace, version: Any, todo: list[tuple[int, Exam
             for start in range(0, len(todo), CHUNK):
                 chunk = todo[start : start + CHUNK]
                 ok = [(i, r) for i, r in chunk if isinstance(r, Example)]
-                convs = [build_conversation(strategy, r, instructions=cfg.eval.instructions) for _, r in ok]
+                convs = [build_conversation(strategy, r if shape is None else shape_example(r, shape),
+                                            instructions=cfg.eval.instructions) for _, r in ok]
                 t0 = time.time()
                 gens = engine.generate(convs, gen_cfg, adapter=adapter) if convs else []
                 per = (time.time() - t0) * 1000 / max(len(gens), 1)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -107,6 +107,8 @@ class ChatService:
         cache: the response cache of greedy requests (None: off).
         reviewer: each answer's confidence and review decision (None: the project's answers
             have no label fields; see :mod:`tunesmith.review.live`).
+        shape: applied to each request's messages before anything else reads them (the
+            project's prepare normalisation and PII scrubbing: ``serve.shape_inputs``).
     """
 
     endpoint = "chat"  # the metrics' label
@@ -114,8 +116,9 @@ class ChatService:
     def __init__(self, engine: Engine, catalog: ModelCatalog, *, request_log: RequestLog | None = None,
                  max_queue: int = 128, default_max_tokens: int = DEFAULT_MAX_TOKENS, rollout: Rollout | None = None,
                  cache: ResponseCache | None = None, reviewer: AnswerReviewer | None = None,
-                 batch_wait: float = 0.0):
+                 batch_wait: float = 0.0, shape: Callable[[Messages], Messages] | None = None):
         self.engine, self.catalog, self.request_log, self.rollout = engine, catalog, request_log, rollout
+        self.shape = shape
         self.reviewer = reviewer
         shadow_queue = getattr(getattr(rollout, "cfg", None), "shadow_queue", 16)
         self.scheduler = Scheduler(engine, max_queue=max_queue, max_background=shadow_queue, batch_wait=batch_wait)
@@ -183,6 +186,8 @@ class ChatService:
             raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
         self._note_ignored(req)
         conversation = [m.as_turn() for m in req.messages]
+        if self.shape is not None:  # as prepare shaped the training data (serve.shape_inputs)
+            conversation = await asyncio.to_thread(self.shape, conversation)
         max_new = req.max_new_tokens() or self.default_max_tokens
         grammar, prompt_ids = await asyncio.to_thread(self._grammar_and_prompt, req, conversation)
         context = self.engine.context

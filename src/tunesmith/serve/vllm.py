@@ -618,6 +618,7 @@ def build_vllm_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_
         VllmError: vLLM is not installed, the base model is a GGUF file, or ``--model`` is not a
             LoRA version vLLM can serve.
     """
+    from tunesmith.data.pipeline import input_shaper
     from tunesmith.models.loading import model_fingerprint, resolve_model
     from tunesmith.serve.app import create_app
     from tunesmith.serve.cache import ResponseCache
@@ -649,6 +650,6 @@ def build_vllm_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_
     service = VllmChatService(renderer, catalog, child=child, request_log=RequestLog(ws.db_path, scrub=scrub),
                               max_queue=max_queue, default_max_tokens=default_max_tokens or DEFAULT_MAX_TOKENS,
                               rollout=canary_rollout(cfg, ws, catalog),
-                              cache=ResponseCache(cfg.serve.cache.max_entries))
+                              cache=ResponseCache(cfg.serve.cache.max_entries), shape=input_shaper(cfg))
     app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
     return Loaded(app, renderer, catalog, skipped)  # type: ignore[arg-type]
