@@ -325,7 +325,7 @@ def test_a_child_that_exits_at_start_is_a_clear_error(tmp_path):
 
 def test_messages_reach_vllm_shaped_like_the_training_data(proxied):
     """``serve.shape_inputs``: prepare's normalisation (here: runs of spaces) before rendering."""
-    url, loaded, cfg, log = proxied
+    url, loaded, _, log = proxied
     sent_text = "my   parcel \u200bis   late"
     resp = chat(url, {"model": "v-a", "messages": [{"role": "user", "content": sent_text}], "max_tokens": 4})
     assert resp.status_code == 200, resp.text

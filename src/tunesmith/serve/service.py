@@ -185,11 +185,8 @@ class ChatService:
         if problem:
             raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
         self._note_ignored(req)
-        conversation = [m.as_turn() for m in req.messages]
-        if self.shape is not None:  # as prepare shaped the training data (serve.shape_inputs)
-            conversation = await asyncio.to_thread(self.shape, conversation)
         max_new = req.max_new_tokens() or self.default_max_tokens
-        grammar, prompt_ids = await asyncio.to_thread(self._grammar_and_prompt, req, conversation)
+        conversation, grammar, prompt_ids = await asyncio.to_thread(self._render, req)
         context = self.engine.context
         if context is not None and len(prompt_ids) >= context:
             raise APIError(400, f"the prompt has {len(prompt_ids)} tokens; this model's context is {context} "
@@ -204,13 +201,18 @@ class ChatService:
         budget = max_new if context is None else min(max_new, context - len(prompt_ids))
         return Prepared(request_id, route, conversation, prompt_ids, cfg, req.n, budget, req.seed is not None)
 
-    def _grammar_and_prompt(self, req: ChatCompletionRequest, conversation: Messages) -> tuple[Grammar | None, list[int]]:
-        """Off the event loop: rendering, tokenising and compiling a grammar take milliseconds."""
+    def _render(self, req: ChatCompletionRequest) -> tuple[Messages, Grammar | None, list[int]]:
+        """Off the event loop (shaping, rendering, tokenising and compiling a grammar take
+        milliseconds): the messages as the model sees them (shaped as prepare shaped the training
+        data: ``serve.shape_inputs``), the grammar, the prompt's token ids."""
         from tunesmith.models.chat import ChatTemplateError
 
+        conversation = [m.as_turn() for m in req.messages]
+        if self.shape is not None:
+            conversation = self.shape(conversation)
         grammar = self._grammar(req)
         try:
-            return grammar, self.engine.encode(conversation)
+            return conversation, grammar, self.engine.encode(conversation)
         except ChatTemplateError as exc:
             raise APIError(400, f"the messages cannot be rendered for this model: {exc}", param="messages",
                            code="invalid_messages") from None
