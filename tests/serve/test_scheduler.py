@@ -222,3 +222,32 @@ def test_a_job_cancelled_during_the_batch_wait_leaves_the_worker_running():
     finally:
         sched.stop()
     assert [texts for _, texts, _ in engine.calls] == [["next"]]
+
+
+def test_clients_that_queued_during_a_call_wait_for_the_ones_it_answered():
+    """Two clients start while the first two's call runs: at its end their jobs are old. Timed
+    from their arrival the batch wait would be over, and the two pairs would take turns in
+    half-full calls; timed from the answers going back, every later call holds all four."""
+    import time
+
+    engine = TimedEngine(0.3)
+    sched = Scheduler(engine, batch_wait=0.2)
+    sched.start()
+
+    def client(i: int) -> None:
+        time.sleep(0.1 if i >= 2 else 0.0)  # clients 2 and 3 arrive during the first call
+        for r in range(4):
+            sched.submit(job(f"{i}-{r}")).future.result(10)
+            time.sleep(0.005 * i)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        sched.stop()
+    sizes = [len(texts) for _, texts, _ in engine.calls]
+    assert sum(sizes) == 16
+    assert sizes[0] <= 2 and sizes[1:4] == [4, 4, 4], sizes

@@ -128,6 +128,7 @@ class Scheduler:
         self.engine, self.max_queue, self.max_background = engine, max_queue, max_background
         self.batch_wait = batch_wait  # seconds a part-full batch waits for more jobs (after concurrent traffic)
         self._recent: deque[int] = deque(maxlen=8)  # requests in flight as each recent client call ended
+        self._answered_at = 0.0  # when the latest client call's answers went back
         self._pending: deque[Job] = deque()
         self._background: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -221,8 +222,11 @@ class Scheduler:
         clients' next requests arrive over the next milliseconds, and a worker that took the
         first at once would run it nearly alone while the others wait a whole call. It waits
         until as many answers are asked for as were in flight (running and waiting) when the
-        latest calls ended, at most ``batch_wait`` after the oldest arrived. A lone client
-        (one request in flight) never waits."""
+        latest calls ended, at most ``batch_wait`` after the oldest arrived or the latest answers
+        went back, whichever is later: jobs that queued during a call are old by its end, and
+        timed from their arrival they would never wait for the clients that call just answered,
+        whose next requests are on their way. Two groups of clients would then take turns in
+        half-full batches, call after call. A lone client (one request in flight) never waits."""
         expected = max(self._recent, default=0)
         if self.batch_wait <= 0 or expected <= 1:
             return
@@ -232,7 +236,7 @@ class Scheduler:
                 return
             first = live[0]
             rows = sum(j.n for j in live if j.key == first.key)
-            left = first.submitted + self.batch_wait - time.perf_counter()
+            left = max(first.submitted, self._answered_at) + self.batch_wait - time.perf_counter()
             if rows >= min(self.engine.max_batch_size, expected) or left <= 0:
                 return
             self._cond.wait(left)
@@ -282,6 +286,8 @@ class Scheduler:
                     except Exception:
                         log.exception("a job's after-step failed; its answers go without it")
                 _settle(job, result=answers)
+            if not background:
+                self._answered_at = time.perf_counter()
         finally:
             self.busy, self.running = False, 0
 
