@@ -18,7 +18,7 @@ import platform
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from tunesmith.data.example import Example
 from tunesmith.data.ingest import Quarantined, expand_source, file_sha256, read_source
 from tunesmith.data.minhash import NearDuplicateIndex
 from tunesmith.data.split import SPLITS, assign_splits, ngram_hashes, overlap_fractions
-from tunesmith.data.stages import KEPT, dedup_text, process_batch
+from tunesmith.data.stages import KEPT, Shaper, dedup_text, message_shaper, process_batch
 from tunesmith.errors import AccountingError, TunesmithError
 from tunesmith.workspace import Workspace, write_atomic
 
@@ -210,17 +210,10 @@ def _salt(cfg: Config) -> str:
     return path.read_text().strip()
 
 
-Shaper = Callable[[list[dict[str, str]]], list[dict[str, str]]]
-
-
 def input_shaper(cfg: Config) -> Shaper | None:
     """``serve.shape_inputs``: the project's prepare normalisation and PII scrubbing for
     messages the model sees without going through prepare; None when switched off."""
-    if not cfg.serve.shape_inputs:
-        return None
-    from tunesmith.data.stages import input_shaper as shaper
-
-    return shaper(cfg.data, _salt(cfg))
+    return message_shaper(cfg.data, _salt(cfg)) if cfg.serve.shape_inputs else None
 
 
 def shape_example(ex: Example, shape: Shaper) -> Example:

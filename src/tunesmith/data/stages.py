@@ -80,7 +80,10 @@ def _build(cfg_json: str, salt: str) -> _Stages:
     )
 
 
-def input_shaper(cfg: DataConfig, salt: str) -> Callable[[list[dict[str, str]]], list[dict[str, str]]]:
+Shaper = Callable[[list[dict[str, str]]], list[dict[str, str]]]
+
+
+def message_shaper(cfg: DataConfig, salt: str) -> Shaper:
     """What prepare does to a record's text, for messages that never went through prepare
     (served requests, batch prediction, extra eval cases): each turn normalised, then PII
     scrubbed in ``pii.roles`` (with the workspace's salt: the snapshot's pseudonyms). The
@@ -88,15 +91,25 @@ def input_shaper(cfg: DataConfig, salt: str) -> Callable[[list[dict[str, str]]],
     st = _build(cfg.model_dump_json(), salt)
 
     def shape(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-        out = []
-        for m in messages:
-            text = st.normalise(m["content"])  # type: ignore[operator]
-            if st.pii is not None and m["role"] in st.pii_roles:
-                text = st.pii.scrub(text)[0]  # type: ignore[attr-defined]
-            out.append({**m, "content": text})
-        return out
+        texts = [st.normalise(m["content"]) for m in messages]  # type: ignore[operator]
+        texts, _ = _scrub(st, [m["role"] for m in messages], texts)
+        return [{**m, "content": t} for m, t in zip(messages, texts, strict=True)]
 
     return shape
+
+
+def _scrub(st: _Stages, roles: list[str], texts: list[str]) -> tuple[list[str], Counter]:
+    """``texts`` with PII scrubbed in the turns whose role is in ``pii.roles``, and the counts."""
+    counts: Counter = Counter()
+    if st.pii is None:
+        return texts, counts
+    out = []
+    for role, text in zip(roles, texts, strict=True):
+        if role in st.pii_roles:
+            text, found = st.pii.scrub(text)  # type: ignore[attr-defined]
+            counts.update({f"pii:{k}": v for k, v in found.items()})
+        out.append(text)
+    return out, counts
 
 
 def _process_one(ex: Example, st: _Stages) -> tuple[Example, str, Counter]:
@@ -111,12 +124,8 @@ def _process_one(ex: Example, st: _Stages) -> tuple[Example, str, Counter]:
         return ex, f"filter:{reason}", changed
     if st.pii is not None:
         roles = [m["role"] for m in ex.messages] if ex.is_chat else ["text"]
-        scrubbed = []
-        for role, text in zip(roles, ex.contents(), strict=True):
-            if role in st.pii_roles:
-                text, counts = st.pii.scrub(text)  # type: ignore[attr-defined]
-                changed.update({f"pii:{k}": v for k, v in counts.items()})
-            scrubbed.append(text)
+        scrubbed, counts = _scrub(st, roles, ex.contents())
+        changed.update(counts)
         ex = ex.with_contents(scrubbed)
     return ex, KEPT, changed
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.monitor.drift import Finding
+from tunesmith.monitor.quality import Rate
 from tunesmith.monitor.runner import MonitorReport
 from tunesmith.workspace import write_atomic
 
@@ -101,19 +102,22 @@ def _findings_table(findings: list[Finding]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _rate_row(name: str, r: Rate) -> str:
+    """A table row: what was reviewed, its errors, the rate with its Wilson CI."""
+    rate = "too few reviewed" if r.rate is None else f"{r.rate:.3f} ({r.low:.3f} - {r.high:.3f})"
+    return f"<tr><td>{html.escape(name)}</td><td>{r.n}</td><td>{r.errors}</td><td>{rate}</td></tr>"
+
+
 def _quality(report: MonitorReport) -> str:
     q = report.quality
     if q is None:
         return ""
     rows = ["<tr><th>tier</th><th>reviewed</th><th>errors</th><th>error rate (95% Wilson CI)</th></tr>"]
     for tier, r in q.tiers.items():
-        rate = "too few reviewed" if r.rate is None else f"{r.rate:.3f} ({r.low:.3f} - {r.high:.3f})"
-        rows.append(f"<tr><td>{tier}</td><td>{r.n}</td><td>{r.errors}</td><td>{rate}</td></tr>")
+        rows.append(_rate_row(tier, r))
     if q.fields:
         rows.append("<tr><th colspan='4'>sampled tier, per label field</th></tr>")
-        for name, r in q.fields.items():
-            rate = "too few reviewed" if r.rate is None else f"{r.rate:.3f} ({r.low:.3f} - {r.high:.3f})"
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{r.n}</td><td>{r.errors}</td><td>{rate}</td></tr>")
+        rows += [_rate_row(name, r) for name, r in q.fields.items()]
     d = q.design
     within = next((v for k, v in d.items() if k.startswith("p_alarm_within")), None)
     design = (f"<p>CUSUM on the sampled tier: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "
