@@ -251,3 +251,25 @@ def test_clients_that_queued_during_a_call_wait_for_the_ones_it_answered():
     sizes = [len(texts) for _, texts, _ in engine.calls]
     assert sum(sizes) == 16
     assert sizes[0] <= 2 and sizes[1:4] == [4, 4, 4], sizes
+
+
+def test_every_after_step_of_a_call_runs_before_any_answer_goes_back():
+    """A response sent while the worker still scores the call's other answers takes a core
+    from the scorer's OpenMP team: the worker finishes every after-step, then resolves the
+    futures, in job order."""
+    engine = FakeEngine()
+    events: list[str] = []
+    sched = Scheduler(engine)
+    jobs = [job(name) for name in "abc"]
+    for j in jobs:
+        j.after = (lambda name: lambda answers: events.append(f"after {name}"))(j.conversation[0]["content"])
+        j.future.add_done_callback((lambda name: lambda _: events.append(f"back {name}"))(j.conversation[0]["content"]))
+        sched.submit(j)
+    sched.start()
+    try:
+        engine.gate.set()
+        for j in jobs:
+            j.future.result(10)
+    finally:
+        sched.stop()
+    assert events == ["after a", "after b", "after c", "back a", "back b", "back c"]

@@ -236,3 +236,19 @@ def test_requests_reach_the_model_shaped_like_the_training_data(project, shape_i
     assert resp.json()["usage"]["prompt_tokens"] == len(loaded.engine.encode(seen)) == want.prompt_tokens
     assert len(loaded.engine.encode(shaped)) != len(loaded.engine.encode(sent))
     assert resp.json()["choices"][0]["message"]["content"] == want.text
+
+
+def test_the_loading_thread_frees_its_openmp_team_for_the_worker(project, monkeypatch):
+    """The engine's worker thread runs the model once the app is built: the thread that loaded
+    it gives its OpenMP helpers up (generate/openmp.py), so the worker's team is the only one."""
+    import threading
+
+    import tunesmith.generate.openmp as openmp
+    from tunesmith.serve.auth import ApiKeys
+    from tunesmith.serve.launch import build_app
+
+    callers: list[str] = []
+    monkeypatch.setattr(openmp, "release_thread_pool", lambda: callers.append(threading.current_thread().name))
+    cfg, _ = project
+    build_app(cfg, keys=ApiKeys([KEY]), default_max_tokens=4)
+    assert callers == [threading.current_thread().name]

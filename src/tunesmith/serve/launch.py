@@ -143,6 +143,7 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
         TunesmithError: an unknown ``--model``, or a champion that cannot be loaded.
     """
     from tunesmith.data.pipeline import input_shaper
+    from tunesmith.generate.openmp import release_thread_pool
     from tunesmith.review.live import answer_reviewer
     from tunesmith.serve.app import create_app
     from tunesmith.serve.cache import ResponseCache
@@ -172,6 +173,9 @@ def build_app(cfg: Config, *, keys: ApiKeys, model: str | None = None, max_queue
                           reviewer=answer_reviewer(cfg, ws, engine),
                           batch_wait=cfg.serve.batch_wait_ms / 1000, shape=input_shaper(cfg))
     app = create_app(service, keys=keys, metrics_require_key=cfg.serve.metrics.require_key)
+    # from here on the engine's worker thread runs the model: this thread's OpenMP team would
+    # only slow the worker's (generate/openmp.py)
+    release_thread_pool()
     return Loaded(app, engine, catalog, skipped)
 
 

@@ -20,7 +20,9 @@ A job may carry an ``after`` step (the server's confidence scoring and review ro
 worker runs it on the job's answers right after the engine call, before the job's future
 resolves. Scoring on the worker, batch after batch, keeps generation batched: scored on other
 threads, it took the engine's lock between generation calls and the requests that arrived
-meanwhile ran one or two at a time (2.5 s per request at 8 in flight, docs/operate.md).
+meanwhile ran one or two at a time (2.5 s per request at 8 in flight, docs/operate.md). Every
+after-step of a call runs before any of its futures resolves: responses sent between two steps
+took a core from the scorer's OpenMP team (the served scorer ran 1.2x slower).
 
 The queue is bounded: when ``max_queue`` jobs wait, ``submit`` raises :class:`QueueFull` (the
 server answers 429) instead of letting latency grow without limit.
@@ -276,15 +278,17 @@ class Scheduler:
             if not background:  # its answers go back now: as many requests may follow
                 with self._cond:
                     self._recent.append(sum(j.n for j in batch) + sum(j.n for j in self._pending if not j.cancelled))
-            start = 0
-            for job in batch:
-                answers = results[start : start + job.n]
-                start += job.n
+            start, answered = 0, []
+            for job in batch:  # every after-step first, then every answer back: a response being
+                answers = results[start : start + job.n]  # sent meanwhile (the event loop's work)
+                start += job.n  # would take a core from the scorer's OpenMP team, which then waits
                 if job.after is not None and not job.cancelled:
                     try:
                         job.extra = job.after(answers)
                     except Exception:
                         log.exception("a job's after-step failed; its answers go without it")
+                answered.append((job, answers))
+            for job, answers in answered:
                 _settle(job, result=answers)
             if not background:
                 self._answered_at = time.perf_counter()
