@@ -16,6 +16,10 @@ a 4D mask keeping each to its own context) and ``rows`` (the fallback for attent
 custom masks: a batch of 19 rows, each over its own copy of the cache). The log-likelihoods of
 the two must agree (max difference printed).
 
+Then the packed row's layout: ``trie`` (the default: each field's alternatives as a token trie,
+every distinct prefix fed once, last tokens not fed) against ``chains`` (every alternative its
+own chain of all its tokens, the layout before), same answers, alternating halves, ratio printed.
+
 Then ``kept``: answering and scoring together as eval's calibration and the server do
 (``generate_scored``: the engine keeps each finished answer's keys/values and the scorer starts
 from them, no prefill of the prompt) against generating and then scoring with a prefill
@@ -109,8 +113,46 @@ def main() -> None:
                for f in a.logliks for v in a.logliks[f])
     print(f"packed vs rows: {results['rows'][0] / results['packed'][0]:.2f}x faster; "
           f"log-likelihoods differ by at most {diff:.2e} nats")
+    trie_vs_chains(engine, spec, prompts, texts)
     if parsed == len(gens):  # scoring from generation's own keys/values needs the generated answers
         kept_vs_fresh(engine, spec, convs, cfg, gen_s, results["packed"])
+
+
+def trie_vs_chains(engine: Engine, spec: OutputSpec, prompts: list, texts: list[str]) -> None:
+    """The packed row's layout: each field's alternatives as a token trie, last tokens not fed
+    (the default) against every alternative as its own chain of every token (the layout
+    before), alternating halves: chains A, trie A, chains B, trie B."""
+    half = len(prompts) // 2
+    times: dict[str, list[float]] = {"chains": [], "trie": []}
+    positions: dict[str, int] = {}
+    scores: dict[str, list] = {"chains": [], "trie": []}
+    real = confidence._score_packed
+
+    def counting(model, cache, past, rows, impl):
+        tries: dict[int, confidence._Trie] = {}
+        for i, (f, tokens, k, first) in enumerate(rows):
+            tries.setdefault(f, confidence._Trie(k, first)).add(i, tokens)
+        positions[way] = positions.get(way, 0) + sum(len(t.nodes) for t in tries.values())
+        return real(model, cache, past, rows, impl)
+
+    confidence._score_packed = counting
+    try:
+        for part in (slice(0, half), slice(half, None)):
+            for way in ("chains", "trie"):
+                confidence._TRIE = way == "trie"
+                t = time.perf_counter()
+                for p, text in zip(prompts[part], texts[part], strict=True):
+                    scores[way] += score_answers(engine, spec, [p], [text])
+                times[way].append(time.perf_counter() - t)
+    finally:
+        confidence._TRIE, confidence._score_packed = True, real
+    n = len(prompts)
+    diff = max(abs(a.logliks[f][v] - b.logliks[f][v]) for a, b in zip(scores["chains"], scores["trie"], strict=True)
+               for f in a.logliks for v in a.logliks[f])
+    base, new = (1000 * sum(times[w]) / n for w in ("chains", "trie"))
+    print(f"packed as chains (baseline): {base:.1f} ms per answer, {positions['chains'] / n:.0f} positions; "
+          f"as a trie: {new:.1f} ms, {positions['trie'] / n:.0f} positions -> {base / new:.2f}x faster; "
+          f"log-likelihoods differ by at most {diff:.2e} nats")
 
 
 def kept_vs_fresh(engine: Engine, spec: OutputSpec, convs: list, cfg: GenerationConfig, gen_s: float,

@@ -359,3 +359,25 @@ def test_an_answer_whose_scoring_ran_out_of_memory_is_scored_afterwards(monkeypa
         assert got.values == exp.values
         for name, lls in exp.logliks.items():
             assert got.logliks[name] == pytest.approx(lls, abs=1e-4)
+
+
+def test_alternatives_are_packed_as_a_trie_without_their_last_tokens():
+    """The packed row holds each distinct prefix of a field's alternatives once, and never an
+    alternative's last token (only predicted): ``escalate_security`` / ``escalate_engineering``
+    share their context token and ``esc al ate _``. Each alternative's scored tokens are
+    predicted by the nodes of its own path."""
+    from tunesmith.review.confidence import _Trie
+
+    ctx = 9  # the field's last context token, then the value's tokens and the delimiter
+    alternatives = [[ctx, 1, 2, 3, 4, 50], [ctx, 1, 2, 3, 5, 50], [ctx, 6, 50]]
+    trie = _Trie(k=100, first=1)
+    for row, tokens in enumerate(alternatives):
+        trie.add(row, tokens)
+    assert [token for token, _, _ in trie.nodes] == [ctx, 1, 2, 3, 4, 5, 6]  # was 6 + 6 + 3 = 15 positions
+    assert [depth for _, _, depth in trie.nodes] == [0, 1, 2, 3, 4, 4, 1]
+    parents = [parent for _, parent, _ in trie.nodes]
+    assert parents == [-1, 0, 1, 2, 3, 3, 0]
+    paths = {row: (path, targets) for row, path, targets in trie.scored()}
+    assert paths[0] == ([0, 1, 2, 3, 4], [1, 2, 3, 4, 50])
+    assert paths[1] == ([0, 1, 2, 3, 5], [1, 2, 3, 5, 50])
+    assert paths[2] == ([0, 6], [6, 50])

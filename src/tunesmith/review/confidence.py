@@ -31,7 +31,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -321,6 +321,7 @@ def generate_scored(engine: Engine, spec: OutputSpec, conversations: Sequence[An
 ROWS_PER_PASS = 64  # alternatives scored in one forward pass (batched rows)
 PACKED_TOKENS = 512  # alternatives' tokens in one forward pass (packed into one row)
 _PACKABLE = ("sdpa", "eager")  # attention implementations that take a custom 4D mask
+_TRIE = True  # alternatives packed as a trie (False: each its own chain, the layout before; benchmarks)
 
 
 def _score_incrementally(engine: Engine, alts: list[Alternatives], adapter: str | None,
@@ -393,59 +394,109 @@ Row = tuple[int, list[int], int, int]  # field, tokens after its context, contex
 
 
 def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str | None) -> list[tuple[int, float]]:
-    """Every row end to end in one sequence over the one-row ``cache`` (``past`` tokens),
-    :data:`PACKED_TOKENS` at a time; the cache is cut back to ``past`` after each pass."""
+    """Every row's log-likelihood from one sequence over the one-row ``cache`` (``past``
+    tokens): each field's alternatives as a **token trie**, every distinct prefix fed once.
+
+    A field's alternatives all begin with the same context token(s) and often share their
+    first value tokens (``esc al ate _`` of ``escalate_security`` and ``escalate_engineering``);
+    and an alternative's last token is only ever predicted, never needed as an input. So each
+    node of the trie of the alternatives' tokens (last ones left out) is one position of the
+    packed sequence; its 4D mask row sees the field's context (the cache up to ``k``) and the
+    node's ancestors; its position id is its depth after ``k``. The log-likelihood of an
+    alternative sums, along its path, the log-probability each node gives the next token:
+    the same numbers as running every alternative on its own. For the triage schema: 57
+    positions per answer instead of 97. Fields go :data:`PACKED_TOKENS` nodes at a time (a
+    bigger field alone); the cache is cut back to ``past`` after each pass."""
     import torch
 
     from tunesmith.generate.kv import cache_kwargs, truncate
     from tunesmith.generate.scoring import accepts_logits_to_keep
 
     device = next(model.parameters()).device
-    out: list[tuple[int, float]] = []
-    chunks: list[list[Row]] = [[]]
-    for row in rows:
-        if chunks[-1] and sum(len(r[1]) for r in chunks[-1]) + len(row[1]) > PACKED_TOKENS:
+    tries: dict[int, _Trie] = {}
+    for i, (f, tokens, k, first) in enumerate(rows):
+        tries.setdefault(f, _Trie(k, first)).add(i, tokens)
+    chunks: list[list[_Trie]] = [[]]
+    for trie in tries.values():
+        if chunks[-1] and sum(len(t.nodes) for t in chunks[-1]) + len(trie.nodes) > PACKED_TOKENS:
             chunks.append([])
-        chunks[-1].append(row)
+        chunks[-1].append(trie)
+    lls: dict[int, float] = {}
     for chunk in chunks:
-        q = sum(len(t) for _, t, _, _ in chunk)
+        q = sum(len(t.nodes) for t in chunk)
         allow = torch.zeros((q, past + q), dtype=torch.bool)
         ids: list[int] = []
         pos: list[int] = []
+        keep: list[int] = []  # the nodes whose next-token distribution is used
         at = 0
-        for _, tokens, k, _ in chunk:
-            n = len(tokens)
-            allow[at : at + n, :k] = True  # the field's context
-            allow[at : at + n, past + at : past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
-            ids += tokens
-            pos += range(k, k + n)
-            at += n
+        for trie in chunk:
+            for n, (token, parent, depth) in enumerate(trie.nodes):
+                allow[at + n, : trie.k] = True  # the field's context
+                allow[at + n, past + at + n] = True  # itself
+                if parent >= 0:
+                    allow[at + n, past + at : past + at + len(trie.nodes)] |= allow[at + parent,
+                                                                                   past + at : past + at + len(trie.nodes)]
+                ids.append(token)
+                pos.append(trie.k + depth)
+                if depth + 1 >= trie.first:
+                    keep.append(at + n)
+            at += len(trie.nodes)
         mask = allow[None, None]
         if impl != "sdpa":  # eager adds the mask to the scores
             dtype = next(model.parameters()).dtype
             mask = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, torch.finfo(dtype).min)
         # logits only where a scored token is predicted (the vocabulary projection of every
         # position was a fifth of the pass)
-        where, at = [], 0
-        for _, tokens, _, first in chunk:
-            where += range(at + first - 1, at + len(tokens) - 1)
-            at += len(tokens)
-        keep = torch.tensor(where, device=device)
-        kwargs = {"logits_to_keep": keep} if accepts_logits_to_keep(model) else {}
+        where = torch.tensor(keep, device=device)
+        kwargs = {"logits_to_keep": where} if accepts_logits_to_keep(model) else {}
         logits = model(input_ids=torch.tensor([ids], device=device), attention_mask=mask.to(device),
                        position_ids=torch.tensor([pos], device=device), **cache_kwargs(model, cache),
                        use_cache=True, **kwargs).logits[0]
         if not kwargs:
-            logits = logits[keep]
+            logits = logits[where]
         truncate(cache, past)
         logp = torch.log_softmax(logits.float(), dim=-1)
+        row_of = {node: r for r, node in enumerate(keep)}
         at = 0
-        for f, tokens, _, first in chunk:
-            target = torch.tensor(tokens[first:], device=logp.device)
-            rows_ = torch.arange(at, at + len(target), device=logp.device)
-            out.append((f, float(logp[rows_, target].sum())))
-            at += len(target)
-    return out
+        for trie in chunk:
+            for i, path, targets in trie.scored():
+                idx = torch.tensor([row_of[at + n] for n in path], device=logp.device)
+                lls[i] = float(logp[idx, torch.tensor(targets, device=logp.device)].sum())
+            at += len(trie.nodes)
+    return [(rows[i][0], lls[i]) for i in range(len(rows))]
+
+
+class _Trie:
+    """One field's alternatives as a trie of the tokens fed to score them: ``nodes`` (token,
+    parent node or -1, depth from 0), parents before children; each alternative's scored path."""
+
+    def __init__(self, k: int, first: int):
+        self.k, self.first = k, first  # context length; index of the first scored token
+        self.nodes: list[tuple[int, int, int]] = []
+        self._index: dict[tuple[int, ...], int] = {}
+        self._rows: list[tuple[int, list[int]]] = []
+
+    def add(self, row: int, tokens: list[int]) -> None:
+        parent = -1
+        fed = len(tokens) - 1 if _TRIE else len(tokens)  # the last token is predicted, never needed fed
+        for depth in range(fed):
+            key = self._key(row, tokens[: depth + 1])
+            node = self._index.get(key)
+            if node is None:
+                node = self._index[key] = len(self.nodes)
+                self.nodes.append((tokens[depth], parent, depth))
+            parent = node
+        self._rows.append((row, tokens))
+
+    @staticmethod
+    def _key(row: int, prefix: list[int]) -> tuple[int, ...]:
+        return tuple(prefix) if _TRIE else (row, *prefix)  # not shared: every alternative its own chain
+
+    def scored(self) -> Iterator[tuple[int, list[int], list[int]]]:
+        """(row, the nodes that predict its scored tokens, those tokens) per alternative."""
+        for row, tokens in self._rows:
+            path = [self._index[self._key(row, tokens[:j])] for j in range(self.first, len(tokens))]
+            yield row, path, tokens[self.first:]
 
 
 def _score_rows(model: Any, cache: Any, past: int, rows: list[Row], pad_id: int) -> list[tuple[int, float]]:
