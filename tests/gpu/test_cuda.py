@@ -136,3 +136,36 @@ def test_training_on_cuda_picks_bf16_learns_and_resumes_to_the_same_weights(tmp_
     assert want.keys() == got.keys()
     for name in want:  # cuBLAS may reorder a reduction between the runs: equal to float tolerance
         torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_answer_confidence_on_cuda_equals_the_cpu(tok, attention):
+    """The confidence scorer's packed row (each field's alternatives as a token trie under a 4D
+    mask) on CUDA: the same per-value log-likelihoods as on the CPU, from a prefill and from the
+    keys/values generation kept (generate_scored)."""
+    from tunesmith.config import OutputSpec
+    from tunesmith.review.confidence import generate_scored, score_answers
+
+    spec = OutputSpec(kind="json", json_schema=SCHEMA, label_fields=["category", "urgent"])
+    convs = conversations(5)
+    cfg = GenerationConfig(max_new_tokens=40, grammar=Grammar.json_schema(SCHEMA))
+
+    def run(device: str):
+        model = build_model("llama", tok, seed=3).to(device)
+        model.config._attn_implementation = attention
+        engine = Engine(model, tok, max_batch_size=4, system=SYSTEM)
+        prompts, gens, kept = generate_scored(engine, spec, convs, cfg, adapter=None)
+        fresh = score_answers(engine, spec, prompts, [g.text for g in gens])
+        return [g.text for g in gens], kept, fresh
+
+    cpu_texts, cpu_kept, _ = run("cpu")
+    gpu_texts, gpu_kept, gpu_fresh = run("cuda")
+    assert gpu_texts == cpu_texts
+    compared = 0
+    for cpu, kept, fresh in zip(cpu_kept, gpu_kept, gpu_fresh, strict=True):
+        for name, values in cpu.logliks.items():
+            for value, ll in values.items():
+                assert kept.logliks[name][value] == pytest.approx(ll, rel=1e-3, abs=1e-3)
+                assert fresh.logliks[name][value] == pytest.approx(ll, rel=1e-3, abs=1e-3)
+                compared += 1
+    assert compared >= 5 * len(LABELS)  # the grammar makes JSON of the random model: fields were scored
