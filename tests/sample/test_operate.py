@@ -146,3 +146,22 @@ def test_frozen_extra_cases_are_labelled_month_one_tickets(tmp_path):
     cfg.serve.shape_inputs = False
     assert [c.messages[1]["content"] for c in _read_extra(cfg, str(path))] == [t.text for t in fresh]
     assert write_frozen_extra(tmp_path / "none.jsonl", 0, seed=12) is None
+
+
+def test_the_replaying_thread_gives_its_openmp_team_up_before_it_waits(monkeypatch):
+    """Between the months the monitor's embedder runs on the simulation's thread while the
+    server is up; replaying, that thread only waits, so it frees its OpenMP team for the
+    engine's worker (generate/openmp.py)."""
+    import threading
+
+    import tunesmith.generate.openmp as openmp
+    from tunesmith.sample.operate_serve import replay
+
+    callers: list[str] = []
+    monkeypatch.setattr(openmp, "release_thread_pool", lambda: callers.append(threading.current_thread().name))
+
+    class Nowhere:
+        url = "http://127.0.0.1:9"
+
+    assert replay(Nowhere(), None, []) == []  # type: ignore[arg-type]  (no ticket: the config is never read)
+    assert callers == [threading.current_thread().name]

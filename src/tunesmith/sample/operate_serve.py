@@ -151,9 +151,16 @@ def _one(client: Any, url: str, cfg: Config, ticket: TrafficTicket, max_tokens: 
 def replay(server: LocalServer, cfg: Config, tickets: list[TrafficTicket], *, concurrency: int = 8,
            max_tokens: int = 32) -> list[Served]:
     """Send every ticket through the server (at most ``concurrency`` in flight); answers in
-    ticket order. Raises TunesmithError on any non-200 answer (nothing is silently dropped)."""
+    ticket order. Raises TunesmithError on any non-200 answer (nothing is silently dropped).
+
+    The calling thread only waits from here on; it gives its OpenMP team up first (the
+    monitor's embedder or an eval may have run on it while the server was up): a second team
+    beside the engine worker's makes libgomp stop its helpers spinning (generate/openmp.py)."""
     import httpx
 
+    from tunesmith.generate.openmp import release_thread_pool
+
+    release_thread_pool()
     # trust_env=False: a proxy set in the environment must never see the loopback traffic
     with (httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client,
           ThreadPoolExecutor(max_workers=concurrency) as pool):
