@@ -76,11 +76,33 @@ def test_a_broken_cache_file_is_measured_again(machine, tmp_path):
 
 
 def test_explicit_settings_win_over_the_measurement(machine):
-    machine["rates"] = {torch.float32: 1.0, torch.bfloat16: 1000.0}
-    assert precision.use_bf16("fp32") is False and precision.use_bf16("bf16") is True
+    machine["rates"] = {torch.float32: 1000.0, torch.bfloat16: 1.0}
+    precision._warn_if_bf16_is_slow.cache_clear()
+    assert precision.use_bf16("fp32") is False
     assert precision_for(TrainConfig(precision="fp32")) == "no"
-    assert machine["measured"] == 0
+    assert machine["measured"] == 0  # fp32 measures nothing
+    assert precision.use_bf16("bf16") is True  # far slower here, and still obeyed (measured once to warn)
+    precision._warn_if_bf16_is_slow.cache_clear()
 
 
 def test_the_probe_measures_a_real_matmul_rate():
     assert precision.matmul_gflops(torch.float32, seconds=0.01, shape=(64, 64, 64)) > 0.1
+
+
+@pytest.mark.parametrize(("rates", "warned"), [({torch.float32: 335.0, torch.bfloat16: 169.0}, True),
+                                               ({torch.float32: 174.0, torch.bfloat16: 388.0}, False)])
+def test_an_explicit_bf16_is_kept_with_a_warning_where_it_is_slower(machine, caplog, rates, warned):
+    """A project config that pins bf16 (written elsewhere, or by an older template) answered at
+    half speed on this kind of CPU without a word: it is obeyed, and said once."""
+    machine["flags"] = {"avx512f", "avx512_bf16", "amx_bf16"}
+    machine["rates"] = rates
+    precision._warn_if_bf16_is_slow.cache_clear()
+    with caplog.at_level("WARNING", logger="tunesmith.models.precision"):
+        assert precision.use_bf16("bf16") is True
+        assert precision.use_bf16("bf16") is True
+        assert precision.use_bf16("fp32") is False
+    said = [r.getMessage() for r in caplog.records if "bf16" in r.getMessage()]
+    assert len(said) == (1 if warned else 0)
+    if warned:
+        assert "precision: auto" in said[0] and "precision.json" in said[0]
+    precision._warn_if_bf16_is_slow.cache_clear()

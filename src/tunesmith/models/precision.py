@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import platform
 import time
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def _linear_types() -> tuple[type, ...]:
@@ -124,6 +127,13 @@ def matmul_gflops(dtype: torch.dtype, *, seconds: float = 0.1, shape: tuple[int,
     return 2 * m * k * n / best / 1e9
 
 
+def cache_file() -> Path:
+    """Where :func:`cpu_bf16_pays` keeps its per-machine measurement."""
+    from tunesmith.models.loading import cache_root
+
+    return cache_root() / "precision.json"
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_pays() -> bool:
     """Whether bf16 autocast is worth it on this CPU: it must have native bf16 instructions
@@ -139,11 +149,9 @@ def cpu_bf16_pays() -> bool:
     flags = cpu_flags()
     if not flags & {"avx512_bf16", "amx_bf16"}:
         return False
-    from tunesmith.models.loading import cache_root
-
     key = "|".join([_cpuinfo("model name") or platform.machine(), ",".join(sorted(f for f in flags if "avx" in f or "amx" in f)),
                     torch.__version__, str(torch.get_num_threads())])
-    path = cache_root() / "precision.json"
+    path = cache_file()
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -164,9 +172,22 @@ def cpu_bf16_pays() -> bool:
 
 def use_bf16(precision: str) -> bool:
     """A generation precision setting (``fp32``, ``bf16`` or ``auto``) resolved on this machine:
-    ``auto`` is bf16 on a CUDA GPU that supports it, and on a CPU where :func:`cpu_bf16_pays`."""
+    ``auto`` is bf16 on a CUDA GPU that supports it, and on a CPU where :func:`cpu_bf16_pays`.
+    An explicit ``bf16`` is kept, with a warning (once) on a CPU where it does not pay: a
+    project config written on another machine (or by an older template) would otherwise answer
+    at half speed without a word (docs/operate.md, the seventh run)."""
     if precision != "auto":
+        if precision == "bf16" and not torch.cuda.is_available():
+            _warn_if_bf16_is_slow()
         return precision == "bf16"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return cpu_bf16_pays()
+
+
+@functools.cache
+def _warn_if_bf16_is_slow() -> None:
+    if not cpu_bf16_pays():
+        log.warning("generation precision is bf16, but this CPU runs bf16 matmuls slower than float32 "
+                    "(measured once per machine: %s); `precision: auto` would answer in float32 here",
+                    cache_file())
