@@ -129,10 +129,7 @@ def trie_vs_chains(engine: Engine, spec: OutputSpec, prompts: list, texts: list[
     real = confidence._score_packed
 
     def counting(model, cache, past, rows, impl):
-        tries: dict[int, confidence._Trie] = {}
-        for i, (f, tokens, k, first) in enumerate(rows):
-            tries.setdefault(f, confidence._Trie(k, first)).add(i, tokens)
-        positions[way] = positions.get(way, 0) + sum(len(t.nodes) for t in tries.values())
+        positions[way] = positions.get(way, 0) + sum(len(t.nodes) for t in confidence._tries(rows).values())
         return real(model, cache, past, rows, impl)
 
     confidence._score_packed = counting

@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 OMP_PAUSE_HARD = 2  # omp_pause_resource_t: free the threads (soft keeps them allocated)
 
 
+_found: ctypes.CDLL | None = None  # the handle, once found (it stays mapped for the process's life)
+
+
 def _loaded_libgomp() -> ctypes.CDLL | None:
     """The libgomp this process already has mapped (torch's own copy, usually), else None."""
+    global _found
+    if _found is not None:
+        return _found
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
@@ -42,9 +48,10 @@ def _loaded_libgomp() -> ctypes.CDLL | None:
         path = line.split()[-1] if line.split() else ""
         if Path(path).name.startswith("libgomp") and ".so" in path:
             try:
-                return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)  # already loaded: the same handle
+                _found = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)  # already loaded: the same handle
             except OSError:
                 return None
+            return _found
     return None
 
 

@@ -413,11 +413,8 @@ def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str 
     from tunesmith.generate.scoring import accepts_logits_to_keep
 
     device = next(model.parameters()).device
-    tries: dict[int, _Trie] = {}
-    for i, (f, tokens, k, first) in enumerate(rows):
-        tries.setdefault(f, _Trie(k, first)).add(i, tokens)
     chunks: list[list[_Trie]] = [[]]
-    for trie in tries.values():
+    for trie in _tries(rows).values():
         if chunks[-1] and sum(len(t.nodes) for t in chunks[-1]) + len(trie.nodes) > PACKED_TOKENS:
             chunks.append([])
         chunks[-1].append(trie)
@@ -464,6 +461,14 @@ def _score_packed(model: Any, cache: Any, past: int, rows: list[Row], impl: str 
                 lls[i] = float(logp[idx, torch.tensor(targets, device=logp.device)].sum())
             at += len(trie.nodes)
     return [(rows[i][0], lls[i]) for i in range(len(rows))]
+
+
+def _tries(rows: list[Row]) -> dict[int, _Trie]:
+    """Each field's rows as one :class:`_Trie` (row ``i`` is alternative ``i`` of the result)."""
+    tries: dict[int, _Trie] = {}
+    for i, (f, tokens, k, first) in enumerate(rows):
+        tries.setdefault(f, _Trie(k, first)).add(i, tokens)
+    return tries
 
 
 class _Trie:

@@ -60,9 +60,9 @@ Say = Callable[[str], None]
 class OperatePlan:
     """How much traffic each phase replays, and the retrain's budget.
 
-    The defaults (500 + 500 + 150 + 100 requests) ran the loop to a promotion in 36.4 and 51.4 min on
-    2-core CPUs after the demo (idle, float32, 2026-12-04; 67 min on 2026-12-03 on a shared
-    machine), with the 1,000-case frozen pack (docs/operate.md).
+    The defaults (500 + 500 + 150 + 100 requests) ran the loop to a promotion in 31.1 min on a
+    2-core CPU after the demo (idle, float32, 2026-12-04 evening; 51.4 min that day on a
+    workspace whose old config pinned bf16), with the 1,000-case frozen pack (docs/operate.md).
     """
 
     month1: int = 500  # month-1 requests (one monitor window)

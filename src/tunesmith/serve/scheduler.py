@@ -278,10 +278,12 @@ class Scheduler:
             if not background:  # its answers go back now: as many requests may follow
                 with self._cond:
                     self._recent.append(sum(j.n for j in batch) + sum(j.n for j in self._pending if not j.cancelled))
+            # every after-step first, then every answer back: a response sent meanwhile (the
+            # event loop's work) would take a core from the scorer's OpenMP team
             start, answered = 0, []
-            for job in batch:  # every after-step first, then every answer back: a response being
-                answers = results[start : start + job.n]  # sent meanwhile (the event loop's work)
-                start += job.n  # would take a core from the scorer's OpenMP team, which then waits
+            for job in batch:
+                answers = results[start : start + job.n]
+                start += job.n
                 if job.after is not None and not job.cancelled:
                     try:
                         job.extra = job.after(answers)
