@@ -87,7 +87,8 @@ def _engine(cfg: Config, version: Artifact | None) -> Any:
     base = record.get("base_location") or model_reference(cfg)
     adapters = {FT_ADAPTER: version.path} if version else None
     gen = cfg.eval.generation
-    return Engine.load(base, adapters=adapters, max_batch_size=gen.batch_size, bf16_autocast=use_bf16(gen.precision),
+    return Engine.load(base, adapters=adapters, max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
+                       bf16_autocast=use_bf16(gen.precision),
                        system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
 
 

@@ -45,6 +45,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.generate.adapters import AdapterError, adapter_dir, check_base, read_record
 from tunesmith.generate.batch import DecodeBatch, Request, prefill_groups
 from tunesmith.generate.constrain import Constrainer
+from tunesmith.generate.draft import DraftBook
 from tunesmith.generate.kv import FinishedRows, PrefixMemo, SharedPrefix
 from tunesmith.generate.logprobs import TokenLogprob, pick_logprobs, sequence_logprobs
 from tunesmith.generate.sampling import (
@@ -142,6 +143,9 @@ class Engine:
             greedy answers may differ from float32; see benchmarks/bench_generate.py).
         share_prefix: compute the prompts' common first tokens (system prompt, instructions)
             once per call instead of once per prompt.
+        draft_tokens: greedy decoding guesses up to this many next tokens per row from the
+            engine's recent answers and checks them in one step (:mod:`.draft`); the answers
+            are the greedy ones either way. 0 = off.
     """
 
     def __init__(
@@ -155,11 +159,14 @@ class Engine:
         max_batch_tokens: int | None = None,
         bf16_autocast: bool = False,
         share_prefix: bool = True,
+        draft_tokens: int = 8,
     ):
         if max_batch_size < 1 or (max_batch_tokens is not None and max_batch_tokens < 1):
             raise GenerationError(
                 f"max_batch_size and max_batch_tokens must be >= 1, got {max_batch_size}, {max_batch_tokens}"
             )
+        if draft_tokens < 0:
+            raise GenerationError(f"draft_tokens must be >= 0 (0 = off), got {draft_tokens}")
         self.model = model.eval()
         if bf16_autocast:  # frozen weights stored as the bf16 autocast casts them to each step
             engine_bf16_weights(self.model)  # (same results; a caller's trainable weights stay)
@@ -181,6 +188,7 @@ class Engine:
         self.prefix_memo = PrefixMemo()  # the system prompt's keys/values across calls
         self.finished = FinishedRows()  # finished answers' keys/values for the scorer (off: capacity 0)
         self._active: str | None = None  # the adapter the running block uses (a prefix memo key)
+        self.drafts = DraftBook(length=draft_tokens) if draft_tokens else None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -440,6 +448,8 @@ class Engine:
             prefix = (SharedPrefix.build(self.model, prompts)
                       or self.prefix_memo.get((id(self.model), self._active, "generate"), self.model, prompts))
         skip = prefix.length if prefix else 0
+        # drafts are checked against the greedy pick: sampling and per-token logprobs step one by one
+        drafting = self.drafts is not None and cfg.greedy and cfg.logprobs is None
         batch: DecodeBatch | None = None
         while pending or batch is not None:
             fresh = self._admit(pending, batch, skip)
@@ -449,10 +459,19 @@ class Engine:
                 batch = new if batch is None else batch.merge(new)
             if not fresh:
                 assert batch is not None
-                logits = batch.step(self.model)
-                batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)
+                drafts = self._propose(batch.requests) if drafting and batch.mergeable else None
+                if drafts is not None and any(drafts):
+                    logits = batch.step_drafts(self.model, drafts, self.pad_id)
+                    batch.accept(*self._advance_drafts(batch.requests, logits, drafts, cfg, checker, on_token))
+                else:
+                    logits = batch.step(self.model)
+                    batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)
             if self.finished.capacity > 0 or on_finish is not None:
                 self._finished(batch, checker, on_finish)
+            if self.drafts is not None:
+                for r in batch.requests:
+                    if r.finish is not None:
+                        self.drafts.learn(self._weights_key(), r.generated)
             batch = batch.retire()
 
     def _finished(self, batch: DecodeBatch, checker: StopChecker, on_finish: OnFinish | None) -> None:
@@ -462,9 +481,70 @@ class Engine:
             if r.finish is None:
                 continue
             if self.finished.capacity > 0 and (cache := batch.row_cache(i)) is not None:
-                self.finished.put((id(self.model), self._active), r.prompt + r.generated[:-1], cache)
+                self.finished.put(self._weights_key(), r.prompt + r.generated[:-1], cache)
             if on_finish is not None:
                 on_finish(r.index, self._result(r, checker))
+
+    def _weights_key(self) -> tuple[int, str | None]:
+        """The model and adapter now running (what the memos that hold its outputs are keyed by)."""
+        return id(self.model), self._active
+
+    def _propose(self, requests: list[Request]) -> list[list[int]]:
+        """Each row's draft: what followed its last tokens in recent answers, cut to its token
+        budget and to what its grammar allows."""
+        assert self.drafts is not None
+        key, drafts = self._weights_key(), []
+        for r in requests:
+            draft = self.drafts.propose(key, r.generated, r.budget - len(r.generated) - 1)
+            if draft and r.matcher is not None:
+                draft = draft[: r.matcher.validate_tokens(draft)]
+            drafts.append(draft)
+        return drafts
+
+    def _advance_drafts(self, requests: list[Request], logits: torch.Tensor, drafts: list[list[int]],
+                        cfg: GenerationConfig, checker: StopChecker,
+                        on_token: OnToken | None) -> tuple[list[int], torch.Tensor]:
+        """Keep each row's draft tokens while each is the model's greedy pick after the tokens
+        before it (among what its grammar allows: the argmax over the whole vocabulary settles
+        it at once, else the grammar's mask is applied to that position), then pick one more
+        token as :meth:`_advance` does, from the logits after the last kept one. Returns the
+        tokens each row gained and every row's newest token."""
+        assert self.drafts is not None
+        width = logits.shape[1]
+        best = logits.argmax(-1).tolist()
+        gained, open_rows, columns = [0] * len(requests), [], []
+        now = time.perf_counter()
+        for i, (r, draft) in enumerate(zip(requests, drafts, strict=True)):
+            column = width - 1 - len(draft)
+            for token in draft:
+                if r.finish is not None or (best[i][column] != token
+                                            and not self._allowed_best(r, logits[i, column], token)):
+                    break
+                self._record(r, token, checker, now, on_token)
+                gained[i] += 1
+                column += 1
+            if r.finish is None:
+                open_rows.append(i)
+                columns.append(column)
+        self.drafts.proposed += sum(len(d) for d in drafts)
+        self.drafts.accepted += sum(gained)
+        if open_rows:
+            rows = torch.tensor(open_rows, device=logits.device)
+            picked = logits[rows, torch.tensor(columns, device=logits.device)]
+            self._advance([requests[i] for i in open_rows], picked, cfg, checker, self._constrainer, on_token)
+            for i in open_rows:
+                gained[i] += 1
+        last = torch.tensor([r.generated[-1] for r in requests], device=logits.device)
+        return gained, last
+
+    def _allowed_best(self, r: Request, logits: torch.Tensor, token: int) -> bool:
+        """Whether ``token`` is the greedy pick among what ``r``'s grammar allows now (the
+        check for a draft token that is not the best over the whole vocabulary)."""
+        if r.matcher is None or self._constrainer is None:
+            return False
+        row = logits[None].clone()
+        self._constrainer.mask(row, [r.matcher])
+        return int(row.argmax()) == token
 
     def _admit(self, pending: deque[Request], batch: DecodeBatch | None, skip: int) -> list[Request]:
         """Take prompts off the queue while rows, the token budget and the prefill size allow
@@ -503,15 +583,20 @@ class Engine:
                 r.logprobs.append(record)
         now = time.perf_counter()
         for r, token in zip(requests, tokens.tolist(), strict=True):
-            if r.matcher is not None:
-                Constrainer.consume(r.matcher, token)
-            r.generated.append(token)
-            r.finish = checker.finished(r.generated, r.budget)
-            if r.finish is not None:
-                r.seconds = now - r.started
-            if on_token is not None:
-                on_token(r.index, r.generated)
+            Engine._record(r, token, checker, now, on_token)
         return tokens
+
+    @staticmethod
+    def _record(r: Request, token: int, checker: StopChecker, now: float, on_token: OnToken | None) -> None:
+        """Append ``token`` to ``r``'s answer: its grammar follows, and it may end the answer."""
+        if r.matcher is not None:
+            Constrainer.consume(r.matcher, token)
+        r.generated.append(token)
+        r.finish = checker.finished(r.generated, r.budget)
+        if r.finish is not None:
+            r.seconds = now - r.started
+        if on_token is not None:
+            on_token(r.index, r.generated)
 
     # ------------------------------------------------------------------ out of memory
     def _with_backoff(self, attempt: Callable[[], None], retry: Callable[[], None], what: str) -> None:

@@ -81,7 +81,8 @@ def load_engine(cfg: Config, champion: Artifact, challenger: Artifact) -> Any:
     base = records[1].get("base_location") or model_reference(cfg)
     gen = cfg.eval.generation
     return Engine.load(base, adapters={CHAMPION: champion.path, CHALLENGER: challenger.path},
-                       max_batch_size=gen.batch_size, bf16_autocast=use_bf16(gen.precision),
+                       max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
+                       bf16_autocast=use_bf16(gen.precision),
                        system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
 
 

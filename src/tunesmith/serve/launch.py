@@ -47,7 +47,8 @@ def load_engine(cfg: Config) -> Engine:
     from tunesmith.train.recipe import model_reference
 
     gen = cfg.eval.generation
-    return Engine.load(model_reference(cfg), max_batch_size=gen.batch_size, bf16_autocast=use_bf16(gen.precision),
+    return Engine.load(model_reference(cfg), max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
+                       bf16_autocast=use_bf16(gen.precision),
                        system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template,
                        trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
 
