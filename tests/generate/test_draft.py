@@ -42,18 +42,21 @@ def steps(monkeypatch):
     return counts
 
 
-def test_the_book_proposes_what_followed_the_same_tokens_last_time():
-    book = DraftBook(n=2, length=3)
+def test_the_book_proposes_what_the_last_two_answers_wrote_after_the_same_tokens():
+    book = DraftBook(n=2, length=4)
     book.learn("a", [5, 6, 7, 8, 9])
-    assert book.propose("a", [], 8) == [5, 6, 7]  # an answer's start has its own context
-    assert book.propose("a", [1, 5, 6], 8) == [7, 8, 9]
-    assert book.propose("a", [5, 6], 2) == [7, 8]  # cut to the row's budget
+    assert book.propose("a", [1, 5, 6], 8) == []  # seen once: not yet a guess
+    book.learn("a", [5, 6, 7, 8, 2])
+    assert book.propose("a", [], 8) == [5, 6, 7, 8]  # an answer's start has its own context
+    assert book.propose("a", [1, 5, 6], 8) == [7, 8]  # where the two answers parted, the guess ends
+    assert book.propose("a", [5, 6], 1) == [7]  # cut to the row's budget
     assert book.propose("a", [6, 5], 8) == [] and book.propose("b", [5, 6], 8) == []  # other weights
     book.learn("a", [5, 6, 1])
-    assert book.propose("a", [5, 6], 8) == [1]  # the latest answer wins
+    assert book.propose("a", [5, 6], 8) == []  # a new choice after (5, 6): nothing agreed
     small = DraftBook(n=1, length=2, entries=4)
     small.learn("a", [1, 2, 3, 4, 5, 6])
-    assert small.propose("a", [6], 8) == [] and small.propose("a", [5], 8) == [6]  # oldest forgotten
+    small.learn("a", [1, 2, 3, 4, 5, 6])
+    assert small.propose("a", [6], 8) == [] and small.propose("a", [4], 8) == [5, 6]  # oldest forgotten
 
 
 @pytest.mark.parametrize(("arch", "seed", "scale"), VARIED)
@@ -79,11 +82,14 @@ def test_wrong_guesses_are_rejected_without_changing_a_token(tok, arch, seed, sc
     want = reference(model, tok, convs, max_new=20)
     engine = Engine(model, tok, system=SYSTEM, max_batch_size=3)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(200):  # random continuations after every context the answers might reach
-        engine.drafts.learn(engine._weights_key(), torch.randint(0, len(tok), (12,), generator=generator).tolist())
-    for answer in want:  # and each answer with one wrong token in the middle
-        engine.drafts.learn(engine._weights_key(), [*answer[:3], (answer[3] + 1) % len(tok), *answer[4:]]
-                            if len(answer) > 4 else answer)
+    for _ in range(200):  # random continuations after every context the answers might reach, twice
+        noise = torch.randint(0, len(tok), (12,), generator=generator).tolist()
+        engine.drafts.learn(engine._weights_key(), noise)
+        engine.drafts.learn(engine._weights_key(), noise)
+    for answer in want:  # and each answer with one wrong token in the middle, twice (a guess)
+        wrong = [*answer[:3], (answer[3] + 1) % len(tok), *answer[4:]] if len(answer) > 4 else answer
+        engine.drafts.learn(engine._weights_key(), wrong)
+        engine.drafts.learn(engine._weights_key(), wrong)
     got = engine.generate(convs, GenerationConfig(max_new_tokens=20))
     assert [g.token_ids for g in got] == want
     assert engine.drafts.proposed > engine.drafts.accepted > 0

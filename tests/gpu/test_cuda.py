@@ -59,6 +59,18 @@ def test_greedy_on_cuda_equals_one_at_a_time_generate(tok, arch, seed, scale):
     assert len({len(w) for w in want}) >= 2  # rows retire at different steps, others join
 
 
+@pytest.mark.parametrize(("arch", "seed", "scale"), VARIED)
+def test_drafted_greedy_on_cuda_changes_no_token(tok, arch, seed, scale):
+    """A warm draft book: guesses checked on the GPU, the answers still those of generate."""
+    model = varied_model(tok, arch, seed, scale).to("cuda")
+    convs = conversations(12)
+    want = reference_on(model, tok, convs, max_new=20)
+    engine = Engine(model, tok, system=SYSTEM, max_batch_size=4)
+    engine.generate(convs, GenerationConfig(max_new_tokens=20))
+    assert [g.token_ids for g in engine.generate(convs, GenerationConfig(max_new_tokens=20))] == want
+    assert engine.drafts is not None and engine.drafts.accepted > 0
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_grammar_holds_on_cuda(tok, bf16):
     engine = Engine(build_model("llama", tok, seed=3).to("cuda"), tok, system=SYSTEM, max_batch_size=3,

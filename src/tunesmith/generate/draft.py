@@ -22,6 +22,11 @@ START = -1  # stands for "before the answer's first token" in an answer's first 
 class DraftBook:
     """Continuations of recent answers, by the ``n`` tokens before them.
 
+    A guess is what the last two answers that passed through the same ``n`` tokens both wrote
+    next (their common beginning): the schema's keys and quotes, the end of a value once its
+    first token is chosen. Where they parted (the choice of a value, free text), nothing is
+    guessed, so a step is not widened for a guess that is likely wrong.
+
     Args:
         n: tokens of context a guess is looked up by (longer: fewer, surer guesses).
         length: tokens guessed at most.
@@ -30,7 +35,7 @@ class DraftBook:
 
     def __init__(self, n: int = 3, length: int = 8, entries: int = 50_000):
         self.n, self.length, self.entries = n, length, entries
-        self._books: dict[Hashable, dict[tuple[int, ...], list[int]]] = {}
+        self._books: dict[Hashable, dict[tuple[int, ...], tuple[list[int], int]]] = {}
         self.proposed = 0  # tokens guessed
         self.accepted = 0  # guessed tokens the model agreed with
 
@@ -40,26 +45,30 @@ class DraftBook:
 
     def learn(self, key: Hashable, answer: list[int]) -> None:
         """Remember what followed each ``n`` tokens of ``answer`` (under ``key``: the weights
-        that wrote it); the latest answer wins where two disagree."""
+        that wrote it), and how much of it the previous answer there wrote too."""
         book = self._books.setdefault(key, {})
         padded = [START] * self.n + list(answer)
         for i in range(len(answer)):
             context = tuple(padded[i:i + self.n])
-            book.pop(context, None)  # re-insert: the dict's order is the forgetting order
-            book[context] = answer[i:i + self.length]
+            after = answer[i:i + self.length]
+            before = book.pop(context, None)  # re-inserted: the dict's order is the forgetting order
+            agreed = 0
+            if before is not None:
+                agreed = next((j for j, (a, b) in enumerate(zip(before[0], after, strict=False)) if a != b),
+                              min(len(before[0]), len(after)))
+            book[context] = (after, agreed)
         if len(book) > self.entries:
             for context in list(book)[: len(book) // 2]:
                 del book[context]
 
     def propose(self, key: Hashable, answer: list[int], limit: int) -> list[int]:
-        """The tokens that followed ``answer``'s last ``n`` tokens last time (at most
+        """The tokens the last two answers wrote after ``answer``'s last ``n`` tokens (at most
         ``limit``), or []."""
-        if limit <= 0:
-            return []
         book = self._books.get(key)
-        if not book:
+        if limit <= 0 or not book:
             return []
-        return book.get(self._context(answer), [])[:limit]
+        after, agreed = book.get(self._context(answer), ([], 0))
+        return after[: min(agreed, limit)]
 
     def clear(self) -> None:
         self._books.clear()

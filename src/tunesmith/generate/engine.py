@@ -14,6 +14,12 @@ decoding yields the same tokens as one-at-a-time ``model.generate`` (tested here
 models, and on the starter in benchmarks/bench_generate.py), because each row keeps its own
 position ids and its padding is masked.
 
+Greedy decoding drafts (:mod:`tunesmith.generate.draft`): where the engine's recent answers
+agree on what follows a row's last tokens (a schema's keys, the end of a value), that guess is
+fed with the row's last token in one pass and kept as far as each guessed token is the model's
+own pick; a decode step of few rows costs little more for a few more tokens, so an answer takes
+fewer, barely dearer steps. The answers are the greedy ones.
+
 Precision is float32 by default: bf16 autocast is faster on CPUs with fast bf16 matmuls (1.2x
 in benchmarks/results/bench_generate.txt, on AMX; slower than float32 on a CPU with AVX512-BF16
 alone: :func:`tunesmith.models.precision.cpu_bf16_pays`) but changed 16 of the starter's 32
@@ -81,6 +87,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFILL_TOKENS = 4096  # padded prompt tokens per prefill pass: bounds the attention scratch
+# Tokens a drafted decode step may feed in all (rows x (1 + the longest draft)). A step's cost
+# grows little with its tokens while they are few (the weights are read once either way) and
+# at the prefill rate beyond: on the 2-core CPU one row of 9 tokens costs 1.7x one token, 32
+# rows of 9 4.6x 32 rows of 1 (benchmarks/results/bench_draft.txt). Larger batches draft less.
+DRAFT_STEP_TOKENS = 48
 
 OnToken = Callable[[int, list[int]], None]  # (conversation index, its tokens so far): see Engine.generate
 OnFinish = Callable[[int, "Generation"], None]  # (conversation index, its answer): see Engine.generate
@@ -494,8 +505,9 @@ class Engine:
         budget and to what its grammar allows."""
         assert self.drafts is not None
         key, drafts = self._weights_key(), []
+        room = max(0, DRAFT_STEP_TOKENS // len(requests) - 1)  # every row is fed 1 + the longest draft
         for r in requests:
-            draft = self.drafts.propose(key, r.generated, r.budget - len(r.generated) - 1)
+            draft = self.drafts.propose(key, r.generated, min(room, r.budget - len(r.generated) - 1))
             if draft and r.matcher is not None:
                 draft = draft[: r.matcher.validate_tokens(draft)]
             drafts.append(draft)
