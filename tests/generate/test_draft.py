@@ -145,3 +145,22 @@ def test_a_finished_rows_kept_cache_holds_its_tokens_but_the_last(tok):
 def test_draft_tokens_must_not_be_negative(tok):
     with pytest.raises(Exception, match="draft_tokens must be >= 0"):
         Engine(build_model("llama", tok), tok, draft_tokens=-1)
+
+
+def test_streamed_tokens_of_drafted_steps_arrive_one_by_one_in_order(tok, steps):
+    """The server streams through ``on_token``: a drafted step that keeps several tokens still
+    reports each, in order, and the stream equals the answer."""
+    model = varied_model(tok, "llama", 0, 1.6)
+    convs = conversations(8)
+    engine = Engine(model, tok, system=SYSTEM, max_batch_size=3)
+    engine.generate(convs, GenerationConfig(max_new_tokens=20))
+    streamed: dict[int, list[int]] = {}
+
+    def on_token(index: int, token_ids: list[int]) -> None:
+        seen = streamed.setdefault(index, [])
+        assert token_ids[: len(seen)] == seen and len(token_ids) == len(seen) + 1
+        seen.append(token_ids[-1])
+
+    got = engine.generate(convs, GenerationConfig(max_new_tokens=20), on_token=on_token)
+    assert steps["drafted"] > 0 and engine.drafts.accepted > 0
+    assert [streamed[i] for i in range(8)] == [g.token_ids for g in got]
