@@ -1,0 +1,73 @@
+"""Drafted decoding in the simulation's server: 32 clients over HTTP, drafts on vs off.
+
+    tunesmith demo DEMO_DIR            # once: a demo workspace with its version
+    python benchmarks/bench_serve_draft.py DEMO_DIR COPY_DIR [REQUESTS] [CLIENTS] [--show]
+    # default 128 requests, 32 clients; --show prints the answers that differ
+
+The ``demo --operate`` simulation's server (in-process, 127.0.0.1, the simulation's review
+settings: each answer's confidence scored on the worker; response cache off) on a copy of the
+demo workspace (COPY_DIR, replaced); fresh month-1 tickets (seed 98), greedy with the answer
+schema as ``response_format``. The engine's draft book is switched on and off between halves of
+the tickets (A on then off, B off then on: a drift in machine speed touches both alike); the
+book is kept between the halves, as a running server keeps it. The scheduler's calls are
+smaller than the clients in flight (requests arrive and finish at different times), which is
+where drafting pays (benchmarks/bench_draft.py: 1.54x at one row, 0.99x at 32). Prints seconds
+per request both ways, their ratio, the engine calls' mean size, and how many answers differ.
+Served answers also differ between two runs with drafts off (4 of 128, 2026-12-04: a value
+chosen differently in one field): the calls' composition follows the clients' timing, and the
+answer at a near-tie follows the call's rounding, so compare the count with such a run.
+"""
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tunesmith.config import load_config
+from tunesmith.sample.operate import OperatePlan, operate_config
+from tunesmith.sample.operate_serve import LocalServer, replay
+from tunesmith.sample.triage_month2 import month_traffic
+
+args = [a for a in sys.argv[1:] if a != "--show"]
+src, dst = Path(args[0]), Path(args[1])
+n = int(args[2]) if len(args) > 2 else 128
+clients = int(args[3]) if len(args) > 3 else 32
+shutil.rmtree(dst, ignore_errors=True)
+shutil.copytree(src, dst)
+cfg = load_config(dst / "tunesmith.yaml")
+ocfg = operate_config(cfg, OperatePlan())
+ocfg.serve.cache.max_entries = 0
+tickets = month_traffic(1, n + clients, seed=98)
+halves = [tickets[clients:clients + n // 2], tickets[clients + n // 2:]]
+
+with LocalServer(ocfg) as server:
+    scheduler = server.loaded.app.state.service.scheduler
+    engine = scheduler.engine
+    book = engine.drafts
+    assert book is not None, "the project's eval.generation.draft_tokens is 0"
+    replay(server, ocfg, tickets[:clients], concurrency=clients)  # warm-up (and a first book)
+    seconds = {"on": 0.0, "off": 0.0}
+    calls = {"on": 0, "off": 0}
+    answers: dict[str, list[str]] = {"on": [], "off": []}
+    for k, half in enumerate(halves):
+        for which in (("on", "off") if k == 0 else ("off", "on")):
+            engine.drafts = book if which == "on" else None
+            before = scheduler.batches
+            t0 = time.perf_counter()
+            served = replay(server, ocfg, half, concurrency=clients)
+            seconds[which] += time.perf_counter() - t0
+            calls[which] += scheduler.batches - before
+            answers[which] += [s.answer for s in served]
+            print(f"drafts {which}: {len(served)} requests in {time.perf_counter() - t0:.1f} s, "
+                  f"{scheduler.batches - before} engine calls", flush=True)
+
+same = sum(a == b for a, b in zip(answers["on"], answers["off"], strict=True))
+if "--show" in sys.argv:  # the answers that differ, side by side
+    for a, b in zip(answers["on"], answers["off"], strict=True):
+        if a != b:
+            print(f"on:  {a}\noff: {b}")
+for which in ("off", "on"):
+    print(f"drafts {which}: {seconds[which] / n:.3f} s/request, {calls[which]} engine calls "
+          f"({n / calls[which]:.1f} requests each)")
+print(f"drafted {seconds['off'] / seconds['on']:.2f}x one token a step; {book.accepted} of {book.proposed} "
+      f"guessed tokens kept; answers identical: {same}/{n}")
