@@ -14,8 +14,8 @@ smaller than the clients in flight (requests arrive and finish at different time
 where drafting pays (benchmarks/bench_draft.py: 1.54x at one row, 0.99x at 32). Prints seconds
 per request both ways, their ratio, the engine calls' mean size, and how many answers differ.
 Served answers also differ between two runs with drafts off (4 of 128, 2026-12-04: a value
-chosen differently in one field): the calls' composition follows the clients' timing, and the
-answer at a near-tie follows the call's rounding, so compare the count with such a run.
+chosen differently in one field), though the engine alone answers them identically whatever
+its calls' sizes (docs/performance.md): compare the count with such a run.
 """
 
 import shutil
