@@ -13,31 +13,23 @@ tickets (seed 99), greedy with the answer schema as ``response_format``. The sch
 request, the engine calls made and their mean size in requests, and the ratio to the baseline.
 Answers must be identical across waits (greedy decoding does not depend on the batch).
 """
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from tunesmith.config import load_config
-from tunesmith.sample.operate import OperatePlan, operate_config
+from _served import served_ab
+
 from tunesmith.sample.operate_serve import LocalServer, replay
-from tunesmith.sample.triage_month2 import month_traffic
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 192
 clients = int(sys.argv[4]) if len(sys.argv) > 4 else 32
 waits = [float(w) for w in (sys.argv[5] if len(sys.argv) > 5 else "0,50").split(",")]
-shutil.rmtree(dst, ignore_errors=True)
-shutil.copytree(src, dst)
-cfg = load_config(dst / "tunesmith.yaml")
-ocfg = operate_config(cfg, OperatePlan())
-ocfg.serve.cache.max_entries = 0
-tickets = month_traffic(1, n + clients, seed=99)
-halves = [tickets[clients:clients + n // 2], tickets[clients + n // 2:]]
+ocfg, warmup, halves = served_ab(src, dst, n, clients, seed=99)
 
 with LocalServer(ocfg) as server:
     scheduler = server.loaded.app.state.service.scheduler
-    replay(server, ocfg, tickets[:clients], concurrency=clients)  # warm-up
+    replay(server, ocfg, warmup, concurrency=clients)  # warm-up
     seconds: dict[float, float] = {w: 0.0 for w in waits}
     calls: dict[float, int] = {w: 0 for w in waits}
     answers: dict[float, list[str]] = {w: [] for w in waits}

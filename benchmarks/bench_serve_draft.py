@@ -18,34 +18,26 @@ chosen differently in one field), though the engine alone answers them identical
 its calls' sizes (docs/performance.md): compare the count with such a run.
 """
 
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from tunesmith.config import load_config
-from tunesmith.sample.operate import OperatePlan, operate_config
+from _served import served_ab
+
 from tunesmith.sample.operate_serve import LocalServer, replay
-from tunesmith.sample.triage_month2 import month_traffic
 
 args = [a for a in sys.argv[1:] if a != "--show"]
 src, dst = Path(args[0]), Path(args[1])
 n = int(args[2]) if len(args) > 2 else 128
 clients = int(args[3]) if len(args) > 3 else 32
-shutil.rmtree(dst, ignore_errors=True)
-shutil.copytree(src, dst)
-cfg = load_config(dst / "tunesmith.yaml")
-ocfg = operate_config(cfg, OperatePlan())
-ocfg.serve.cache.max_entries = 0
-tickets = month_traffic(1, n + clients, seed=98)
-halves = [tickets[clients:clients + n // 2], tickets[clients + n // 2:]]
+ocfg, warmup, halves = served_ab(src, dst, n, clients, seed=98)
 
 with LocalServer(ocfg) as server:
     scheduler = server.loaded.app.state.service.scheduler
     engine = scheduler.engine
     book = engine.drafts
     assert book is not None, "the project's eval.generation.draft_tokens is 0"
-    replay(server, ocfg, tickets[:clients], concurrency=clients)  # warm-up (and a first book)
+    replay(server, ocfg, warmup, concurrency=clients)  # warm-up (and a first book)
     seconds = {"on": 0.0, "off": 0.0}
     calls = {"on": 0, "off": 0}
     answers: dict[str, list[str]] = {"on": [], "off": []}

@@ -79,17 +79,13 @@ def _pack(cfg: Config, ws: Workspace, snapshot: str | None) -> tuple[EvalPack, s
 
 
 def _engine(cfg: Config, version: Artifact | None) -> Any:
-    from tunesmith.generate.engine import Engine
-    from tunesmith.models.precision import use_bf16
+    from tunesmith.generate.engine import Engine, engine_options
     from tunesmith.train.recipe import model_reference
 
     record = json.loads((version.path / "model_version.json").read_text()) if version else {}
     base = record.get("base_location") or model_reference(cfg)
     adapters = {FT_ADAPTER: version.path} if version else None
-    gen = cfg.eval.generation
-    return Engine.load(base, adapters=adapters, max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
-                       bf16_autocast=use_bf16(gen.precision),
-                       system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
+    return Engine.load(base, adapters=adapters, **engine_options(cfg))
 
 
 # ---------------------------------------------------------------------------- 3. the ladder

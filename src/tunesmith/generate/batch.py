@@ -113,7 +113,6 @@ class DecodeBatch:
         self.positions = positions  # [B] position id of each row's next token
         self.last = torch.zeros_like(positions)  # [B] each row's latest token (the next input)
         self.mergeable = _mergeable(cache)
-        self._drafted: list[int] = []  # the last step_drafts' draft length per row
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -163,7 +162,7 @@ class DecodeBatch:
         """Feed each row's last token followed by its draft (guessed next tokens), in one pass;
         returns the logits after every fed token [B, W, V], W = 1 + the longest draft. Row i's
         tokens sit in the last ``1 + len(drafts[i])`` columns (left-padded, padding masked).
-        Call :meth:`accept` next with how many tokens each row keeps."""
+        Call :meth:`accept` next with the drafts' lengths and how many tokens each row kept."""
         width = 1 + max(len(d) for d in drafts)
         ids = torch.full((len(self), width), pad_id, dtype=torch.long)
         fed = torch.zeros((len(self), width), dtype=self.mask.dtype)
@@ -177,17 +176,17 @@ class DecodeBatch:
         positions = self.positions[:, None] + torch.arange(width, device=device)[None, :] - lead[:, None]
         positions = positions.masked_fill(fed == 0, 1)
         self.mask = torch.cat([self.mask, fed], dim=1)
-        self._drafted = [len(d) for d in drafts]
         out = model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
                     **cache_kwargs(model, self.cache), use_cache=True, logits_to_keep=width)
         return out.logits
 
-    def accept(self, appended: list[int], last: torch.Tensor) -> None:
-        """After :meth:`step_drafts`: row i produced ``appended[i]`` tokens (its accepted draft
-        tokens, then one the model picked); the draft tokens after the first
-        ``appended[i] - 1`` are masked out of the cache (the cache then holds each row's
-        tokens but its newest, as after :meth:`step`). ``last``: each row's newest token."""
-        for i, (n, k) in enumerate(zip(appended, self._drafted, strict=True)):
+    def accept(self, drafted: list[int], appended: list[int], last: torch.Tensor) -> None:
+        """After :meth:`step_drafts` fed row i a draft of ``drafted[i]`` tokens: it produced
+        ``appended[i]`` tokens (its accepted draft tokens, then one the model picked); the
+        draft tokens after the first ``appended[i] - 1`` are masked out of the cache (the cache
+        then holds each row's tokens but its newest, as after :meth:`step`). ``last``: each
+        row's newest token."""
+        for i, (n, k) in enumerate(zip(appended, drafted, strict=True)):
             if n - 1 < k:  # columns of the tokens not kept: the draft's rejected tail
                 self.mask[i, self.mask.shape[1] - k + max(n - 1, 0):] = 0
         self.positions = self.positions + torch.tensor(appended, device=self.positions.device)

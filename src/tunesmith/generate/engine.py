@@ -82,6 +82,7 @@ from tunesmith.models.precision import engine_bf16_weights
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from tunesmith.config import Config
     from tunesmith.models.loading import ModelRef
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,18 @@ DRAFT_STEP_TOKENS = 48
 
 OnToken = Callable[[int, list[int]], None]  # (conversation index, its tokens so far): see Engine.generate
 OnFinish = Callable[[int, "Generation"], None]  # (conversation index, its answer): see Engine.generate
+
+
+def engine_options(cfg: Config) -> dict[str, Any]:
+    """The :class:`Engine` settings a project's config gives (``eval.generation``'s batch size,
+    drafts and precision, the model section's system prompt and chat template): eval, the
+    server and retrain's comparison load their engines with them."""
+    from tunesmith.models.precision import use_bf16
+
+    gen = cfg.eval.generation
+    return {"max_batch_size": gen.batch_size, "draft_tokens": gen.draft_tokens,
+            "bf16_autocast": use_bf16(gen.precision), "system": cfg.model.system_prompt,
+            "fallback_template": cfg.model.chat_template}
 
 
 class GenerationError(TunesmithError):
@@ -473,7 +486,8 @@ class Engine:
                 drafts = self._propose(batch.requests) if drafting and batch.mergeable else None
                 if drafts is not None and any(drafts):
                     logits = batch.step_drafts(self.model, drafts, self.pad_id)
-                    batch.accept(*self._advance_drafts(batch.requests, logits, drafts, cfg, checker, on_token))
+                    batch.accept([len(d) for d in drafts],
+                                 *self._advance_drafts(batch.requests, logits, drafts, cfg, checker, on_token))
                 else:
                     logits = batch.step(self.model)
                     batch.last = self._advance(batch.requests, logits, cfg, checker, self._constrainer, on_token)

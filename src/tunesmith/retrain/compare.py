@@ -69,8 +69,7 @@ def field_metrics(spec: OutputSpec) -> dict[str, str]:
 
 def load_engine(cfg: Config, champion: Artifact, challenger: Artifact) -> Any:
     """One engine: the base once, both versions as adapters. Refuses versions of two bases."""
-    from tunesmith.generate.engine import Engine
-    from tunesmith.models.precision import use_bf16
+    from tunesmith.generate.engine import Engine, engine_options
     from tunesmith.train.recipe import model_reference
 
     records = [json.loads((a.path / "model_version.json").read_text()) for a in (champion, challenger)]
@@ -79,11 +78,7 @@ def load_engine(cfg: Config, champion: Artifact, challenger: Artifact) -> Any:
         raise TunesmithError(f"the champion {champion.id[:12]} and the challenger {challenger.id[:12]} were trained on "
                              "different base models; a paired comparison needs one base")
     base = records[1].get("base_location") or model_reference(cfg)
-    gen = cfg.eval.generation
-    return Engine.load(base, adapters={CHAMPION: champion.path, CHALLENGER: challenger.path},
-                       max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
-                       bf16_autocast=use_bf16(gen.precision),
-                       system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template)
+    return Engine.load(base, adapters={CHAMPION: champion.path, CHALLENGER: challenger.path}, **engine_options(cfg))
 
 
 def answer(engine: Any, cfg: Config, pack: EvalPack, spec: OutputSpec, adapter: str) -> Rung:

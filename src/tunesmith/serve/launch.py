@@ -41,16 +41,12 @@ class Loaded:
 
 
 def load_engine(cfg: Config) -> Engine:
-    """The base model, with the eval stage's generation settings (batch size, precision)."""
-    from tunesmith.generate.engine import Engine
-    from tunesmith.models.precision import use_bf16
+    """The base model, with the eval stage's generation settings (batch size, drafts, precision)."""
+    from tunesmith.generate.engine import Engine, engine_options
     from tunesmith.train.recipe import model_reference
 
-    gen = cfg.eval.generation
-    return Engine.load(model_reference(cfg), max_batch_size=gen.batch_size, draft_tokens=gen.draft_tokens,
-                       bf16_autocast=use_bf16(gen.precision),
-                       system=cfg.model.system_prompt, fallback_template=cfg.model.chat_template,
-                       trust_remote_code=cfg.model.trust_remote_code, allow_pickle=cfg.model.allow_pickle)
+    return Engine.load(model_reference(cfg), **engine_options(cfg), trust_remote_code=cfg.model.trust_remote_code,
+                       allow_pickle=cfg.model.allow_pickle)
 
 
 def attach_versions(engine: Engine, ws: Workspace, required: str | None = None
