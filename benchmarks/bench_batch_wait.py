@@ -14,10 +14,9 @@ request, the engine calls made and their mean size in requests, and the ratio to
 Answers must be identical across waits (greedy decoding does not depend on the batch).
 """
 import sys
-import time
 from pathlib import Path
 
-from _served import served_ab
+from _served import Tally, run_half, served_ab
 
 from tunesmith.sample.operate_serve import LocalServer, replay
 
@@ -30,24 +29,16 @@ ocfg, warmup, halves = served_ab(src, dst, n, clients, seed=99)
 with LocalServer(ocfg) as server:
     scheduler = server.loaded.app.state.service.scheduler
     replay(server, ocfg, warmup, concurrency=clients)  # warm-up
-    seconds: dict[float, float] = {w: 0.0 for w in waits}
-    calls: dict[float, int] = {w: 0 for w in waits}
-    answers: dict[float, list[str]] = {w: [] for w in waits}
+    tally = {w: Tally() for w in waits}
     for half in halves:
         for w in waits:
             scheduler.batch_wait = w / 1000
-            before = scheduler.batches
-            t0 = time.perf_counter()
-            served = replay(server, ocfg, half, concurrency=clients)
-            seconds[w] += time.perf_counter() - t0
-            calls[w] += scheduler.batches - before
-            answers[w] += [s.answer for s in served]
-            print(f"wait {w:g} ms: {len(served)} requests in {time.perf_counter() - t0:.1f} s, "
-                  f"{scheduler.batches - before} engine calls", flush=True)
+            run_half(server, ocfg, half, clients, tally[w], f"wait {w:g} ms")
 
 base = waits[0]
 for w in waits:
-    same = sum(a == b for a, b in zip(answers[w], answers[base], strict=True))
-    print(f"wait {w:g} ms: {seconds[w] / n:.3f} s/request, {calls[w]} engine calls "
-          f"({n / calls[w]:.1f} requests each), {seconds[base] / seconds[w]:.2f}x vs {base:g} ms; "
+    t, b0 = tally[w], tally[base]
+    same = sum(x == y for x, y in zip(t.answers, b0.answers, strict=True))
+    print(f"wait {w:g} ms: {t.seconds / n:.3f} s/request, {t.calls} engine calls "
+          f"({n / t.calls:.1f} requests each), {b0.seconds / t.seconds:.2f}x vs {base:g} ms; "
           f"answers identical to {base:g} ms: {same}/{n}")

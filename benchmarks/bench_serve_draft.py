@@ -19,10 +19,9 @@ its calls' sizes (docs/performance.md): compare the count with such a run.
 """
 
 import sys
-import time
 from pathlib import Path
 
-from _served import served_ab
+from _served import Tally, run_half, served_ab
 
 from tunesmith.sample.operate_serve import LocalServer, replay
 
@@ -38,28 +37,19 @@ with LocalServer(ocfg) as server:
     book = engine.drafts
     assert book is not None, "the project's eval.generation.draft_tokens is 0"
     replay(server, ocfg, warmup, concurrency=clients)  # warm-up (and a first book)
-    seconds = {"on": 0.0, "off": 0.0}
-    calls = {"on": 0, "off": 0}
-    answers: dict[str, list[str]] = {"on": [], "off": []}
+    tally = {"on": Tally(), "off": Tally()}
     for k, half in enumerate(halves):
         for which in (("on", "off") if k == 0 else ("off", "on")):
             engine.drafts = book if which == "on" else None
-            before = scheduler.batches
-            t0 = time.perf_counter()
-            served = replay(server, ocfg, half, concurrency=clients)
-            seconds[which] += time.perf_counter() - t0
-            calls[which] += scheduler.batches - before
-            answers[which] += [s.answer for s in served]
-            print(f"drafts {which}: {len(served)} requests in {time.perf_counter() - t0:.1f} s, "
-                  f"{scheduler.batches - before} engine calls", flush=True)
+            run_half(server, ocfg, half, clients, tally[which], f"drafts {which}")
 
-same = sum(a == b for a, b in zip(answers["on"], answers["off"], strict=True))
+same = sum(a == b for a, b in zip(tally["on"].answers, tally["off"].answers, strict=True))
 if "--show" in sys.argv:  # the answers that differ, side by side
-    for a, b in zip(answers["on"], answers["off"], strict=True):
+    for a, b in zip(tally["on"].answers, tally["off"].answers, strict=True):
         if a != b:
             print(f"on:  {a}\noff: {b}")
 for which in ("off", "on"):
-    print(f"drafts {which}: {seconds[which] / n:.3f} s/request, {calls[which]} engine calls "
-          f"({n / calls[which]:.1f} requests each)")
-print(f"drafted {seconds['off'] / seconds['on']:.2f}x one token a step; {book.accepted} of {book.proposed} "
+    print(f"drafts {which}: {tally[which].seconds / n:.3f} s/request, {tally[which].calls} engine calls "
+          f"({n / tally[which].calls:.1f} requests each)")
+print(f"drafted {tally['off'].seconds / tally['on'].seconds:.2f}x one token a step; {book.accepted} of {book.proposed} "
       f"guessed tokens kept; answers identical: {same}/{n}")
