@@ -754,6 +754,10 @@ class MonitorQualityConfig(_Section):
         "(sets the CUSUM threshold h).",
     )
     min_reviewed: int = Field(30, ge=1, description="Reviewed answers needed before a rate is reported.")
+    min_field_rise: float = Field(
+        0.05, ge=0, le=1, description="Smallest rise of a label field's error rate over the whole traffic (every "
+        "tier's reviewed answers, weighted by the tier's share; the latest window vs the one before) that alarms.",
+    )
 
 
 class MonitorConfig(_Section):

@@ -169,6 +169,56 @@ def test_a_rise_of_reviewed_errors_raises_one_quality_alarm(project):
     assert [a.kind for a in alarms.history(db_path, kind="quality")] == ["quality"]
 
 
+def test_a_field_whose_whole_traffic_error_rose_alarms(project, tmp_path):
+    """Two routed windows of 200, every tier's answers reviewed in part: the later window's
+    category is wrong far more often, in the low-confidence tier the sampled chart never sees."""
+    from tunesmith.config import load_config
+    from tunesmith.data.pipeline import _salt
+    from tunesmith.review.queue import FieldValue, NewItem, ReviewQueue
+    from tunesmith.review.routing import Decision
+
+    cfg = load_config(project)
+    db_path = project / ".tunesmith" / "tunesmith.db"
+    rng = random.Random(5)
+    log = RequestLog(db_path, scrub=pii_scrubber(cfg.data.pii, _salt(cfg)))
+    log.start()
+    queued, truth = [], {}
+    for w, (start, low_conf_error) in enumerate(((4e9, 0.1), (5e9, 0.6))):
+        for i, text in enumerate(tickets(200, seed=20 + w)):
+            rid = f"f{w}-{i}"
+            tier = rng.choices(["auto", "sampled", "low_confidence"], [3, 3, 4])[0]
+            ans = answer(rng)
+            log.record(LogEntry(rid, start + i, 200, model="monitor-test", version="v1", variant="champion",
+                                prompt=text, answers=[Answer(ans, "stop", 9, decision=Decision(tier, "t").to_dict())],
+                                messages=[{"role": "user", "content": text}]))
+            if tier != "auto":
+                value = json.loads(ans)["category"]
+                queued.append(NewItem(rid, "v1", "json", [{"role": "user", "content": text}], ans,
+                                      {"category": FieldValue(value, 0.5, tuple(CATEGORIES))}, Decision(tier, "t")))
+                truth[rid] = rng.random() < (low_conf_error if tier == "low_confidence" else 0.05)
+    log.stop()
+    queue = ReviewQueue(db_path)
+    queue.enqueue(queued)
+    for it in queue.items(status="pending"):
+        if it.request_id in truth:
+            other = next(c for c in CATEGORIES if c != it.fields["category"].value)
+            queue.decide(it.item, *(("correct",) if truth[it.request_id] else ("approve",)), by="ann",
+                         **({"changes": {"category": other}} if truth[it.request_id] else {}))
+
+    page = tmp_path / "quality.html"
+    result = monitor(project, "--json", "--window", "200", "--html", str(page))
+    report = json.loads(result.output)
+    rise = report["quality"]["traffic"]["category"]
+    assert rise["previous"]["rate"] < 0.15 and rise["current"]["rate"] > 0.25 and rise["alarm"] is True
+    assert rise["current"]["strata"]["auto"]["answers"] > rise["current"]["strata"]["auto"]["reviewed"] > 0
+    assert report["quality"]["field_alarms"] == ["category"] and result.exit_code == 1
+    recorded = [a for a in report["alarms"] if a["kind"] == "quality" and a["checks"] == ["quality.field.category"]]
+    assert len(recorded) == 1 and recorded[0]["reference"].startswith("requests ")
+    assert "quality.field.category" in page.read_text() and "whole traffic" in page.read_text()
+    text = monitor(project, "--window", "200").output
+    assert "whole traffic" in text and "category" in text and "ALARM" in text
+
+
 def test_the_preflight_names_the_monitor_extra(project):
     from tunesmith import deps
     from tunesmith.config import load_config

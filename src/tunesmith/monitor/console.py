@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunesmith.monitor.runner import MonitorReport
+from tunesmith.monitor.runner import FieldRise, MonitorReport
 
 
 def _num(v: float | None, fmt: str = ".3g") -> str:
@@ -48,9 +48,22 @@ def print_report(report: MonitorReport, console: Console) -> None:
             console.print("quality per field (sampled tier): " + "; ".join(
                 f"{escape(name)} {'-' if r.rate is None else f'{r.rate:.3f}'} ({r.errors}/{r.n})"
                 for name, r in q.fields.items()), highlight=False)
+        if q.traffic:
+            console.print(f"quality per field, whole traffic (every tier's reviews weighted by its share), "
+                          f"{escape(q.current)} vs {escape(q.previous or 'no earlier window')}: "
+                          + "; ".join(_rise(name, f) for name, f in q.traffic.items()), highlight=False)
     for a in report.alarms:
         state = "recorded" if a.new else "already recorded"
         console.print(f"[bold red]alarm #{a.seq}[/] {a.kind} ({', '.join(a.checks)}) {state} as a retrain trigger",
                       highlight=False)
     if not report.alarm:
         console.print("[green]no alarm[/]")
+
+
+def _rise(name: str, f: FieldRise) -> str:
+    now = "-" if f.current.rate is None else f"{f.current.rate:.3f}"
+    if f.previous is None or f.previous.rate is None or f.rise is None:
+        return f"{escape(name)} {now} [dim]({escape(f.note or 'not tested')})[/]"
+    p = "-" if f.p_value is None else f"{f.p_value:.3g}"
+    return (f"{escape(name)} {f.previous.rate:.3f} -> {now} ({f.rise:+.3f}, p {p})"
+            + (" [bold red]ALARM[/]" if f.alarm else ""))

@@ -125,14 +125,40 @@ def _quality(report: MonitorReport) -> str:
               f"P(alarm within 300) = {_num(within, '.2f')}). Seen {q.reviewed} sampled answers; "
               f"statistic {q.statistic:.2f}; alarms at {q.alarms or 'none'}"
               f"{' — NEW ALARM' if q.alarm else ''}. {html.escape(q.note)}</p>")
-    return "<h2>Quality (reviewed answers)</h2><table>" + "".join(rows) + "</table>" + design + _cusum(report)
+    return ("<h2>Quality (reviewed answers)</h2><table>" + "".join(rows) + "</table>" + design + _cusum(report)
+            + _traffic(report))
+
+
+def _traffic(report: MonitorReport) -> str:
+    """Per label field: the whole traffic's error rate, the window before vs the latest."""
+    q = report.quality
+    if q is None or not q.traffic:
+        return ""
+    rows = ["<tr><th>field</th><th>window before</th><th>latest window</th><th>rise</th><th>p (one-sided)</th>"
+            "<th>verdict</th></tr>"]
+    for name, f in q.traffic.items():
+        before = f.previous.rate if f.previous else None
+        verdict = ("ALARM" if f.alarm else "ok") if f.p_value is not None else html.escape(f.note or "not tested")
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{_estimate(before, f.previous.se if f.previous else None)}"
+                    f"</td><td>{_estimate(f.current.rate, f.current.se)}</td><td>{_num(f.rise, '+.3f')}</td>"
+                    f"<td>{_num(f.p_value)}</td><td>{verdict}</td></tr>")
+    return ("<h3>Error rate per field over the whole traffic</h3><p>Every tier's reviewed answers, each tier "
+            "weighted by its share of the window (the sampled tier stands for the auto-approved answers): "
+            f"{html.escape(q.previous or 'no earlier window')} vs {html.escape(q.current)}. An alarm needs p below "
+            f"alpha / fields and a rise of at least {next(iter(q.traffic.values())).min_rise:.2f}.</p><table>"
+            + "".join(rows) + "</table>")
+
+
+def _estimate(rate: float | None, se: float | None) -> str:
+    return "-" if rate is None else f"{rate:.3f} ± {1.96 * (se or 0):.3f}"
 
 
 def render(report: MonitorReport) -> str:
     by = {f.check: f for f in report.findings}
-    state = ("<div class='banner alarm'>ALARM: " + ", ".join(sorted(
-        {f.check for f in report.findings if f.alarm} | ({"quality.cusum"} if report.quality and report.quality.alarm
-                                                          else set()))) + "</div>"
+    q = report.quality
+    alarming = {f.check for f in report.findings if f.alarm} | {f"quality.field.{n}" for n in (
+        q.field_alarms if q else [])} | ({"quality.cusum"} if q and q.alarm else set())
+    state = ("<div class='banner alarm'>ALARM: " + ", ".join(sorted(alarming)) + "</div>"
              if report.alarm else "<div class='banner ok'>no alarm</div>")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith monitor: {html.escape(report.project)}"

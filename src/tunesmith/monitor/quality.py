@@ -191,3 +191,85 @@ def cusum_alarms(errors: Sequence[bool | int], design: CusumDesign) -> list[int]
     """The alarm positions (1-based) of a fresh chart over a whole stream (vectorised enough
     for 10,000s of answers; the loop is a few microseconds per answer)."""
     return Cusum(design).run(errors)
+
+
+# --------------------------------------------------------------------------- the whole traffic
+# The sampled tier estimates the error of auto-approved answers only. The error of *all* the
+# traffic a model answered comes from every reviewed answer, each tier standing for its own
+# share of the window (post-stratification: a tier's reviewed answers are taken as a random
+# sample of that tier's answers, which holds for the hash-drawn sampled tier and for a fully
+# reviewed risk tier; it is an assumption while a queue is part-reviewed).
+STRATA = {"auto": "auto", "sampled": "auto", "low_confidence": "low_confidence", "mandatory": "mandatory"}
+
+
+@dataclass(frozen=True, slots=True)
+class Stratum:
+    answers: int  # the window's answers routed to this tier
+    reviewed: int  # of those, reviewed (with the field)
+    wrong: int  # of those, the field was wrong
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRate:
+    """One label field's error rate over a whole traffic window, estimated from its reviewed
+    answers: ``rate = sum_h W_h * wrong_h / reviewed_h`` over the routing tiers ``h`` (``W_h``:
+    the tier's share of the window), with its standard error (``se``) and the strata behind it.
+    ``rate`` is None when a tier that answered has no reviewed answer (``note`` says which)."""
+
+    rate: float | None
+    se: float | None
+    answers: int
+    reviewed: int
+    strata: dict[str, Stratum]
+    note: str = ""
+
+
+def traffic_rate(rows: Iterable[tuple[str | None, bool | None]]) -> TrafficRate:
+    """``rows``: one ``(tier, wrong)`` per answer of the window; ``wrong`` is None where the
+    answer was not reviewed. ``tier`` is the routing decision logged with it (None: unrouted).
+
+    The variance has two parts: each tier's review sample (``W_h^2 p_h (1 - p_h) / n_h``, with
+    ``p_h`` shrunk to ``(wrong + 1) / (n + 2)`` so a tier of few, all-right reviews is not
+    taken as certain) and the window's mix of tiers (``sum_h W_h (p_h - p)^2 / N``): the
+    estimate is of the process that produced the window, so two windows of one process differ
+    by both (no finite-population correction for a fully reviewed tier).
+    """
+    counts: dict[str, list[int]] = {}
+    for tier, wrong in rows:
+        c = counts.setdefault(STRATA.get(tier or "", "unrouted"), [0, 0, 0])
+        c[0] += 1
+        if wrong is not None:
+            c[1] += 1
+            c[2] += bool(wrong)
+    strata = {k: Stratum(*v) for k, v in counts.items()}
+    n_all = sum(s.answers for s in strata.values())
+    reviewed = sum(s.reviewed for s in strata.values())
+    blind = [k for k, s in strata.items() if s.answers and not s.reviewed]
+    if not n_all or blind:
+        note = "no answers" if not n_all else f"no reviewed answer in tier(s) {', '.join(sorted(blind))}"
+        return TrafficRate(None, None, n_all, reviewed, strata, note)
+    weights = {k: s.answers / n_all for k, s in strata.items()}
+    rates = {k: s.wrong / s.reviewed for k, s in strata.items()}
+    rate = sum(weights[k] * rates[k] for k in strata)
+    sampling = sum(weights[k] ** 2 * _shrunk(s) * (1 - _shrunk(s)) / s.reviewed for k, s in strata.items())
+    mix = sum(weights[k] * (rates[k] - rate) ** 2 for k in strata) / n_all
+    return TrafficRate(rate, math.sqrt(sampling + mix), n_all, reviewed, strata)
+
+
+def _shrunk(s: Stratum) -> float:
+    return (s.wrong + 1) / (s.reviewed + 2)
+
+
+def rise_test(current: TrafficRate, previous: TrafficRate) -> tuple[float | None, float | None, float | None]:
+    """(rise, z, one-sided p) that ``current``'s error rate is above ``previous``'s; Nones
+    when either could not be estimated."""
+    from scipy.stats import norm
+
+    if current.rate is None or previous.rate is None or current.se is None or previous.se is None:
+        return None, None, None
+    rise = current.rate - previous.rate
+    se = math.hypot(current.se, previous.se)
+    if se == 0:
+        return rise, None, None
+    z = rise / se
+    return rise, z, float(norm.sf(z))

@@ -31,6 +31,8 @@ class Reviewed:
     error: bool
     fields: tuple[str, ...] = ()  # the answer's label fields
     wrong: tuple[str, ...] = ()  # those the reviewer found wrong
+    request_id: str = ""  # the logged request it answered (choice 0 joins the traffic windows)
+    choice: int = 0
 
 
 def wrong_fields(fields: tuple[str, ...], action: str, reason: str | None, changed: tuple[str, ...]) -> tuple[str, ...]:
@@ -56,5 +58,6 @@ def load_reviewed(db_path: Path) -> list[Reviewed]:
         if d is not None:
             fields = tuple(item.fields)
             out.append(Reviewed(d.at, item.tier, is_error(d.action, d.reason), fields,
-                                wrong_fields(fields, d.action, d.reason, tuple(d.changes))))
+                                wrong_fields(fields, d.action, d.reason, tuple(d.changes)), item.request_id,
+                                item.choice))
     return sorted(out, key=lambda r: r.decided)

@@ -25,7 +25,15 @@ from tunesmith.evaluate.retrieval import Embedder
 from tunesmith.monitor import alarms as alarm_table
 from tunesmith.monitor import drift
 from tunesmith.monitor.embedders import choose_embedder
-from tunesmith.monitor.quality import Cusum, CusumDesign, Rate, error_rate
+from tunesmith.monitor.quality import (
+    Cusum,
+    CusumDesign,
+    Rate,
+    TrafficRate,
+    error_rate,
+    rise_test,
+    traffic_rate,
+)
 from tunesmith.monitor.reviews import Reviewed, load_reviewed
 from tunesmith.monitor.traffic import (
     NotEnoughTraffic,
@@ -42,6 +50,23 @@ DETECT_WITHIN = 300  # the horizon the CUSUM design reports P(alarm within) for
 
 
 @dataclass
+class FieldRise:
+    """One label field's error rate over the whole traffic of the latest window and of the window
+    before it (each estimated from its reviewed answers, tier by tier), and the one-sided test
+    that it rose."""
+
+    current: TrafficRate
+    previous: TrafficRate | None
+    rise: float | None
+    z: float | None
+    p_value: float | None
+    alpha: float
+    min_rise: float
+    alarm: bool
+    note: str = ""
+
+
+@dataclass
 class QualityReport:
     """Reviewed answers: error rates per tier and the CUSUM over the sampled tier."""
 
@@ -54,6 +79,18 @@ class QualityReport:
     path: list[float] = field(default_factory=list)
     note: str = ""
     fields: dict[str, Rate] = field(default_factory=dict)  # sampled tier: error rate per label field
+    traffic: dict[str, FieldRise] = field(default_factory=dict)  # every tier: per field, window vs previous
+    current: str = ""  # the windows the traffic rates cover
+    previous: str = ""
+
+    @property
+    def field_alarms(self) -> list[str]:
+        return [name for name, f in self.traffic.items() if f.alarm]
+
+    @property
+    def alarming(self) -> bool:
+        """A new CUSUM alarm, or a field whose whole-traffic error rose."""
+        return self.alarm or bool(self.field_alarms)
 
 
 @dataclass
@@ -76,7 +113,7 @@ class MonitorReport:
 
     @property
     def alarm(self) -> bool:
-        return any(f.alarm for f in self.findings) or bool(self.quality and self.quality.alarm)
+        return any(f.alarm for f in self.findings) or bool(self.quality and self.quality.alarming)
 
     def to_json(self, *, samples: bool = False) -> dict[str, Any]:
         """Everything but the raw per-request values (``samples=True`` keeps them)."""
@@ -89,6 +126,8 @@ class MonitorReport:
                                or f["check"].startswith("output.label")}
             if out["quality"]:
                 out["quality"].pop("path", None)
+        if self.quality is not None:
+            out["quality"]["field_alarms"] = self.quality.field_alarms
         return out
 
 
@@ -109,7 +148,7 @@ def run_monitor(cfg: Config, *, window: int | None = None, reference: str | None
         raise NotEnoughTraffic(f"a window of {size} requests is below monitor.min_requests ({m.min_requests}); "
                                f"use --window {m.min_requests} or more")
     ws = Workspace(cfg.workspace_dir)
-    windows = traffic_windows(ws.db_path, size, count=2 if mode == "previous" else 1)
+    windows = traffic_windows(ws.db_path, size, count=2)  # the window before: quality's comparison
     current = _enough(windows[0], m.min_requests, "the latest window")
     ref = (_enough(windows[1], m.min_requests, "the previous window") if mode == "previous"
            else _snapshot_reference(cfg, ws))
@@ -119,7 +158,7 @@ def run_monitor(cfg: Config, *, window: int | None = None, reference: str | None
     outputs = _model_outputs(ws) if mode == "snapshot" else None
     findings, choice_name, choice_why = _drift_findings(cfg, ref, current, outputs)
     per_check = findings[0].alpha if findings else m.alpha
-    quality = _quality(cfg, ws, reviewed)
+    quality = _quality(cfg, ws, reviewed, current, windows[1])
     report = MonitorReport(cfg.project, time.time(), ref.label, current.label, len(ref.records),
                            len(current.records), current.versions, choice_name, choice_why, m.alpha, per_check,
                            findings, quality)
@@ -289,7 +328,8 @@ def quality_design(cfg: Config) -> CusumDesign:
     return CusumDesign.for_arl(p0, p1, q.arl0)
 
 
-def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None) -> QualityReport | None:
+def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, current: Window | None = None,
+             previous: Window | None = None) -> QualityReport | None:
     items = load_reviewed(ws.db_path) if reviewed is None else reviewed
     q = cfg.monitor.quality
     tiers = {}
@@ -306,8 +346,41 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None) -> Qua
                "arl_at_p1": design.arl(design.p1),
                f"p_alarm_within_{DETECT_WITHIN}_at_p1": design.p_alarm_within(design.p1, DETECT_WITHIN)}
     note = "" if items else "no reviewed answers yet (tunesmith review)"
-    return QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note,
-                         field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed))
+    report = QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note,
+                           field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed))
+    if current is not None:
+        report.traffic = field_rises(cfg, items, current, previous)
+        report.current, report.previous = current.label, previous.label if previous else ""
+    return report
+
+
+def field_rises(cfg: Config, items: list[Reviewed], current: Window, previous: Window | None) -> dict[str, FieldRise]:
+    """Per label field: the whole-traffic error rate of ``current`` and of ``previous`` (from the
+    reviewed answers of each, tier by tier), and the test that it rose. The fields' tests share
+    ``monitor.alpha`` (Bonferroni); an alarm also needs a rise of ``monitor.quality.min_field_rise``."""
+    m = cfg.monitor
+    by_request = {r.request_id: r for r in items if r.request_id and r.choice == 0}
+    names = list(dict.fromkeys(f for r in items for f in r.fields))
+    usable = previous is not None and len(previous.records) >= m.min_requests
+    alpha = m.alpha / max(len(names), 1)
+
+    def rate(window: Window, name: str) -> TrafficRate:
+        rows = []
+        for rec in window.records:
+            rev = by_request.get(rec.request_id)
+            rows.append((rec.tier, (name in rev.wrong) if rev is not None and name in rev.fields else None))
+        return traffic_rate(rows)
+
+    out = {}
+    for name in names:
+        now = rate(current, name)
+        before = rate(previous, name) if usable and previous is not None else None
+        rise, z, p = rise_test(now, before) if before is not None else (None, None, None)
+        alarm = p is not None and rise is not None and p < alpha and rise >= m.quality.min_field_rise
+        note = ("no earlier window of monitor.min_requests answers to compare with" if not usable
+                else now.note or (before.note if before else ""))
+        out[name] = FieldRise(now, before, rise, z, p, alpha, m.quality.min_field_rise, bool(alarm), note)
+    return out
 
 
 def field_rates(rows: list[Reviewed], min_reviewed: int) -> dict[str, Rate]:
@@ -341,6 +414,14 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
             "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}", None, None, q.reviewed,
             f"p0={q.design['p0']}", {}, detail)))
+    if q and q.field_alarms:
+        detail = {f"quality.field.{name}": {"test": "stratified-z", "p_value": q.traffic[name].p_value,
+                                            "rise": q.traffic[name].rise, "error_rate": q.traffic[name].current.rate,
+                                            "previous_rate": q.traffic[name].previous.rate  # type: ignore[union-attr]
+                                            } for name in q.field_alarms}
+        recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
+            "quality", list(detail), current.label, current.start, current.end, len(current.records),
+            q.previous, current.versions, detail)))
     return recorded
 
 

@@ -55,6 +55,7 @@ class Record:
     answer: str | None
     version: str | None = None
     confidence: float | None = None
+    tier: str | None = None  # its review routing (auto | sampled | low_confidence | mandatory)
 
 
 @dataclass
@@ -99,11 +100,12 @@ def traffic_windows(db_path: Path, size: int, *, count: int = 1) -> list[Window]
             return [Window("no traffic", []) for _ in range(count)]
         confidence = "confidence" if "confidence" in cols else "NULL"
         messages = "messages" if "messages" in cols else "NULL"
+        decision = "decision" if "decision" in cols else "NULL"
         answered = ("status = 200 AND choice = 0 AND answer IS NOT NULL AND COALESCE(variant, '') != 'shadow'"
                     + f" AND COALESCE(prompt, {messages}) IS NOT NULL"
                     + (" AND shadow_of IS NULL" if "shadow_of" in cols else ""))
         rows = db.execute(
-            f"SELECT request_id, created, prompt, {messages}, answer, version, {confidence} FROM request_log "
+            f"SELECT request_id, created, prompt, {messages}, answer, version, {confidence}, {decision} FROM request_log "
             f"WHERE {answered} ORDER BY created DESC, request_id DESC LIMIT ?", (size * count,)).fetchall()
         total = db.execute(f"SELECT COUNT(*) FROM request_log WHERE {answered}").fetchone()[0]
     finally:
@@ -118,10 +120,10 @@ def traffic_windows(db_path: Path, size: int, *, count: int = 1) -> list[Window]
 
 def _window(rows: Sequence[tuple], first: int) -> Window:
     records, unmatched = [], 0
-    for rid, created, prompt, messages, answer, version, conf in rows:
+    for rid, created, prompt, messages, answer, version, conf, decision in rows:
         text, matched = _logged_user_text(prompt, messages)
         unmatched += not matched
-        records.append(Record(rid, created, text, answer, version, answer_confidence(conf)))
+        records.append(Record(rid, created, text, answer, version, answer_confidence(conf), routed_tier(decision)))
     if not records:
         return Window("no traffic", [])
     start, end = records[0].created, records[-1].created
@@ -141,6 +143,16 @@ def _logged_user_text(prompt: str | None, messages: str | None) -> tuple[str, bo
         except (ValueError, TypeError, AttributeError, KeyError):
             pass
     return user_text(prompt or "")
+
+
+def routed_tier(decision: str | None) -> str | None:
+    """The review tier of a logged routing decision (JSON ``{"tier": ...}``), None if none."""
+    try:
+        data = json.loads(decision) if decision else None
+    except ValueError:
+        return None
+    tier = data.get("tier") if isinstance(data, dict) else None
+    return tier if isinstance(tier, str) else None
 
 
 def answer_confidence(value: str | float | None) -> float | None:

@@ -268,7 +268,12 @@ def monitor_summary(cfg: Config) -> dict[str, Any]:
                    "alarms_at": q.alarms, "h": q.design.get("h"),
                    "tiers": {k: {"n": getattr(r, "n", None), "rate": _round(getattr(r, "rate", None))}
                              for k, r in q.tiers.items()},
-                   "fields": {k: {"n": r.n, "rate": _round(r.rate)} for k, r in q.fields.items()}, "note": q.note}
+                   "fields": {k: {"n": r.n, "rate": _round(r.rate)} for k, r in q.fields.items()}, "note": q.note,
+                   "field_alarms": q.field_alarms,
+                   "traffic": {k: {"previous": _round(f.previous.rate if f.previous else None),
+                                   "current": _round(f.current.rate), "rise": _round(f.rise),
+                                   "p_value": _round(f.p_value), "alarm": f.alarm}
+                               for k, f in q.traffic.items()}}
     return {"alarm": report.alarm, "window": report.current, "n_current": report.n_current,
             "reference": report.reference, "embedder": report.embedder,
             "drift_alarms": [f.check for f in report.findings if f.alarm], "findings": findings,
@@ -424,7 +429,8 @@ def _review_and_monitor(cfg: Config, tickets: dict[str, TrafficTicket], name: st
     q = m.get("quality") or {}
     say(f"{TAG} monitor after {name}: alarm {m.get('alarm')}; drift alarms {m.get('drift_alarms')}; "
         f"quality alarm {q.get('alarm')} (CUSUM {q.get('statistic')} / h {q.get('h')}, "
-        f"{q.get('reviewed_sampled')} sampled answers reviewed)")
+        f"{q.get('reviewed_sampled')} sampled answers reviewed); whole-traffic error rose in "
+        f"{q.get('field_alarms') or 'no field'}")
     result.seconds[f"review+monitor {name}"] = round(time.perf_counter() - t0, 1)
 
 

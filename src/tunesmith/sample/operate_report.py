@@ -80,7 +80,8 @@ def acceptance_lines(result: OperateResult) -> list[str]:
         lines.append(f"{TAG} monitor {month} ({m.get('n_current')} requests vs {m.get('reference')}, "
                      f"{m.get('embedder')}): drift alarms {m.get('drift_alarms')}; quality alarm {q.get('alarm')} "
                      f"(CUSUM {q.get('statistic')}/h {_num(q.get('h'), '.2f')} over {q.get('reviewed_sampled')} "
-                     f"sampled answers; tiers {q.get('tiers')}; sampled error per field {q.get('fields')})")
+                     f"sampled answers; tiers {q.get('tiers')}; sampled error per field {q.get('fields')}); "
+                     f"whole-traffic error per field vs the window before {_rises(q.get('traffic') or {})}")
     r = result.retrain
     if r:
         checks = ", ".join(f"{c['name']} {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"])
@@ -92,3 +93,15 @@ def acceptance_lines(result: OperateResult) -> list[str]:
                  f"took {result.seconds.get('total', 0) / 60:.1f} min ({result.seconds})")
     lines += [f"{TAG} note: {n}" for n in result.notes]
     return lines
+
+
+def _rises(traffic: dict[str, Any]) -> str:
+    """``next_action 0.267 -> 0.299 (+0.032, p 0.16)`` per field; ``-`` where not tested."""
+    parts = []
+    for name, f in traffic.items():
+        if f.get("rise") is None:
+            parts.append(f"{name} {_num(f.get('current'))} (no earlier window)")
+        else:
+            parts.append(f"{name} {_num(f.get('previous'))} -> {_num(f.get('current'))} ({f['rise']:+.3f}, "
+                         f"p {_num(f.get('p_value'), '.2g')}{', ALARM' if f.get('alarm') else ''})")
+    return "; ".join(parts) or "-"
