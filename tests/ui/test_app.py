@@ -287,3 +287,16 @@ def test_bad_addresses_say_what_was_wrong(client):
     r = client.get("/models/no-such-version")
     assert r.status_code == 400 and "no model version or alias" in r.text
     assert client.get("/data?page=0").status_code == 200
+
+
+def test_a_field_quality_alarm_charts_its_rise_against_the_smallest_alarming_rise(generated, client):
+    from tunesmith.monitor import alarms
+
+    detail = {"quality.field.next_action": {"test": "stratified-z", "p_value": 1e-4, "rise": 0.12,
+                                            "error_rate": 0.39, "previous_rate": 0.27}}
+    alarms.record(generated.cfg.workspace_dir / "tunesmith.db", alarms.Alarm(
+        "quality", list(detail), "requests 501-1000", 2e9, 2e9 + 60, 500, "requests 1-500", {"v1": 500}, detail))
+    login(client, ADMIN_KEY)
+    page = client.get("/monitoring").text
+    assert "quality.field.next_action: rise over time" in page
+    assert "smallest alarming rise" in page and "0.05" in page  # monitor.quality.min_field_rise

@@ -268,19 +268,23 @@ def monitoring(p: Project) -> dict[str, Any]:
                            and not isinstance(v, bool)), None)
             if effect is None:
                 continue
-            threshold = d.get("p0") if check.startswith("quality") else _threshold(p, check)
+            threshold, label = _threshold(p, check, d)
             s = series.setdefault(check, {"check": check, "effect": effect[0], "t": [], "v": [],
-                                          "threshold": threshold, "threshold_label":
-                                              "acceptable error rate (p0)" if check.startswith("quality")
-                                              else "alarm threshold"})
+                                          "threshold": threshold, "threshold_label": label})
             s["t"].append(a.window_end or a.time)  # when the traffic drifted, else when it was recorded
             s["v"].append(effect[1])
     return {"alarms": history, "series": list(series.values()), "monitor": p.cfg.monitor,
             "traffic": traffic_summary(p)}
 
 
-def _threshold(p: Project, check: str) -> float | None:
+def _threshold(p: Project, check: str, detail: dict[str, Any]) -> tuple[float | None, str]:
+    """The line an alarming check's chart draws: the quality chart's acceptable error rate, a
+    field's smallest alarming rise, or a drift check's smallest alarming effect."""
+    if check.startswith("quality.field."):
+        return p.cfg.monitor.quality.min_field_rise, "smallest alarming rise"
+    if check.startswith("quality"):
+        return detail.get("p0"), "acceptable error rate (p0)"
     for part, key in EFFECT_THRESHOLDS.items():
         if part in check:
-            return getattr(p.cfg.monitor, key, None)
-    return None
+            return getattr(p.cfg.monitor, key, None), "alarm threshold"
+    return None, "alarm threshold"
