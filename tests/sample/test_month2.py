@@ -122,3 +122,19 @@ def test_bad_month_or_count():
         month_traffic(3, 10)
     with pytest.raises(TunesmithError, match="n must be at least 1"):
         month_traffic(2, 0)
+
+
+def test_the_pairing_known_issue_comes_as_a_wave(month1, month2):
+    """KI-108 after the 4.2.4 update: a share of month 2 large enough for a window of 500 to
+    show it, each ticket moving from a technical issue to the known issue unless its version is
+    a near miss."""
+    def pairing(tickets):
+        return [t for t in tickets if t.facts.issues[0].symptom == "hub_no_pairing"]
+
+    wave = pairing(month2)
+    assert 0.11 <= len(wave) / len(month2) <= 0.19
+    moved = [t for t in wave if t.truth.category == "known_issue" and t.month_one.category == "technical_issue"]
+    assert len(moved) >= 0.6 * len(wave) and all(t.policy_changed for t in moved)
+    misses = [t for t in wave if t.facts.issues[0].version in ("4.2.2", "4.2.3", "4.2.6")]
+    assert misses and all(t.truth.category != "known_issue" for t in misses)
+    assert len(pairing(month1)) <= 0.02 * len(month1)  # in month 1 a rare symptom, not a wave

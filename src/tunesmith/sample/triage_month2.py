@@ -108,6 +108,13 @@ MONTH_TWO_VOCAB = Vocabulary(
 NIMBUS_VERSIONS = (None, None, "latest", "5.1.0", "5.1.2", "5.1.3", "5.0.8", "5.1.4")
 NEW_PRODUCT_SHARE = 0.30  # tickets whose first issue is about the Nimbus
 RETURN_SHARE = 0.15  # tickets that lead with a hardware return (the post-holiday wave)
+# Tickets that lead with a Lumen Hub that stopped pairing: firmware 4.2.4 went out to every hub
+# in January, so KI-108 comes as a wave, as a known issue does. The model learnt this symptom as
+# a plain technical issue in month 1 and has no reason to doubt it: the change it answers wrong
+# with confidence, which review sampling and the quality checks are for.
+PAIRING_SHARE = 0.15
+PAIRING_VERSIONS = ((None, 35), ("latest", 20), ("4.2.4", 15), ("4.2.5", 15),  # affected (unstated counts)
+                    ("4.2.2", 5), ("4.2.3", 5), ("4.2.6", 5))  # near misses: before the update, or the fix
 # Month 1's numbers and known issues over month 2's catalogue: what the old rules say about any
 # ticket (a Nimbus fault is then a plain technical issue, as any fault without a known issue).
 OLD_RULES = replace(
@@ -167,13 +174,25 @@ def _return(rng: random.Random, product: str) -> Issue:
     return Issue("hardware_return", product=product, days=days, defective=rng.random() < 0.45)
 
 
+def _pairing(rng: random.Random) -> Issue:
+    versions, weights = zip(*PAIRING_VERSIONS, strict=True)
+    return Issue("device_fault", product="lumen_hub", symptom="hub_no_pairing",
+                 version=rng.choices(versions, weights=weights)[0])
+
+
 def month_facts(rng: random.Random, plan: str, month: int) -> TicketFacts:
-    """A ticket's facts in ``month``: month 1's distribution; month 2 adds the Nimbus and a
-    wave of returns, each sometimes joined by a second (month-1) issue of another category."""
+    """A ticket's facts in ``month``: month 1's distribution; month 2 adds the Nimbus, a wave of
+    returns and a wave of hub pairing failures (KI-108), each sometimes joined by a second
+    (month-1) issue of another category."""
     roll = rng.random() if month == 2 else 1.0
-    if roll >= NEW_PRODUCT_SHARE + RETURN_SHARE:
+    if roll >= NEW_PRODUCT_SHARE + RETURN_SHARE + PAIRING_SHARE:
         return sample_facts(rng, plan)
-    first = _nimbus_issue(rng) if roll < NEW_PRODUCT_SHARE else _return(rng, rng.choice(HARDWARE))
+    if roll < NEW_PRODUCT_SHARE:
+        first = _nimbus_issue(rng)
+    elif roll < NEW_PRODUCT_SHARE + RETURN_SHARE:
+        first = _return(rng, rng.choice(HARDWARE))
+    else:
+        first = _pairing(rng)
     issues = [first]
     if rng.random() < 0.3:
         other = sample_facts(rng, plan).issues[0]
