@@ -77,7 +77,7 @@ class OperatePlan:
     embedder: str | None = None  # monitor.embedder override (None: the project's)
     start: str = "champion"  # retrain from the champion's weights (or: base)
     retrain_steps: int = 150  # ~2 passes over the corrections + as much rehearsal (60 at 3e-4 learnt nothing new)
-    retrain_lr: float = 3e-4  # 6e-4 drifted past the frozen pack's next_action margin with the pairing wave (docs/operate.md)
+    retrain_lr: float = 3e-4  # 6e-4 failed the frozen pack's next_action margin (docs/operate.md)
     max_tokens: int = 32
     frozen_extra: int = 724  # labelled month-1 tickets added to the frozen pack: 1,000 cases with the test
     # split's 276 (at 576 the category check missed the 2-point margin by 0.1 point: docs/operate.md, "The retrain")
