@@ -65,6 +65,11 @@ class FieldRise:
     alarm: bool
     note: str = ""
 
+    def detail(self) -> dict[str, Any]:
+        """What an alarm record keeps of the test."""
+        return {"test": "stratified-z", "p_value": self.p_value, "rise": self.rise, "error_rate": self.current.rate,
+                "previous_rate": self.previous.rate if self.previous else None}
+
 
 @dataclass
 class QualityReport:
@@ -415,10 +420,7 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
             "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}", None, None, q.reviewed,
             f"p0={q.design['p0']}", {}, detail)))
     if q and q.field_alarms:
-        detail = {f"quality.field.{name}": {"test": "stratified-z", "p_value": q.traffic[name].p_value,
-                                            "rise": q.traffic[name].rise, "error_rate": q.traffic[name].current.rate,
-                                            "previous_rate": q.traffic[name].previous.rate  # type: ignore[union-attr]
-                                            } for name in q.field_alarms}
+        detail = {f"quality.field.{name}": rise.detail() for name, rise in q.traffic.items() if rise.alarm}
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
             "quality", list(detail), current.label, current.start, current.end, len(current.records),
             q.previous, current.versions, detail)))
