@@ -472,7 +472,8 @@ class GenerationSettings(_Section):
         "fp32",
         description="fp32: greedy answers equal transformers' generate. bf16: autocast matmuls, ~1.4x faster on CPUs "
         "with fast bf16 (AMX) and the precision a bf16-trained adapter was trained in, but some greedy answers "
-        "change. auto: bf16 where train.precision's `auto` picks it (the same measurement), else fp32.",
+        "change, and a few depend on what else runs in the same batch (2 of 96 on the demo; fp32: none). auto: "
+        "bf16 where train.precision's `auto` picks it (the same measurement), else fp32.",
     )
 
 
@@ -749,6 +750,15 @@ class MonitorQualityConfig(_Section):
     alarm_error: float | None = Field(
         None, gt=0, lt=1, description="Error rate p1 the chart is tuned to detect fastest (> p0); default: 2 x p0.",
     )
+    phase1: int = Field(
+        0, ge=0, description="Estimate p0 from the first N sampled reviewed answers (Phase I) instead of "
+        "baseline_error: p0 = their one-sided 90% Clopper-Pearson upper bound, so the chart's in-control ARL is at "
+        "least arl0 with 90% confidence; the chart watches the answers after them. 0: off; else at least 20.",
+    )
+    alarm_rise: float | None = Field(
+        None, gt=0, lt=1, description="With phase1: the chart is tuned to detect p1 = p0 + alarm_rise fastest "
+        "(default: p1 = 2 x p0).",
+    )
     arl0: float = Field(
         50_000, ge=100, description="In-control average run length: reviewed answers between false alarms at p0 "
         "(sets the CUSUM threshold h).",
@@ -758,6 +768,17 @@ class MonitorQualityConfig(_Section):
         0.05, ge=0, le=1, description="Smallest rise of a label field's error rate over the whole traffic (every "
         "tier's reviewed answers, weighted by the tier's share; the latest window vs the one before) that alarms.",
     )
+
+    @model_validator(mode="after")
+    def _one_baseline(self) -> MonitorQualityConfig:
+        if self.phase1 and self.phase1 < 20:
+            raise ValueError(f"phase1 is {self.phase1}: give 0 (off) or at least 20 reviewed answers to estimate p0 from")
+        if self.phase1 and (self.baseline_error is not None or self.alarm_error is not None):
+            raise ValueError("phase1 estimates p0 from the first reviewed answers: leave baseline_error and "
+                             "alarm_error unset (tune p1 with alarm_rise)")
+        if self.alarm_rise is not None and not self.phase1:
+            raise ValueError("alarm_rise applies to a Phase-I chart (phase1 > 0); without it set alarm_error")
+        return self
 
 
 class MonitorConfig(_Section):

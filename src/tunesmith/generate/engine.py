@@ -10,7 +10,7 @@ Decoding is continuous batching over a KV cache (:mod:`tunesmith.generate.batch`
 batch at once and the next prompt takes its place, so the batch stays full until the queue
 runs dry. The tokens all prompts of a call start with (system prompt, instructions) are
 run once and their keys/values copied to every row (:mod:`tunesmith.generate.kv`). Greedy
-decoding yields the same tokens as one-at-a-time ``model.generate`` (tested here on tiny
+decoding in float32 yields the same tokens as one-at-a-time ``model.generate`` (tested here on tiny
 models, and on the starter in benchmarks/bench_generate.py), because each row keeps its own
 position ids and its padding is masked.
 
@@ -23,7 +23,12 @@ fewer, barely dearer steps. The answers are the greedy ones.
 Precision is float32 by default: bf16 autocast is faster on CPUs with fast bf16 matmuls (1.2x
 in benchmarks/results/bench_generate.txt, on AMX; slower than float32 on a CPU with AVX512-BF16
 alone: :func:`tunesmith.models.precision.cpu_bf16_pays`) but changed 16 of the starter's 32
-greedy answers there, so it is opt-in. A bf16 engine stores its frozen linear weights in bf16
+greedy answers there, so it is opt-in. bf16 answers also depend a little on what is computed with them: every
+matmul rounds its output to 8 bits of mantissa, so the rows beside a prompt, or where its shared
+prefix ends, can flip a close pick. Measured on the demo's model and 96 fresh tickets: 2 of 96
+greedy answers differ between one call of 96 and one call each, and 2 between a call with and
+without the shared prefix; in float32, 0 of 96 in each comparison. A bf16 server under
+concurrent load is therefore not replay-exact. A bf16 engine stores its frozen linear weights in bf16
 (:mod:`tunesmith.models.precision`): autocast would cast them to exactly those tensors on every
 forward, so the answers are the same and each decode step skips ~135M element casts.
 

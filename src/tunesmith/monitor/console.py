@@ -41,8 +41,7 @@ def print_report(report: MonitorReport, console: Console) -> None:
         low = q.tiers["low_confidence"]
         low_rate = "-" if low.rate is None else f"{low.rate:.3f}"
         console.print(f"quality: sampled tier {s.n} reviewed, error rate {rate}; low-confidence tier {low.n} "
-                      f"reviewed, {low_rate} (reported apart: chosen for risk). CUSUM {q.statistic:.2f} / h "
-                      f"{q.design['h']:.2f}" + (" [bold red]ALARM[/]" if q.alarm else "")
+                      f"reviewed, {low_rate} (reported apart: chosen for risk). {escape(q.chart_text)}" + (" [bold red]ALARM[/]" if q.alarm else "")
                       + (f" [dim]{escape(q.note)}[/]" if q.note else ""), highlight=False)
         if q.fields:
             console.print("quality per field (sampled tier): " + "; ".join(

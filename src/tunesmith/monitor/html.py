@@ -75,7 +75,8 @@ def _cusum(report: MonitorReport) -> str:
     if not q or not q.path:
         return ""
     fig, ax = _figure()
-    ax.plot(range(1, len(q.path) + 1), q.path, lw=1)
+    start = q.design.get("phase1", 0)  # a Phase I's answers set p0; the chart starts after them
+    ax.plot(range(start + 1, start + len(q.path) + 1), q.path, lw=1)
     ax.axhline(q.design["h"], color="red", ls="--", label=f"h = {q.design['h']:.2f}")
     for a in q.alarms:
         ax.axvline(a, color="red", alpha=0.4)
@@ -120,11 +121,17 @@ def _quality(report: MonitorReport) -> str:
         rows += [_rate_row(name, r) for name, r in q.fields.items()]
     d = q.design
     within = next((v for k, v in d.items() if k.startswith("p_alarm_within")), None)
-    design = (f"<p>CUSUM on the sampled tier: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "
-              f"(in-control ARL {d['arl0']:,.0f}; at p1 mean delay {d['arl_at_p1']:.0f} answers, "
-              f"P(alarm within 300) = {_num(within, '.2f')}). Seen {q.reviewed} sampled answers; "
-              f"statistic {q.statistic:.2f}; alarms at {q.alarms or 'none'}"
-              f"{' — NEW ALARM' if q.alarm else ''}. {html.escape(q.note)}</p>")
+    if "h" not in d:
+        design = f"<p>CUSUM on the sampled tier: {html.escape(q.note)}</p>"
+    else:
+        phase1 = (f" p0 is the 90% upper confidence bound of the error rate of the first {d['phase1']} sampled "
+                  f"reviewed answers (Phase I: {d['phase1_errors']} wrong, {d['phase1_rate']:.3f}); the chart "
+                  "watches the answers after them." if d.get("phase1") else "")
+        design = (f"<p>CUSUM on the sampled tier: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "
+                  f"(in-control ARL {d['arl0']:,.0f}; at p1 mean delay {d['arl_at_p1']:.0f} answers, "
+                  f"P(alarm within 300) = {_num(within, '.2f')}).{phase1} Seen {q.reviewed} sampled answers; "
+                  f"statistic {q.statistic:.2f}; alarms at {q.alarms or 'none'}"
+                  f"{' — NEW ALARM' if q.alarm else ''}. {html.escape(q.note)}</p>")
     return ("<h2>Quality (reviewed answers)</h2><table>" + "".join(rows) + "</table>" + design + _cusum(report)
             + _traffic(report))
 

@@ -123,6 +123,44 @@ def _design(p0: float, p1: float, arl0: float) -> CusumDesign:
     return CusumDesign(p0, p1, hi)
 
 
+PHASE1_CONFIDENCE = 0.90  # a Phase-I chart's in-control ARL is at least its arl0 with this confidence
+
+
+def phase1_p0(errors: int, n: int, *, confidence: float = PHASE1_CONFIDENCE) -> float:
+    """The in-control error rate a Phase-I chart is designed for: the one-sided Clopper-Pearson
+    upper bound of ``errors / n`` at ``confidence``.
+
+    Why not the estimate itself: a chart designed for p0 = errors / n meets its ARL0 only when
+    the true rate is at or below the estimate, about half the time; on a 100-answer Phase I at
+    30% its true in-control ARL falls below a 2,000 target in 46% of draws (the bound's: 8%)
+    (tests/monitor/test_quality_phase1.py). A Bernoulli CUSUM's run length shortens as the true
+    rate rises, so designing for an upper bound keeps ARL >= ARL0 whenever the bound holds, i.e.
+    with probability >= ``confidence``; the cost is a slower alarm for rises just above it.
+    """
+    if not 0 < n or not 0 <= errors <= n:
+        raise ValueError(f"need 0 <= errors <= n and n > 0, got errors={errors}, n={n}")
+    if errors == n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(confidence, errors + 1, n - errors))
+
+
+def phase1_design(errors: int, n: int, arl0: float, *, rise: float | None = None) -> CusumDesign:
+    """A chart for the answers after a Phase I of ``n`` reviewed answers with ``errors`` errors:
+    p0 = :func:`phase1_p0`, p1 = p0 + ``rise`` (default 2 x p0), capped below 1.
+
+    Raises:
+        ValueError: the Phase-I error rate is so high that no higher rate is left to detect.
+    """
+    p0 = phase1_p0(errors, n)
+    p1 = min(p0 + rise, 0.99) if rise is not None else min(2 * p0, 0.99)
+    if p1 <= p0:
+        raise ValueError(f"Phase I found {errors} errors in {n} reviewed answers (p0 upper bound {p0:.3f}): "
+                         "no higher error rate is left for the chart to detect")
+    return CusumDesign.for_arl(p0, p1, arl0)
+
+
 def cusum_run_length(design: CusumDesign, p: float, *, horizon: int | None = None) -> tuple[float, float]:
     """(ARL, P(alarm within ``horizon``)) at true error rate ``p``, from the Brook-Evans chain.
 

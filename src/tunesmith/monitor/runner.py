@@ -26,11 +26,13 @@ from tunesmith.monitor import alarms as alarm_table
 from tunesmith.monitor import drift
 from tunesmith.monitor.embedders import choose_embedder
 from tunesmith.monitor.quality import (
+    PHASE1_CONFIDENCE,
     Cusum,
     CusumDesign,
     Rate,
     TrafficRate,
     error_rate,
+    phase1_design,
     rise_test,
     traffic_rate,
 )
@@ -76,8 +78,8 @@ class QualityReport:
     """Reviewed answers: error rates per tier and the CUSUM over the sampled tier."""
 
     tiers: dict[str, Rate]
-    design: dict[str, float]
-    reviewed: int  # sampled answers the chart has seen
+    design: dict[str, Any]  # p0, p1, h, ... (before a Phase I is complete: phase1, phase1_seen only)
+    reviewed: int  # sampled answers the chart has seen (a Phase I's included)
     statistic: float
     alarms: list[int]  # 1-based positions in the sampled stream
     alarm: bool  # an alarm no earlier run recorded
@@ -91,6 +93,16 @@ class QualityReport:
     @property
     def field_alarms(self) -> list[str]:
         return [name for name, f in self.traffic.items() if f.alarm]
+
+    @property
+    def chart_text(self) -> str:
+        """The chart's state in a few words: ``CUSUM s / h h`` or how far its Phase I is."""
+        d = self.design
+        if "h" not in d:
+            return f"Phase I {d.get('phase1_seen', 0)}/{d.get('phase1')} sampled reviews, no chart yet"
+        phase1 = (f", p0 {d['p0']:.3f} from Phase I ({d['phase1_errors']}/{d['phase1']} wrong)"
+                  if d.get("phase1") else "")
+        return f"CUSUM {self.statistic:.2f} / h {d['h']:.2f}{phase1}"
 
     @property
     def alarming(self) -> bool:
@@ -325,12 +337,43 @@ def _encode(embedder: Embedder, window: Window, cache: Path | None) -> np.ndarra
 
 # --------------------------------------------------------------------------- quality
 def quality_design(cfg: Config) -> CusumDesign:
+    """The chart's design from the config: p0 = ``baseline_error`` (default ``review.target_error``)."""
     q = cfg.monitor.quality
     p0 = q.baseline_error if q.baseline_error is not None else cfg.review.target_error
     p1 = q.alarm_error if q.alarm_error is not None else min(2 * p0, 0.99)
     if p1 <= p0:
         raise TunesmithError(f"monitor.quality.alarm_error ({p1}) must be above the baseline error rate ({p0})")
     return CusumDesign.for_arl(p0, p1, q.arl0)
+
+
+def _chart(cfg: Config, stream: list[bool]) -> tuple[Cusum | None, dict[str, Any], str]:
+    """The CUSUM over the sampled tier's reviewed answers (oldest first): (the chart, its design
+    summary, a note). With ``monitor.quality.phase1`` = N the first N answers only set p0 (Phase
+    I) and the chart runs on the rest, its positions counted over the whole stream; before N
+    answers there is no chart."""
+    q = cfg.monitor.quality
+    summary: dict[str, Any] = {"arl0": q.arl0}
+    if q.phase1:
+        summary |= {"phase1": q.phase1, "phase1_seen": min(len(stream), q.phase1)}
+        if len(stream) < q.phase1:
+            return None, summary, (f"Phase I: {len(stream)} of {q.phase1} sampled reviewed answers collected; the "
+                                   "chart starts after them (monitor.quality.phase1)")
+        errors = sum(stream[: q.phase1])
+        try:
+            design = phase1_design(errors, q.phase1, q.arl0, rise=q.alarm_rise)
+        except ValueError as exc:
+            raise TunesmithError(f"monitor.quality.phase1: {exc}") from exc
+        summary |= {"phase1_errors": errors, "phase1_rate": errors / q.phase1,
+                    "phase1_confidence": PHASE1_CONFIDENCE}
+        chart = Cusum(design, seen=q.phase1)
+        chart.run(stream[q.phase1:])
+    else:
+        design = quality_design(cfg)
+        chart = Cusum(design)
+        chart.run(stream)
+    summary |= {"p0": design.p0, "p1": design.p1, "h": design.h, "arl_at_p1": design.arl(design.p1),
+                f"p_alarm_within_{DETECT_WITHIN}_at_p1": design.p_alarm_within(design.p1, DETECT_WITHIN)}
+    return chart, summary, ""
 
 
 def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, current: Window | None = None,
@@ -342,16 +385,14 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, curren
         rows = [r for r in items if r.tier == tier]
         rate = error_rate(sum(r.error for r in rows), len(rows))
         tiers[tier] = rate if len(rows) >= q.min_reviewed else Rate(rate.errors, rate.n, None, None, None)
-    design = quality_design(cfg)
-    chart = Cusum(design)
-    chart.run(r.error for r in sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided))
+    stream = [r.error for r in sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided)]
+    chart, summary, note = _chart(cfg, stream)
     seen_before = max((_position(a) for a in alarm_table.history(ws.db_path, kind="quality")), default=0)
-    new = [a for a in chart.alarms if a > seen_before]
-    summary = {"p0": design.p0, "p1": design.p1, "h": design.h, "arl0": q.arl0,
-               "arl_at_p1": design.arl(design.p1),
-               f"p_alarm_within_{DETECT_WITHIN}_at_p1": design.p_alarm_within(design.p1, DETECT_WITHIN)}
-    note = "" if items else "no reviewed answers yet (tunesmith review)"
-    report = QualityReport(tiers, summary, chart.seen, chart.statistic, chart.alarms, bool(new), chart.path, note,
+    alarms = chart.alarms if chart else []
+    new = [a for a in alarms if a > seen_before]
+    note = note or ("" if items else "no reviewed answers yet (tunesmith review)")
+    report = QualityReport(tiers, summary, chart.seen if chart else len(stream), chart.statistic if chart else 0.0,
+                           alarms, bool(new), chart.path if chart else [], note,
                            field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed))
     if current is not None:
         report.traffic = field_rises(cfg, items, current, previous)

@@ -52,6 +52,7 @@ OPERATOR = "tunesmith demo --operate (simulation)"
 REVIEW_RULES = [{"category": "security"}, {"urgency": "critical"}]  # used when the project sets none
 CALIBRATION_EXAMPLES = 1000  # more than the sample's validation split: all of it
 OPERATING_COVERAGE = 0.5  # without a certified threshold: the share of held-out answers auto-approved
+PHASE1_RISE = 0.15  # ... and the rise of their error rate the quality chart is tuned to detect
 FROZEN_CASES = 2000  # more than the sample's test split: all of it
 Say = Callable[[str], None]
 
@@ -265,7 +266,8 @@ def monitor_summary(cfg: Config) -> dict[str, Any]:
     if report.quality is not None:
         q = report.quality
         quality = {"alarm": q.alarm, "reviewed_sampled": q.reviewed, "statistic": round(q.statistic, 3),
-                   "alarms_at": q.alarms, "h": q.design.get("h"),
+                   "alarms_at": q.alarms, "h": q.design.get("h"), "p0": _round(q.design.get("p0")),
+                   "chart": q.chart_text,
                    "tiers": {k: {"n": getattr(r, "n", None), "rate": _round(getattr(r, "rate", None))}
                              for k, r in q.tiers.items()},
                    "fields": {k: {"n": r.n, "rate": _round(r.rate)} for k, r in q.fields.items()}, "note": q.note,
@@ -366,14 +368,17 @@ def _calibration(cfg: Config, champion: str, say: Say, extra: Path | None = None
     return {"note": "no calibration could be fitted (see the eval's calibration section)"}
 
 
-def operating_point(cfg: Config, result: OperateResult, say: Say) -> None:
+def operating_point(cfg: Config, result: OperateResult, plan: OperatePlan, say: Say) -> None:
     """When the calibration certified no threshold for ``review.target_error`` (and the project
     fixes none), every answer but the mandatory ones would go to review as ``low_confidence``
     and the sampled tier the quality chart watches would stay empty. The simulation then runs
     at a stated operating point instead: ``review.threshold`` = the confidence at which half of
-    the held-out test answers are auto-approved, and the quality chart's in-control error
-    ``monitor.quality.baseline_error`` = the error rate measured among them (alarm rate: 15
-    points higher). Printed and recorded in the result; the project's config is not changed."""
+    the held-out test answers are auto-approved. The quality chart's in-control error is then
+    not the target's: it is estimated from month 1's sampled reviews (a Phase-I chart,
+    ``monitor.quality.phase1``, tuned to detect a 15-point rise), because live traffic need not
+    err as the test split does (the tenth run's auto-approved answers: 37% wrong on the test
+    split, 51% in month 1). Printed and recorded in the result; the project's config is not
+    changed."""
     cal = result.calibration
     if cal.get("threshold") is not None or cfg.review.threshold is not None:
         return
@@ -383,19 +388,27 @@ def operating_point(cfg: Config, result: OperateResult, say: Say) -> None:
     if not points:
         return
     threshold, coverage, risk = points[0]
-    baseline = min(0.9, max(0.01, round(risk + 0.005, 2)))
     cfg.review.threshold = round(float(threshold), 4)
-    cfg.monitor.quality.baseline_error = baseline
-    cfg.monitor.quality.alarm_error = min(0.99, round(baseline + 0.15, 2))
+    q = cfg.monitor.quality
+    q.baseline_error = q.alarm_error = None
+    q.phase1 = phase1_reviews(plan)
+    q.alarm_rise = PHASE1_RISE
     result.routing["operating_point"] = {
         "why": f"no threshold certified for review.target_error {cfg.review.target_error}",
         "threshold": cfg.review.threshold, "test_coverage": round(coverage, 4), "test_error": round(risk, 4),
-        "quality_baseline_error": baseline, "quality_alarm_error": cfg.monitor.quality.alarm_error}
+        "quality_phase1": q.phase1, "quality_alarm_rise": q.alarm_rise}
     say(f"{TAG} no auto-approval threshold is certified for review.target_error {cfg.review.target_error} "
         f"(this model's most confident answers still err too often); the simulation auto-approves at a stated "
         f"operating point instead: review.threshold {cfg.review.threshold} (held-out test answers: "
-        f"{coverage:.0%} approved, {risk:.1%} of them wrong), quality chart in control at {baseline:.0%} "
-        f"error, tuned to detect {cfg.monitor.quality.alarm_error:.0%}")
+        f"{coverage:.0%} approved, {risk:.1%} of them wrong); the quality chart's in-control error is estimated "
+        f"from the first {q.phase1} sampled reviews (Phase I, month 1), tuned to detect a rise of "
+        f"{q.alarm_rise:.0%}")
+
+
+def phase1_reviews(plan: OperatePlan) -> int:
+    """The Phase I of the simulation's quality chart: most of the sampled reviews month 1 is
+    expected to give (its requests x the auto-approved share x the sample rate), at least 20."""
+    return max(20, int(0.8 * plan.month1 * OPERATING_COVERAGE * plan.sample_rate))
 
 
 def _phase(server: LocalServer, cfg: Config, tickets: list[TrafficTicket], plan: OperatePlan, name: str,
@@ -428,7 +441,7 @@ def _review_and_monitor(cfg: Config, tickets: dict[str, TrafficTicket], name: st
     m = result.monitor[name]
     q = m.get("quality") or {}
     say(f"{TAG} monitor after {name}: alarm {m.get('alarm')}; drift alarms {m.get('drift_alarms')}; "
-        f"quality alarm {q.get('alarm')} (CUSUM {q.get('statistic')} / h {q.get('h')}, "
+        f"quality alarm {q.get('alarm')} ({q.get('chart')}, "
         f"{q.get('reviewed_sampled')} sampled answers reviewed); whole-traffic error rose in "
         f"{q.get('field_alarms') or 'no field'}")
     result.seconds[f"review+monitor {name}"] = round(time.perf_counter() - t0, 1)
@@ -481,7 +494,7 @@ def simulate(cfg: Config, plan: OperatePlan | None = None, *, say: Say | None = 
     say(f"{TAG} calibration (the eval's, validation fit / test check): {shown}")
     if result.calibration.get("pack"):  # the retrain's frozen month-1 pack: the one calibration was checked on
         ocfg.eval.pack = result.calibration["pack"]
-    operating_point(ocfg, result, say)
+    operating_point(ocfg, result, plan, say)
 
     # 2-3. serve the champion: month 1, then month 2
     with LocalServer(ocfg) as server:

@@ -64,7 +64,9 @@ def acceptance_lines(result: OperateResult) -> list[str]:
     if op:
         lines.append(f"{TAG} routing: {op['why']}; ran at the stated operating point review.threshold "
                      f"{op['threshold']} (held-out test: {op['test_coverage']:.0%} auto-approved, {op['test_error']:.1%} "
-                     f"of them wrong); the quality chart's in-control error {op['quality_baseline_error']}")
+                     f"of them wrong); the quality chart's in-control error estimated from the first "
+                     f"{op['quality_phase1']} sampled reviews (Phase I), tuned to detect a rise of "
+                     f"{op['quality_alarm_rise']:.0%}")
     for month in ("month1", "month2"):
         g = result.routing.get(month) or {}
         if not g:
@@ -79,7 +81,7 @@ def acceptance_lines(result: OperateResult) -> list[str]:
         q = m.get("quality") or {}
         lines.append(f"{TAG} monitor {month} ({m.get('n_current')} requests vs {m.get('reference')}, "
                      f"{m.get('embedder')}): drift alarms {m.get('drift_alarms')}; quality alarm {q.get('alarm')} "
-                     f"(CUSUM {q.get('statistic')}/h {_num(q.get('h'), '.2f')} over {q.get('reviewed_sampled')} "
+                     f"({q.get('chart') or 'no chart'} over {q.get('reviewed_sampled')} "
                      f"sampled answers; tiers {q.get('tiers')}; sampled error per field {q.get('fields')}); "
                      f"whole-traffic error per field vs the window before {_rises(q.get('traffic') or {})}")
     r = result.retrain

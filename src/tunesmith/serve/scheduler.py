@@ -6,8 +6,8 @@ anyone else. The worker takes the oldest waiting job together with every other w
 that can share its ``engine.generate`` call (same adapter and the same generation settings; up
 to the engine's batch size in answers) and runs them as one continuous batch.
 
-Batching never changes an answer: greedy answers do not depend on the batch (the engine's
-guarantee), a request with a ``seed`` runs in its own call (the engine seeds answer ``i`` of a
+Batching never changes an answer in float32: greedy answers do not depend on the batch (the
+engine's guarantee; in bf16 a few do, see :mod:`tunesmith.generate.engine`), a request with a ``seed`` runs in its own call (the engine seeds answer ``i`` of a
 call with ``(seed, i)``, so its answers are what ``engine.generate([conv] * n, cfg)`` gives),
 and sampled requests without a seed share a call with a fresh random seed.
 
