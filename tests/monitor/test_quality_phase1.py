@@ -9,7 +9,13 @@ from scipy.stats import beta, binom
 
 from tunesmith.config import Config, ConfigError, load_config
 from tunesmith.errors import TunesmithError
-from tunesmith.monitor.quality import PHASE1_CONFIDENCE, Cusum, CusumDesign, phase1_design, phase1_p0
+from tunesmith.monitor.quality import (
+    PHASE1_CONFIDENCE,
+    Cusum,
+    CusumDesign,
+    phase1_design,
+    phase1_p0,
+)
 from tunesmith.monitor.runner import QualityReport, _chart
 from tunesmith.sample.operate import OperatePlan, phase1_reviews
 
@@ -75,7 +81,7 @@ def test_before_phase_one_is_complete_there_is_no_chart_and_it_says_so():
     assert chart is not None and note == "" and summary["phase1_errors"] == 20
     report = QualityReport({}, summary, chart.seen, chart.statistic, chart.alarms, False)
     assert report.chart_text.startswith("CUSUM ") and "from Phase I (20/40 wrong)" in report.chart_text
-    with pytest.raises(TunesmithError, match="monitor.quality.phase1"):
+    with pytest.raises(TunesmithError, match=r"monitor\.quality\.phase1"):
         _chart(config(phase1=20), [True] * 20)  # every Phase-I answer wrong: nothing left to detect
 
 

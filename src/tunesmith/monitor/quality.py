@@ -137,7 +137,7 @@ def phase1_p0(errors: int, n: int, *, confidence: float = PHASE1_CONFIDENCE) -> 
     rate rises, so designing for an upper bound keeps ARL >= ARL0 whenever the bound holds, i.e.
     with probability >= ``confidence``; the cost is a slower alarm for rises just above it.
     """
-    if not 0 < n or not 0 <= errors <= n:
+    if n <= 0 or not 0 <= errors <= n:
         raise ValueError(f"need 0 <= errors <= n and n > 0, got errors={errors}, n={n}")
     if errors == n:
         return 1.0
