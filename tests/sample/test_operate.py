@@ -165,3 +165,53 @@ def test_the_replaying_thread_gives_its_openmp_team_up_before_it_waits(monkeypat
 
     assert replay(Nowhere(), None, []) == []  # type: ignore[arg-type]  (no ticket: the config is never read)
     assert callers == [threading.current_thread().name]
+
+
+def test_replay_answers_in_ticket_order_with_one_connection_per_client():
+    """Against a stand-in OpenAI endpoint on 127.0.0.1 (it answers each ticket with its own id
+    and stops after the replay): every ticket answered once, in order, and each client thread
+    keeps its own connection (a shared pool once closed one under a reader)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tunesmith.config import Config
+    from tunesmith.sample.operate_serve import replay
+
+    peers: list[tuple[str, int]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            peers.append(self.client_address)
+            answer = json.dumps({"category": body["user"], "urgency": "low", "next_action": "answer_question"})
+            out = json.dumps({"id": f"req-{body['user']}", "choices": [{"message": {"content": answer},
+                                                                        "tunesmith": {"confidence": 0.5}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    class Server:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    cfg = Config.model_validate({"data": {"sources": [{"path": "x.jsonl"}]}})
+    tickets = month_traffic(1, 40, seed=3)
+    try:
+        served = replay(Server(), cfg, tickets, concurrency=4)  # type: ignore[arg-type]
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+        httpd.server_close()
+    assert [s.fields["category"] for s in served] == [t.ticket_id for t in tickets]
+    assert [s.request_id for s in served] == [f"req-{t.ticket_id}" for t in tickets]
+    assert len(peers) == 40 and 1 <= len(set(peers)) <= 4  # connections reused, at most one per client

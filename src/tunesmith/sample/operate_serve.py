@@ -161,10 +161,25 @@ def replay(server: LocalServer, cfg: Config, tickets: list[TrafficTicket], *, co
     from tunesmith.generate.openmp import release_thread_pool
 
     release_thread_pool()
-    # trust_env=False: a proxy set in the environment must never see the loopback traffic
-    with (httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False) as client,
-          ThreadPoolExecutor(max_workers=concurrency) as pool):
-        return list(pool.map(lambda t: _one(client, server.url, cfg, t, max_tokens), tickets))
+    # One client (one connection) per client thread, as separate helpdesk workers would have:
+    # 32 threads sharing one pool (20 keep-alive slots) once got a connection closed under a
+    # reader ("[Errno 9] Bad file descriptor", 2026-12-05) and the whole run ended.
+    local, clients, lock = threading.local(), [], threading.Lock()
+
+    def client() -> Any:
+        if not hasattr(local, "client"):
+            # trust_env=False: a proxy set in the environment must never see the loopback traffic
+            local.client = httpx.Client(timeout=REQUEST_TIMEOUT_S, trust_env=False)
+            with lock:
+                clients.append(local.client)
+        return local.client
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(lambda t: _one(client(), server.url, cfg, t, max_tokens), tickets))
+    finally:
+        for c in clients:
+            c.close()
 
 
 def wait_for_shadows(cfg: Config, request_ids: list[str], *, timeout: float = 900.0) -> int:
