@@ -57,8 +57,14 @@ class Watch:
         self.problems: list[str] = []
         page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        page.on("requestfailed", self._failed)
         page.on("response", lambda r: self.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+
+    def _failed(self, request) -> None:
+        # a navigation cancels the page's requests still in flight (net::ERR_ABORTED): the browser
+        # leaving a page, not the server failing it; an error status is caught by "response"
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.problems.append(f"failed: {request.url} {request.failure}")
 
 
 def _login(browser, url: str, key: str, viewport=None):

@@ -121,13 +121,14 @@ def _quality(report: MonitorReport) -> str:
         rows += [_rate_row(name, r) for name, r in q.fields.items()]
     d = q.design
     within = next((v for k, v in d.items() if k.startswith("p_alarm_within")), None)
+    watched = f" of version {html.escape(q.version[:12])}" if q.version else ""
     if "h" not in d:
-        design = f"<p>CUSUM on the sampled tier: {html.escape(q.note)}</p>"
+        design = f"<p>CUSUM on the sampled tier{watched}: {html.escape(q.note)}</p>"
     else:
         phase1 = (f" p0 is the 90% upper confidence bound of the error rate of the first {d['phase1']} sampled "
                   f"reviewed answers (Phase I: {d['phase1_errors']} wrong, {d['phase1_rate']:.3f}); the chart "
                   "watches the answers after them." if d.get("phase1") else "")
-        design = (f"<p>CUSUM on the sampled tier: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "
+        design = (f"<p>CUSUM on the sampled tier{watched}: p0 = {d['p0']:.3f}, p1 = {d['p1']:.3f}, h = {d['h']:.2f} "
                   f"(in-control ARL {d['arl0']:,.0f}; at p1 mean delay {d['arl_at_p1']:.0f} answers, "
                   f"P(alarm within 300) = {_num(within, '.2f')}).{phase1} Seen {q.reviewed} sampled answers; "
                   f"statistic {q.statistic:.2f}; alarms at {q.alarms or 'none'}"

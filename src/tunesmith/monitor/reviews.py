@@ -33,6 +33,7 @@ class Reviewed:
     wrong: tuple[str, ...] = ()  # those the reviewer found wrong
     request_id: str = ""  # the logged request it answered (choice 0 joins the traffic windows)
     choice: int = 0
+    version: str = ""  # the model version that answered ("" when the log did not say)
 
 
 def wrong_fields(fields: tuple[str, ...], action: str, reason: str | None, changed: tuple[str, ...]) -> tuple[str, ...]:
@@ -59,5 +60,5 @@ def load_reviewed(db_path: Path) -> list[Reviewed]:
             fields = tuple(item.fields)
             out.append(Reviewed(d.at, item.tier, is_error(d.action, d.reason), fields,
                                 wrong_fields(fields, d.action, d.reason, tuple(d.changes)), item.request_id,
-                                item.choice))
+                                item.choice, item.model_version or ""))
     return sorted(out, key=lambda r: r.decided)

@@ -45,6 +45,7 @@ from tunesmith.monitor.traffic import (
     snapshot_window,
     traffic_windows,
 )
+from tunesmith.registry.ledger import AliasLedger
 from tunesmith.workspace import Workspace, write_atomic
 
 KINDS = {"input": "input_drift", "output": "output_drift"}
@@ -89,6 +90,7 @@ class QualityReport:
     traffic: dict[str, FieldRise] = field(default_factory=dict)  # every tier: per field, window vs previous
     current: str = ""  # the windows the traffic rates cover
     previous: str = ""
+    version: str = ""  # the model version whose sampled answers the chart runs on ("" = every answer)
 
     @property
     def field_alarms(self) -> list[str]:
@@ -99,10 +101,15 @@ class QualityReport:
         """The chart's state in a few words: ``CUSUM s / h h`` or how far its Phase I is."""
         d = self.design
         if "h" not in d:
-            return f"Phase I {d.get('phase1_seen', 0)}/{d.get('phase1')} sampled reviews, no chart yet"
+            return (f"Phase I {d.get('phase1_seen', 0)}/{d.get('phase1')} sampled reviews{self._of_version}, "
+                    "no chart yet")
         phase1 = (f", p0 {d['p0']:.3f} from Phase I ({d['phase1_errors']}/{d['phase1']} wrong)"
                   if d.get("phase1") else "")
-        return f"CUSUM {self.statistic:.2f} / h {d['h']:.2f}{phase1}"
+        return f"CUSUM {self.statistic:.2f} / h {d['h']:.2f}{phase1}{self._of_version}"
+
+    @property
+    def _of_version(self) -> str:
+        return f" of version {self.version[:12]}" if self.version else ""
 
     @property
     def alarming(self) -> bool:
@@ -376,6 +383,17 @@ def _chart(cfg: Config, stream: list[bool]) -> tuple[Cusum | None, dict[str, Any
     return chart, summary, ""
 
 
+def charted_version(sampled: list[Reviewed], champion: str | None) -> str:
+    """The model version the quality chart watches: the champion when the registry names one, else
+    the version that answered the newest sampled review; "" (every answer, one chart) when the
+    reviews name no version. A new version starts its own chart (and its own Phase I): its error
+    rate is a new process, and the old champion's statistic says nothing about it."""
+    named = [r.version for r in sampled if r.version]
+    if not named:
+        return ""
+    return champion or named[-1]
+
+
 def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, current: Window | None = None,
              previous: Window | None = None) -> QualityReport | None:
     items = load_reviewed(ws.db_path) if reviewed is None else reviewed
@@ -385,15 +403,19 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, curren
         rows = [r for r in items if r.tier == tier]
         rate = error_rate(sum(r.error for r in rows), len(rows))
         tiers[tier] = rate if len(rows) >= q.min_reviewed else Rate(rate.errors, rate.n, None, None, None)
-    stream = [r.error for r in sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided)]
+    sampled = sorted((r for r in items if r.tier == "sampled"), key=lambda r: r.decided)
+    champion = AliasLedger(ws).current().get("champion") if any(r.version for r in sampled) else None
+    version = charted_version(sampled, champion)
+    stream = [r.error for r in sampled if not version or r.version == version]
     chart, summary, note = _chart(cfg, stream)
-    seen_before = max((_position(a) for a in alarm_table.history(ws.db_path, kind="quality")), default=0)
+    seen_before = max((_position(a) for a in alarm_table.history(ws.db_path, kind="quality")
+                       if _chart_version(a) == version), default=0)
     alarms = chart.alarms if chart else []
     new = [a for a in alarms if a > seen_before]
     note = note or ("" if items else "no reviewed answers yet (tunesmith review)")
     report = QualityReport(tiers, summary, chart.seen if chart else len(stream), chart.statistic if chart else 0.0,
                            alarms, bool(new), chart.path if chart else [], note,
-                           field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed))
+                           field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed), version=version)
     if current is not None:
         report.traffic = field_rises(cfg, items, current, previous)
         report.current, report.previous = current.label, previous.label if previous else ""
@@ -456,10 +478,11 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
         rate = q.tiers["sampled"]
         detail = {"quality.cusum": {"test": "cusum", "p_value": None, "error_rate": rate.errors / max(rate.n, 1),
                                     "low": rate.low, "high": rate.high, "reviewed": rate.n, "position": position,
-                                    "h": q.design["h"], "p0": q.design["p0"], "p1": q.design["p1"]}}
+                                    "h": q.design["h"], "p0": q.design["p0"], "p1": q.design["p1"],
+                                    "version": q.version}}
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
-            "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}", None, None, q.reviewed,
-            f"p0={q.design['p0']}", {}, detail)))
+            "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}{q._of_version}", None, None,
+            q.reviewed, f"p0={q.design['p0']}", {q.version: q.reviewed} if q.version else {}, detail)))
     if q and q.field_alarms:
         detail = {f"quality.field.{name}": rise.detail() for name, rise in q.traffic.items() if rise.alarm}
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
@@ -471,3 +494,9 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
 def _position(alarm: alarm_table.Alarm) -> int:
     """The chart position a recorded quality alarm was raised at."""
     return int(alarm.detail.get("quality.cusum", {}).get("position", 0))
+
+
+def _chart_version(alarm: alarm_table.Alarm) -> str:
+    """The version whose chart raised a recorded CUSUM alarm ("" for one chart over every answer,
+    and for alarms recorded before charts were kept per version)."""
+    return str(alarm.detail.get("quality.cusum", {}).get("version") or "")
