@@ -20,9 +20,9 @@ fed with the row's last token in one pass and kept as far as each guessed token 
 own pick; a decode step of few rows costs little more for a few more tokens, so an answer takes
 fewer, barely dearer steps. The answers are the greedy ones.
 
-Precision is float32 by default: bf16 autocast is faster on CPUs with fast bf16 matmuls (1.2x
-in benchmarks/results/bench_generate.txt, on AMX; slower than float32 on a CPU with AVX512-BF16
-alone: :func:`tunesmith.models.precision.cpu_bf16_pays`) but changed 16 of the starter's 32
+Precision is float32 by default: bf16 autocast is faster where this CPU's bf16 matmuls measure
+faster (1.2x in benchmarks/results/bench_generate.txt, on AMX; some AVX512-BF16 hosts measured
+half float32's rate, others four times it: :func:`tunesmith.models.precision.cpu_bf16_pays`) but changed 16 of the starter's 32
 greedy answers there, so it is opt-in. bf16 answers also depend a little on what is computed with them: every
 matmul rounds its output to 8 bits of mantissa, so the rows beside a prompt, or where its shared
 prefix ends, can flip a close pick. Measured on the demo's model and 96 fresh tickets: 2 of 96

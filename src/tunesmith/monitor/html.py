@@ -121,7 +121,7 @@ def _quality(report: MonitorReport) -> str:
         rows += [_rate_row(name, r) for name, r in q.fields.items()]
     d = q.design
     within = next((v for k, v in d.items() if k.startswith("p_alarm_within")), None)
-    watched = f" of version {html.escape(q.version[:12])}" if q.version else ""
+    watched = html.escape(q.of_version)
     if "h" not in d:
         design = f"<p>CUSUM on the sampled tier{watched}: {html.escape(q.note)}</p>"
     else:

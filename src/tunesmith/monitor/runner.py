@@ -101,14 +101,15 @@ class QualityReport:
         """The chart's state in a few words: ``CUSUM s / h h`` or how far its Phase I is."""
         d = self.design
         if "h" not in d:
-            return (f"Phase I {d.get('phase1_seen', 0)}/{d.get('phase1')} sampled reviews{self._of_version}, "
+            return (f"Phase I {d.get('phase1_seen', 0)}/{d.get('phase1')} sampled reviews{self.of_version}, "
                     "no chart yet")
         phase1 = (f", p0 {d['p0']:.3f} from Phase I ({d['phase1_errors']}/{d['phase1']} wrong)"
                   if d.get("phase1") else "")
-        return f"CUSUM {self.statistic:.2f} / h {d['h']:.2f}{phase1}{self._of_version}"
+        return f"CUSUM {self.statistic:.2f} / h {d['h']:.2f}{phase1}{self.of_version}"
 
     @property
-    def _of_version(self) -> str:
+    def of_version(self) -> str:
+        """`` of version <id>`` when the chart watches one version, else ""."""
         return f" of version {self.version[:12]}" if self.version else ""
 
     @property
@@ -415,7 +416,7 @@ def _quality(cfg: Config, ws: Workspace, reviewed: list[Reviewed] | None, curren
     note = note or ("" if items else "no reviewed answers yet (tunesmith review)")
     report = QualityReport(tiers, summary, chart.seen if chart else len(stream), chart.statistic if chart else 0.0,
                            alarms, bool(new), chart.path if chart else [], note,
-                           field_rates([r for r in items if r.tier == "sampled"], q.min_reviewed), version=version)
+                           field_rates(sampled, q.min_reviewed), version=version)
     if current is not None:
         report.traffic = field_rises(cfg, items, current, previous)
         report.current, report.previous = current.label, previous.label if previous else ""
@@ -481,7 +482,7 @@ def _record(ws: Workspace, report: MonitorReport, current: Window) -> list[alarm
                                     "h": q.design["h"], "p0": q.design["p0"], "p1": q.design["p1"],
                                     "version": q.version}}
         recorded.append(alarm_table.record(ws.db_path, alarm_table.Alarm(
-            "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}{q._of_version}", None, None,
+            "quality", ["quality.cusum"], f"sampled reviewed answers 1-{position}{q.of_version}", None, None,
             q.reviewed, f"p0={q.design['p0']}", {q.version: q.reviewed} if q.version else {}, detail)))
     if q and q.field_alarms:
         detail = {f"quality.field.{name}": rise.detail() for name, rise in q.traffic.items() if rise.alarm}
